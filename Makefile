@@ -1,0 +1,38 @@
+# Fresh-machine entry points. Both create .venv and install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+TORCH_VERSION := 2.13.0
+export RAY_AUTH_MODE := disabled
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel setuptools
+	# torch first, pinned: any other version pulls several GB of CUDA wheels.
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e ".[ingest,train,dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m brainomni.demo --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --timeout=900 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check brainomni pipelines tests
+	$(BIN)/ruff format --check brainomni pipelines tests
+
+bench: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_preprocess.py
+
+clean:
+	rm -rf $(VENV) demo-out bench-out .pytest_cache
