@@ -53,3 +53,4 @@ def meeg_file(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{rel} not present in {MEEG_DIR}")
     return p
+pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_corpora"]

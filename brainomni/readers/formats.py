@@ -1,0 +1,370 @@
+"""The registry of recording formats: every per-format quirk lives here and nowhere else.
+
+Each :class:`Format` names the MNE reader, the keyword arguments it needs, the files that
+must travel with the main file (companions), which folder members must exist, and whether
+block reads need the data preloaded. :func:`detect_format` maps a path or fsspec URL to a key.
+
+Quirks recorded here (measured with MNE 1.13):
+
+- FIF: ``allow_maxshield=True`` so MaxShield (active-shielding, not yet SSS-processed)
+  recordings open instead of raising; split files (``name-1.fif``, BIDS ``_split-02``) are
+  staged beside the first part.
+- Neuroscan CNT: MNE's ``data_format="auto"`` needs the header's sample count; when it is 0
+  (``scan41_short.cnt``) auto raises, and ``int32`` reads garbage (about 1 V medians). See
+  :mod:`brainomni.readers.cnt` for the rule used.
+- ANT Neuro ``.cnt`` files share the extension; they are RIFF containers and are told apart by
+  their first four bytes.
+- EDF/BDF/GDF with mixed per-channel sampling rates: MNE upsamples the slower channels
+  differently when reading blocks than when preloading, so those files are preloaded
+  (:func:`edf_preload_reason`).
+- BrainVision: the ``.vhdr`` names its data and marker files (``DataFile=``/``MarkerFile=``).
+- CTF ``.ds`` and EGI ``.mff`` are folders; BTi/4D is a data file beside ``config`` and
+  ``hs_file``.
+
+This module imports neither mne nor fsspec at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fsspec import AbstractFileSystem
+    from mne.io import BaseRaw
+
+logger = logging.getLogger(__name__)
+
+GENERIC = "generic"
+
+
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A file that must (or may) sit beside the main file. ``path`` is an fsspec/local path."""
+
+    path: str
+    required: bool
+    role: str  # e.g. "data file (DataFile=)", "FIF split part"
+
+
+CompanionFn = Callable[["AbstractFileSystem", str], list[Companion]]
+PreloadFn = Callable[["BaseRaw"], "str | None"]
+KwargsFn = Callable[[str], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One recording format.
+
+    ``reader`` is the name of the function in ``mne.io``; ``extensions`` are lower-case and
+    include the dot (longest match wins); ``folder`` formats are directories whose whole
+    content is staged; ``required_members`` are glob patterns that must match a file inside a
+    folder format; ``companions`` lists extra files for single-file formats;
+    ``resolve_kwargs`` adds reader arguments decided from the local file itself;
+    ``needs_preload`` forces preloading for every file of the format, ``preload_reason``
+    decides it per file after opening; ``optional_packages`` maps an importable module to the
+    pip install line that provides it.
+    """
+
+    key: str
+    reader: str
+    description: str
+    extensions: tuple[str, ...] = ()
+    folder: bool = False
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    companions: CompanionFn | None = None
+    required_members: tuple[str, ...] = ()
+    resolve_kwargs: KwargsFn | None = None
+    needs_preload: bool = False
+    preload_reason: PreloadFn | None = None
+    optional_packages: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# --------------------------------------------------------------------------- companions
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/"))
+
+
+def safe_join(base_dir: str, rel: str) -> str:
+    """Join a companion's relative name onto ``base_dir``, refusing escapes.
+
+    Raises ``ValueError`` for absolute names, drive letters or ``..`` components: a header
+    must not make us read or write outside the recording's own folder.
+    """
+    rel_posix = rel.replace("\\", "/").strip()
+    if not rel_posix or rel_posix.startswith("/") or re.match(r"^[A-Za-z]:", rel_posix):
+        raise ValueError(f"companion name {rel!r} is absolute or empty")
+    parts = [p for p in rel_posix.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts) or not parts:
+        raise ValueError(f"companion name {rel!r} escapes the recording's folder")
+    return posixpath.join(base_dir, *parts) if base_dir else posixpath.join(*parts)
+
+
+def _stem(name: str, extensions: tuple[str, ...]) -> str:
+    low = name.lower()
+    for ext in sorted(extensions, key=len, reverse=True):
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return posixpath.splitext(name)[0]
+
+
+def same_stem(*suffixes: str, required: bool = False, role: str = "companion") -> CompanionFn:
+    """Companions named ``<stem><suffix>`` beside the main file (each suffix tried as given,
+    upper and lower case; the first that exists is used, else the first spelling is listed)."""
+
+    def find(fs: AbstractFileSystem, path: str) -> list[Companion]:
+        parent, name = _parent(path), posixpath.basename(path)
+        stem = posixpath.splitext(name)[0]
+        out = []
+        for suffix in suffixes:
+            spellings = list(dict.fromkeys((suffix, suffix.upper(), suffix.lower())))
+            found = next(
+                (c for s in spellings if fs.exists(c := posixpath.join(parent, stem + s))),
+                None,
+            )
+            out.append(Companion(found or posixpath.join(parent, stem + suffix), required, role))
+        return out
+
+    return find
+
+
+_BV_KEYS = {"datafile": "data file (DataFile=)", "markerfile": "marker file (MarkerFile=)"}
+
+
+def brainvision_companions(fs: AbstractFileSystem, path: str) -> list[Companion]:
+    """The data and marker files named in a BrainVision header's ``[Common Infos]``."""
+    with fs.open(path, "rb") as f:
+        text = f.read(1 << 20).decode("latin-1")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() in _BV_KEYS and value.strip():
+            found.setdefault(key.strip().lower(), value.strip())
+    stem, parent = posixpath.splitext(posixpath.basename(path))[0], _parent(path)
+    defaults = {"datafile": stem + ".eeg", "markerfile": stem + ".vmrk"}
+    out = []
+    for key, role in _BV_KEYS.items():
+        rel = found.get(key, defaults[key])
+        try:
+            out.append(Companion(safe_join(parent, rel), True, role))
+        except ValueError as exc:
+            raise ValueError(f"BrainVision header {path}: {exc}") from None
+    return out
+
+
+_SPLIT_BIDS = re.compile(r"_split-(\d+)")
+
+
+def fif_split_companions(fs: AbstractFileSystem, path: str) -> list[Companion]:
+    """Later parts of a split FIF recording: ``name-1.fif, name-2.fif...`` or BIDS
+    ``..._split-02_...fif``. MNE follows the chain itself; they only need to be present."""
+    parent, name = _parent(path), posixpath.basename(path)
+    if _SPLIT_BIDS.search(name):
+        pattern = re.compile(re.escape(_SPLIT_BIDS.sub("\0", name)).replace("\0", r"_split-\d+"))
+    else:
+        stem = _stem(name, (".fif.gz", ".fif"))
+        ext = name[len(stem) :]
+        pattern = re.compile(re.escape(stem) + r"-\d+" + re.escape(ext))
+    try:
+        siblings = fs.ls(parent or ".", detail=False)
+    except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - parent vanished
+        return []
+    return [
+        Companion(s, False, "FIF split part")
+        for s in sorted(siblings)
+        if posixpath.basename(s) != name and pattern.fullmatch(posixpath.basename(s))
+    ]
+
+
+def bti_companions(fs: AbstractFileSystem, path: str) -> list[Companion]:
+    """BTi/4D: ``config`` (required) and ``hs_file`` (head shape, optional) beside the data."""
+    parent = _parent(path)
+    return [
+        Companion(posixpath.join(parent, "config"), True, "BTi config"),
+        Companion(posixpath.join(parent, "hs_file"), False, "BTi head shape"),
+    ]
+
+
+# --------------------------------------------------------------------------- preload rules
+
+
+def edf_preload_reason(raw: BaseRaw) -> str | None:
+    """EDF/BDF/GDF: a reason to preload when data channels have different sampling rates.
+
+    MNE resamples slower channels per block when not preloaded, which differs from the
+    whole-file result (and leaves block-edge artefacts); preloading gives the exact result.
+    """
+    extras = getattr(raw, "_raw_extras", None) or [{}]
+    n_samps = extras[0].get("n_samps")
+    if n_samps is None:
+        return None
+    sel = extras[0].get("sel")
+    tal_idx = extras[0].get("tal_idx")
+    tal = {int(i) for i in (tal_idx if tal_idx is not None else ())}
+    idx = [i for i in (range(len(n_samps)) if sel is None else sel) if i not in tal]
+    rates = {int(n_samps[i]) for i in idx if i < len(n_samps)}
+    if len(rates) > 1:
+        return (
+            f"channels sampled at {len(rates)} different rates (samples per record {sorted(rates)})"
+        )
+    return None
+
+
+def cnt_reader_kwargs(path: str) -> dict[str, Any]:
+    """Neuroscan CNT: the ``data_format`` to pass (see :func:`brainomni.readers.cnt.cnt_data_format`)."""
+    from brainomni.readers.cnt import cnt_data_format
+
+    return {"data_format": cnt_data_format(path)}
+
+
+# --------------------------------------------------------------------------- the registry
+
+_MFF_HINT = {
+    "mffpy": "pip install mffpy  (or: pip install 'brainomni[ingest]')",
+    "defusedxml": "pip install defusedxml  (or: pip install 'brainomni[ingest]')",
+}
+
+_FORMATS: tuple[Format, ...] = (
+    Format(
+        "fif",
+        "read_raw_fif",
+        "MEGIN/Elekta Neuromag FIF (MaxShield allowed; split files)",
+        (".fif", ".fif.gz"),
+        kwargs=MappingProxyType({"allow_maxshield": True}),
+        companions=fif_split_companions,
+    ),
+    Format(
+        "ctf",
+        "read_raw_ctf",
+        "CTF .ds folder",
+        (".ds",),
+        folder=True,
+        required_members=("*.res4", "*.meg4"),
+    ),
+    Format("kit", "read_raw_kit", "KIT/Yokogawa/Ricoh MEG", (".con", ".sqd")),
+    Format(
+        "bti",
+        "read_raw_bti",
+        "BTi/4D Magnes (data file beside config)",
+        (),
+        companions=bti_companions,
+    ),
+    Format("edf", "read_raw_edf", "EDF/EDF+", (".edf", ".rec"), preload_reason=edf_preload_reason),
+    Format("bdf", "read_raw_bdf", "BioSemi BDF", (".bdf",), preload_reason=edf_preload_reason),
+    Format("gdf", "read_raw_gdf", "GDF", (".gdf",), preload_reason=edf_preload_reason),
+    Format(
+        "brainvision",
+        "read_raw_brainvision",
+        "BrainProducts BrainVision (.vhdr + .vmrk + .eeg)",
+        (".vhdr", ".ahdr"),
+        companions=brainvision_companions,
+    ),
+    Format(
+        "eeglab",
+        "read_raw_eeglab",
+        "EEGLAB .set (+ .fdt when the data is not embedded)",
+        (".set",),
+        companions=same_stem(".fdt", role="EEGLAB data file"),
+        optional_packages=MappingProxyType({"pymatreader": "pip install pymatreader"}),
+    ),
+    Format("cnt", "read_raw_cnt", "Neuroscan CNT", (".cnt",), resolve_kwargs=cnt_reader_kwargs),
+    Format(
+        "ant",
+        "read_raw_ant",
+        "ANT Neuro CNT (RIFF)",
+        (),
+        optional_packages=MappingProxyType({"antio": "pip install antio"}),
+    ),
+    Format(
+        "egi_mff",
+        "read_raw_egi",
+        "EGI/Magstim MFF folder",
+        (".mff",),
+        folder=True,
+        required_members=("info.xml", "signal1.bin"),
+        optional_packages=MappingProxyType(_MFF_HINT),
+    ),
+    Format("egi", "read_raw_egi", "EGI simple binary", (".egi", ".raw")),
+    Format(
+        "nihon_kohden",
+        "read_raw_nihon",
+        "Nihon Kohden .eeg (+ .21e, .pnt, .log)",
+        (".eeg",),
+        companions=same_stem(".PNT", ".21E", ".LOG", role="Nihon Kohden header"),
+    ),
+    Format("eximia", "read_raw_eximia", "Nexstim eXimia", (".nxe",)),
+    Format("nedf", "read_raw_nedf", "Neuroelectrics NEDF", (".nedf",)),
+    Format(
+        "artemis123",
+        "read_raw_artemis123",
+        "ARTEMIS123 MEG (.bin + .txt header)",
+        (".bin",),
+        companions=same_stem(".txt", required=True, role="ARTEMIS123 header"),
+    ),
+    Format(
+        "curry",
+        "read_raw_curry",
+        "Compumedics Curry",
+        (".cdt", ".dat"),
+        companions=same_stem(
+            ".cdt.dpa", ".cdt.dpo", ".cdt.cef", ".dap", ".rs3", ".cef", role="Curry header"
+        ),
+    ),
+    Format(
+        "persyst",
+        "read_raw_persyst",
+        "Persyst .lay (+ .dat)",
+        (".lay",),
+        companions=same_stem(".dat", required=True, role="Persyst data file"),
+    ),
+    Format(GENERIC, "read_raw", "anything else mne.io.read_raw can open"),
+)
+
+FORMATS: Mapping[str, Format] = MappingProxyType({f.key: f for f in _FORMATS})
+_BY_EXT = sorted(((e, f.key) for f in _FORMATS for e in f.extensions), key=lambda t: -len(t[0]))
+_BTI_NAME = re.compile(r"^[a-z],rf", re.IGNORECASE)
+
+
+def get_format(key: str) -> Format:
+    """The registry entry for ``key``; ``ValueError`` listing the known keys otherwise."""
+    try:
+        return FORMATS[key]
+    except KeyError:
+        raise ValueError(f"unknown format {key!r}; known: {', '.join(sorted(FORMATS))}") from None
+
+
+def _is_riff(uri: str, storage_options: dict | None) -> bool:
+    """True when the file starts with a RIFF/RF64 tag (ANT Neuro CNT). False if unreadable."""
+    try:
+        import fsspec
+
+        with fsspec.open(uri, "rb", **(storage_options or {})) as f:
+            return f.read(4) in (b"RIFF", b"RF64")
+    except (OSError, ValueError):
+        return False
+
+
+def detect_format(path_or_uri: str, *, storage_options: dict | None = None) -> str:
+    """Format key for a local path or fsspec URL, from its name (and, for ``.cnt``, its first
+    bytes). Folder formats are recognised by their suffix (``.ds``, ``.mff``); BTi/4D by the
+    4D data-file naming (``c,rfDC``, ``e,rfhp1.0Hz``...). Unknown names give ``"generic"``
+    (``mne.io.read_raw``). BrainVision recordings are opened through their ``.vhdr``; a bare
+    ``.eeg`` is taken as Nihon Kohden.
+    """
+    name = posixpath.basename(str(path_or_uri).replace("\\", "/").rstrip("/"))
+    low = name.lower()
+    if _BTI_NAME.match(name):
+        return "bti"
+    for ext, key in _BY_EXT:
+        if low.endswith(ext):
+            if key == "cnt" and _is_riff(str(path_or_uri), storage_options):
+                return "ant"
+            return key
+    return GENERIC

@@ -1,0 +1,260 @@
+"""The sensor table of one recording: which channels are kept, their type (EEG 0, MAG 1,
+GRAD 2), position and orientation, and why every other channel was dropped.
+
+MEG sensor types come from the coil type, not from MNE's channel type: axial gradiometers
+(CTF, KIT/Yokogawa/Ricoh, ARTEMIS123, BTi/4D MAGNES gradiometers...) carry MNE type ``mag`` but
+are GRAD; Neuromag planar gradiometers (VectorView, Neuromag-122) are GRAD; Neuromag, BTi/4D,
+BabyMEG and OPM magnetometers are MAG. Orientation is the coil normal ``loc[9:12]`` for
+magnetometers and axial gradiometers and the gradient direction ``loc[3:6]`` for planar
+gradiometers (spec §2 step 4), scaled to unit length; EEG orientation is zero.
+
+EEG positions, first that exists: the file (finite, non-zero ``loc[0:3]``), then BIDS
+``electrodes.tsv`` (``electrodes``), then the standard 10-05 montage by name
+(:mod:`brainomni.sensors.names`). Positions are metres, in the frame the source gives them.
+
+Minimum channels: a modality group (EEG; MEG = MAG and GRAD) with fewer than
+``min_channels`` placed channels (default 2) is dropped, because per-group position
+normalisation and per-type common-average referencing are degenerate for one channel (a
+centred single position is zero and the official scaling divides by it). A recording with no
+group left is a :class:`~brainomni.errors.SkipRecording`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brainomni.errors import SkipRecording
+from brainomni.records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, Dropped, SensorTable
+from brainomni.sensors.names import MONTAGE, match_montage, non_eeg_kind, resolve_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mne import Info
+
+logger = logging.getLogger(__name__)
+
+POS_FILE, POS_ELECTRODES = "file", "electrodes.tsv"
+POS_MONTAGE = f"montage:{MONTAGE}"
+DEFAULT_MIN_CHANNELS = 2
+
+# BIDS channels.tsv "type" -> our category ("meg" trusts the coil type).
+_BIDS_TYPES = {
+    "EEG": "eeg",
+    "MEGMAG": "meg",
+    "MEGGRADAXIAL": "meg",
+    "MEGGRADPLANAR": "meg",
+    "MEGOTHER": "meg",
+    "MEGREFMAG": "ref_meg",
+    "MEGREFGRADAXIAL": "ref_meg",
+    "MEGREFGRADPLANAR": "ref_meg",
+    "EOG": "eog",
+    "HEOG": "eog",
+    "VEOG": "eog",
+    "ECG": "ecg",
+    "EMG": "emg",
+    "TRIG": "stim",
+    "REF": "reference electrode",
+    "SEEG": "seeg",
+    "ECOG": "ecog",
+    "DBS": "dbs",
+    "RESP": "resp",
+}
+
+_PLANAR, _AXIAL, _MAGNETOMETER, _REFERENCE = "planar", "axial", "magnetometer", "reference"
+
+
+@functools.lru_cache(maxsize=1)
+def _coil_names() -> dict[int, tuple[str, ...]]:
+    from mne.io.constants import FIFF
+
+    names: dict[int, list[str]] = {}
+    for key, value in FIFF.items():
+        if key.startswith("FIFFV_COIL_"):
+            names.setdefault(int(value), []).append(key[len("FIFFV_COIL_") :])
+    return {k: tuple(v) for k, v in names.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def coil_class(coil_type: int) -> str | None:
+    """``"planar"``, ``"axial"``, ``"magnetometer"``, ``"reference"`` or ``None`` (not a
+    supported MEG coil) for a FIFF coil type, decided from the FIFF constant names so that
+    new vendors' coils (``*_OPM_MAG_*``, ``*_GRAD``) classify without code changes."""
+    from mne.io.constants import FIFF
+
+    names = _coil_names().get(int(coil_type), ())
+    if not names or any("MCG" in n and "AXIAL" not in n for n in names):
+        return None
+    if any("REF" in n or "_R_" in n for n in names):
+        return _REFERENCE
+    if coil_type in (FIFF.FIFFV_COIL_NM_122, FIFF.FIFFV_COIL_NM_24) or any(
+        "PLANAR" in n for n in names
+    ):
+        return _PLANAR
+    if any("GRAD" in n or "AXIAL" in n for n in names):
+        return _AXIAL
+    if any("MAG" in n for n in names):
+        return _MAGNETOMETER
+    return None
+
+
+def _finite_nonzero(xyz: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(xyz)) and np.any(xyz != 0.0))
+
+
+def _ci_get(mapping: Mapping[str, Any] | None, name: str) -> Any:
+    """Exact, then case-insensitive lookup."""
+    if not mapping:
+        return None
+    if name in mapping:
+        return mapping[name]
+    low = {k.lower(): v for k, v in mapping.items()}
+    return low.get(name.lower())
+
+
+def _meg_row(ch: Mapping[str, Any]) -> tuple[int, np.ndarray, np.ndarray] | str:
+    """(type id, pos, unit ori) for a MEG channel, or the reason it is dropped."""
+    cls = coil_class(int(ch["coil_type"]))
+    if cls is None:
+        return f"unsupported MEG coil type {int(ch['coil_type'])}"
+    if cls == _REFERENCE:
+        return "MEG reference sensor"
+    loc = np.asarray(ch["loc"], dtype=np.float64)
+    pos = loc[0:3]
+    ori = loc[3:6] if cls == _PLANAR else loc[9:12]
+    if not _finite_nonzero(pos):
+        return "MEG sensor without a position in the file"
+    norm = float(np.linalg.norm(ori)) if np.all(np.isfinite(ori)) else 0.0
+    if norm < 1e-6:
+        return "MEG sensor without an orientation in the file"
+    return (MAG if cls == _MAGNETOMETER else GRAD), pos, ori / norm
+
+
+def build_sensor_table(
+    info: Info,
+    *,
+    channel_types: Mapping[str, str] | None = None,
+    electrodes: Mapping[str, Sequence[float]] | None = None,
+    exclude: Iterable[str] = (),
+    min_channels: int = DEFAULT_MIN_CHANNELS,
+) -> SensorTable:
+    """Sensor table of the channels in ``info`` (an ``mne.Info``).
+
+    ``channel_types``: BIDS ``channels.tsv`` name -> TYPE (``EEG``, ``EOG``, ``MEGMAG``...),
+    overriding the file's types (MEG channels still take their sensor type from the coil).
+    ``electrodes``: BIDS ``electrodes.tsv`` name -> (x, y, z) in metres. ``exclude``: names to
+    drop (per-dataset exclusions). Channels marked bad are kept (the cleaning chain
+    interpolates them). Raises :class:`SkipRecording` when no group keeps ``min_channels``.
+    """
+    if min_channels < 1:
+        raise ValueError(f"min_channels must be >= 1, got {min_channels}")
+    excluded = set(exclude)
+    kinds = info.get_channel_types()
+    rows: dict[int, tuple[int, np.ndarray, np.ndarray, str]] = {}
+    dropped: dict[int, str] = {}
+    need_montage: list[int] = []
+    for idx, (ch, kind) in enumerate(zip(info["chs"], kinds, strict=True)):
+        name = ch["ch_name"]
+        if name in excluded:
+            dropped[idx] = "excluded by configuration"
+            continue
+        bids = _ci_get(channel_types, name)
+        category = _BIDS_TYPES.get(str(bids).upper(), "misc") if bids is not None else None
+        if kind in ("mag", "grad") and category in (None, "meg"):
+            row = _meg_row(ch)
+            if isinstance(row, str):
+                dropped[idx] = row
+            else:
+                rows[idx] = (*row, POS_FILE)
+            continue
+        if category == "meg":
+            dropped[idx] = f"channels.tsv says {bids} but the file has no MEG coil here"
+            continue
+        if category is not None and category != "eeg":
+            dropped[idx] = f"{category} channel (channels.tsv type {bids})"
+            continue
+        if category is None and kind != "eeg":
+            dropped[idx] = "MEG reference sensor" if kind == "ref_meg" else f"{kind} channel"
+            continue
+        if category is None and (guess := non_eeg_kind(name)) is not None:
+            dropped[idx] = f"{guess} channel (by its name)"
+            continue
+        loc = np.asarray(ch["loc"][:3], dtype=np.float64)
+        tsv = _ci_get(electrodes, name)
+        tsv_xyz = np.asarray(tsv, dtype=np.float64) if tsv is not None else None
+        if _finite_nonzero(loc):
+            rows[idx] = (EEG, loc, np.zeros(3), POS_FILE)
+        elif tsv_xyz is not None and tsv_xyz.shape == (3,) and _finite_nonzero(tsv_xyz):
+            rows[idx] = (EEG, tsv_xyz, np.zeros(3), POS_ELECTRODES)
+        else:
+            need_montage.append(idx)
+
+    if need_montage:
+        names = [info["chs"][i]["ch_name"] for i in need_montage]
+        matched, unmatched = resolve_names(names)
+        positions = match_montage(list(matched))
+        for idx, name in zip(need_montage, names, strict=True):
+            if name in matched:
+                rows[idx] = (EEG, positions[name][1], np.zeros(3), POS_MONTAGE)
+            else:
+                dropped[idx] = f"EEG channel without a position ({unmatched[name]})"
+
+    _enforce_minimum(info, rows, dropped, min_channels)
+    if not rows:
+        counts = Counter(r.split(" (")[0] for r in dropped.values())
+        top = ", ".join(f"{n} {r}" for r, n in counts.most_common(4))
+        raise SkipRecording(
+            f"no placeable EEG/MEG channels (min_channels={min_channels}): "
+            f"{len(dropped)} dropped ({top})"
+        )
+    return _assemble(info, rows, dropped)
+
+
+def _enforce_minimum(
+    info: Info, rows: dict[int, tuple], dropped: dict[int, str], min_channels: int
+) -> None:
+    """Drop a modality group (EEG; MEG) that has fewer than ``min_channels`` channels."""
+    for group, members in (("EEG", (EEG,)), ("MEG", (MAG, GRAD))):
+        idx = [i for i, r in rows.items() if r[0] in members]
+        if 0 < len(idx) < min_channels:
+            for i in idx:
+                del rows[i]
+                dropped[i] = (
+                    f"only {len(idx)} placed {group} channel(s); min_channels={min_channels} "
+                    "are needed per group"
+                )
+            logger.debug("dropping %s group of %d channel(s)", group, len(idx))
+
+
+def _assemble(info: Info, rows: dict[int, tuple], dropped: dict[int, str]) -> SensorTable:
+    picks = np.array(sorted(rows), dtype=np.int64)
+    types = np.array([rows[i][0] for i in picks], dtype=np.int8)
+    pos = np.array([rows[i][1] for i in picks], dtype=np.float32).reshape(-1, 3)
+    ori = np.array([rows[i][2] for i in picks], dtype=np.float32).reshape(-1, 3)
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(ori))):  # pragma: no cover
+        raise AssertionError("sensor table built non-finite positions")
+    return SensorTable(
+        names=[info["chs"][i]["ch_name"] for i in picks],
+        types=types,
+        pos=pos,
+        ori=ori,
+        pos_source=[rows[i][3] for i in picks],
+        picks=picks,
+        dropped=[Dropped(info["chs"][i]["ch_name"], r) for i, r in sorted(dropped.items())],
+    )
+
+
+def sensor_table_json(table: SensorTable) -> dict[str, Any]:
+    """JSON-ready description: counts per type, one row per kept channel, dropped channels."""
+    return {
+        "n_channels": len(table),
+        "summary": table.summary(),
+        "pos_sources": dict(Counter(table.pos_source)),
+        "channels": table.as_rows(),
+        "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
+        "type_names": {str(k): v for k, v in SENSOR_TYPE_NAMES.items()},
+    }

@@ -1,0 +1,353 @@
+"""Crawl a BIDS (OpenNeuro) dataset root at any fsspec URL into recording references.
+
+One recursive listing is taken (see :class:`~brainomni.sources.listing.Listing`); recordings,
+companions and sidecars are all found in it. Only sidecars are read (JSON/TSV, cached).
+
+A recording is an entry of a ``sub-*/[ses-*/]{eeg,meg}/`` folder: a file with a known data
+suffix (``.vhdr`` for BrainVision, ``.set`` for EEGLAB, never their ``.eeg``/``.vmrk``/
+``.fdt`` companions), or a folder (CTF ``.ds``, EGI ``.mff``, or a BTi/4D folder named
+``..._meg``). ``derivatives/``, ``sourcedata/`` and other top-level folders are not crawled.
+
+Skipped, with a reason: empty-room and noise recordings, secondary split FIF parts (the
+first part lists them as companions), names that are not BIDS recording names, data files
+whose BIDS suffix is not ``eeg``/``meg``, and formats no reader handles.
+
+Sidecars follow the BIDS inheritance principle: a ``*_eeg.json``/``*_meg.json`` applies
+when its entities are a subset of the recording's and it sits in the recording's folder or
+a parent up to the root; JSON files are merged from the root down, TSV files (``channels``,
+``electrodes``) are taken from the most specific level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from brainomni.records import RecordingRef
+from brainomni.sources.base import (
+    BTI_FORMAT,
+    COMPANION_SUFFIXES,
+    COMPANIONS,
+    FILE_FORMATS,
+    FOLDER_FORMATS,
+    CrawlResult,
+    suffix_of,
+)
+from brainomni.sources.listing import Listing
+from brainomni.storage import redact
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("eeg", "meg")
+SIDECAR_SUFFIXES = frozenset({".json", ".tsv", ".txt", ".md"})
+_EMPTY_ROOM_RE = re.compile(r"empty[-_]?room|noise", re.I)
+_ACCESSION_RE = re.compile(r"^(?P<name>ds\d{6})(?:[-_]v?(?P<version>\d+\.\d+\.\d+[\w.+-]*))?$")
+_BTI_DATA_RE = re.compile(r"^[a-z],rf", re.I)
+_NEUROMAG_SPLIT_RE = re.compile(r"_meg-\d+$")
+ENTITY_FIELDS = ("subject", "session", "task", "run", "acquisition")
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    rel: str  # relative path of the recording (file or folder)
+    name: str  # last path component
+    modality: str
+    fmt: str | None  # reader key; None = let the reader detect
+    is_folder: bool
+    supported: bool
+
+
+def crawl_bids(
+    url: str,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    modalities: Iterable[str] = MODALITIES,
+    line_freq: float | None = None,
+    checksums: bool = True,
+) -> CrawlResult:
+    """Every EEG/MEG recording of the BIDS dataset at ``url``.
+
+    ``name``/``version`` pin the dataset identity (they feed the stable recording id); when
+    omitted they come from the root's name (``ds002721`` or the snapshot ``ds002721-1.0.3``),
+    then ``dataset_description.json`` (``Name``, ``DatasetVersion``). ``line_freq`` (Hz) is
+    used only where no sidecar gives ``PowerLineFrequency``. ``checksums=False`` skips
+    content hashing of local files (the ``checksum`` field is then ``None``).
+    """
+    from mne_bids import get_entities_from_fname
+
+    wanted = tuple(m.lower() for m in modalities)
+    bad = sorted(set(wanted) - set(MODALITIES))
+    if bad:
+        raise ValueError(f"modalities must be among {MODALITIES}, got {bad}")
+    listing = Listing.take(url, storage_options, checksums=checksums)
+    ds_name, ds_version = _identity(listing, name, version)
+    participants = _participants(listing)
+    sidecars = _SidecarIndex(listing, get_entities_from_fname)
+    result = CrawlResult()
+    for cand in _candidates(listing, wanted):
+        entities = {
+            k: v
+            for k, v in get_entities_from_fname(cand.name, on_error="ignore").items()
+            if v is not None
+        }
+        base = RecordingRef(
+            uri=listing.url(listing.abs(cand.rel)),
+            format=cand.fmt,
+            dataset=ds_name,
+            dataset_version=ds_version,
+            relpath=cand.rel,
+            modality=cand.modality,
+            **{f: entities.get(f, "") for f in ENTITY_FIELDS},
+        )
+        reason = _skip_reason(cand, entities)
+        if not reason and cand.fmt == BTI_FORMAT:
+            data = [r for r in listing.under(cand.rel) if _BTI_DATA_RE.match(r.rsplit("/", 1)[-1])]
+            if data:
+                base = dataclasses.replace(base, uri=listing.url(listing.abs(sorted(data)[0])))
+            else:
+                reason = "BTi/4D folder without a c,rf* data file"
+        if reason:
+            result.skipped.append((base, reason))
+            continue
+        files = _recording_files(listing, cand, entities)
+        meta = sidecars.metadata(cand, entities, default_line_freq=line_freq)
+        extra = [*meta.pop("extra"), *participants.get(f"sub-{entities['subject']}", ())]
+        result.recordings.append(
+            dataclasses.replace(
+                base,
+                size=listing.size(files),
+                checksum=listing.checksum(files),
+                extra=tuple(extra),
+                **meta,
+            )
+        )
+    result.__post_init__()
+    logger.info(
+        "crawled BIDS %s (%s %s): %d recordings, %d skipped",
+        redact(url),
+        ds_name,
+        ds_version or "-",
+        len(result.recordings),
+        len(result.skipped),
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _identity(listing: Listing, name: str | None, version: str | None) -> tuple[str, str]:
+    desc = (
+        listing.read_json("dataset_description.json")
+        if listing.exists("dataset_description.json")
+        else {}
+    )
+    base = listing.root.rstrip("/").rsplit("/", 1)[-1]
+    m = _ACCESSION_RE.match(base)
+    ds_name = name or (m["name"] if m else "") or str(desc.get("Name") or "") or base
+    desc_version = str(desc.get("DatasetVersion") or "")
+    snap_version = (m["version"] if m else None) or ""
+    ds_version = version or snap_version or desc_version
+    if version and desc_version and version != desc_version:
+        logger.warning(
+            "dataset %s: version %s given, dataset_description.json says %s",
+            ds_name,
+            version,
+            desc_version,
+        )
+    return ds_name, ds_version
+
+
+def _participants(listing: Listing) -> dict[str, tuple[tuple[str, str], ...]]:
+    if not listing.exists("participants.tsv"):
+        return {}
+    out = {}
+    for row in listing.read_tsv("participants.tsv"):
+        pid = row.get("participant_id", "")
+        out[pid] = tuple(
+            (f"participants.{k}", v)
+            for k, v in row.items()
+            if k != "participant_id" and v not in ("", "n/a")
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+def _datatype_index(parts: list[str]) -> int | None:
+    """Index of the datatype folder in ``sub-X/[ses-Y/]datatype/...``, else ``None``."""
+    if not parts or not parts[0].startswith("sub-"):
+        return None
+    idx = 2 if len(parts) > 2 and parts[1].startswith("ses-") else 1
+    return idx if len(parts) > idx + 1 else None
+
+
+def _candidates(listing: Listing, wanted: tuple[str, ...]) -> list[_Candidate]:
+    seen: dict[str, _Candidate] = {}
+    for rel in listing.rel_files():
+        parts = rel.split("/")
+        idx = _datatype_index(parts)
+        if idx is None or parts[idx] not in wanted:
+            continue
+        name, modality = parts[idx + 1], parts[idx]
+        rec_rel = "/".join(parts[: idx + 2])
+        if rec_rel in seen:
+            continue
+        is_folder = len(parts) > idx + 2
+        suffix = suffix_of(name)
+        if is_folder:
+            fmt = FOLDER_FORMATS.get(suffix) or (BTI_FORMAT if not suffix else None)
+            supported = fmt is not None
+        elif suffix in SIDECAR_SUFFIXES or suffix in COMPANION_SUFFIXES:
+            continue
+        else:
+            fmt, supported = FILE_FORMATS.get(suffix), suffix in FILE_FORMATS
+        seen[rec_rel] = _Candidate(rec_rel, name, modality, fmt, is_folder, supported)
+    return list(seen.values())
+
+
+def _skip_reason(cand: _Candidate, entities: Mapping[str, str]) -> str | None:
+    stem = cand.name[: -len(suffix_of(cand.name))] if suffix_of(cand.name) else cand.name
+    if not cand.supported:
+        what = "folder" if cand.is_folder else "file"
+        return f"unsupported {what} format {suffix_of(cand.name) or '(no suffix)'}"
+    if "subject" not in entities:
+        return "not a BIDS recording name (no sub- entity)"
+    if entities["subject"].lower() == "emptyroom":
+        return "empty-room recording (sub-emptyroom)"
+    if entities.get("task", "").lower() == "noise":
+        return "noise recording (task-noise)"
+    if _EMPTY_ROOM_RE.search(cand.name):
+        return "empty-room/noise recording (name)"
+    split = entities.get("split")
+    if split is not None and split.isdigit() and int(split) > 1:
+        return f"secondary split part (split-{split}; read from split-01)"
+    if cand.fmt == "fif" and _NEUROMAG_SPLIT_RE.search(stem):
+        return "secondary split part (neuromag -N naming; read from the first part)"
+    if not stem.endswith(f"_{cand.modality}"):
+        return f"BIDS suffix is not _{cand.modality}"
+    return None
+
+
+def _recording_files(listing: Listing, cand: _Candidate, entities: Mapping[str, str]) -> list[str]:
+    """Relative paths of every file the recording is made of."""
+    if cand.is_folder:
+        return listing.under(cand.rel)
+    files = [cand.rel]
+    suffix = suffix_of(cand.name)
+    stem = cand.rel[: -len(suffix)]
+    files += [stem + c for c in COMPANIONS.get(suffix, ()) if listing.exists(stem + c)]
+    if cand.fmt == "fif" and entities.get("split"):
+        pattern = re.compile(
+            re.escape(cand.rel).replace(re.escape(f"_split-{entities['split']}_"), r"_split-\d+_")
+            + "$"
+        )
+        folder = cand.rel.rsplit("/", 1)[0]
+        files += [r for r in listing.under(folder) if r != cand.rel and pattern.match(r)]
+    return files
+
+
+# --------------------------------------------------------------------------- sidecars
+
+
+class _SidecarIndex:
+    """Sidecar files by (folder, BIDS suffix, extension), with their entities."""
+
+    def __init__(self, listing: Listing, parse: Any) -> None:
+        self.listing = listing
+        self.by_key: dict[tuple[str, str, str], list[tuple[str, dict[str, str]]]] = {}
+        for rel in listing.rel_files():
+            ext = suffix_of(rel)
+            if ext not in (".json", ".tsv"):
+                continue
+            folder, _, fname = rel.rpartition("/")
+            stem = fname[: -len(ext)]
+            bids_suffix = stem.rsplit("_", 1)[-1]
+            ents = {k: v for k, v in parse(fname, on_error="ignore").items() if v is not None}
+            self.by_key.setdefault((folder, bids_suffix, ext), []).append((rel, ents))
+
+    def applicable(
+        self,
+        rec_rel: str,
+        entities: Mapping[str, str],
+        suffix: str,
+        ext: str,
+        ignore: tuple[str, ...] = (),
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Matching sidecars ordered from least to most specific."""
+        parts = rec_rel.split("/")[:-1]
+        found = []
+        for depth in range(len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            for rel, ents in self.by_key.get((folder, suffix, ext), []):
+                if all(entities.get(k) == v for k, v in ents.items() if k not in ignore):
+                    found.append((depth, len(ents), rel, ents))
+        return [(rel, ents) for _, _, rel, ents in sorted(found, key=lambda f: f[:3])]
+
+    def metadata(
+        self, cand: _Candidate, entities: Mapping[str, str], *, default_line_freq: float | None
+    ) -> dict[str, Any]:
+        listing = self.listing
+        sidecar: dict[str, Any] = {}
+        for rel, _ in self.applicable(cand.rel, entities, cand.modality, ".json"):
+            sidecar.update(listing.read_json(rel))
+        line_freq = _as_float(sidecar.get("PowerLineFrequency"))
+        extra: list[tuple[str, str]] = [
+            (key.lower(), str(sidecar[src]))
+            for key, src in (
+                ("manufacturer", "Manufacturer"),
+                ("manufacturers_model_name", "ManufacturersModelName"),
+            )
+            if sidecar.get(src) not in (None, "", "n/a")
+        ]
+        channel_types: tuple[tuple[str, str], ...] = ()
+        bads: tuple[str, ...] = ()
+        channels = self.applicable(cand.rel, entities, "channels", ".tsv")
+        if channels:
+            rows = listing.read_tsv(channels[-1][0])
+            channel_types = tuple(
+                (r["name"], r.get("type", "").upper()) for r in rows if r.get("name")
+            )
+            bads = tuple(r["name"] for r in rows if r.get("status", "").lower() == "bad")
+        return {
+            "line_freq": line_freq if line_freq is not None else default_line_freq,
+            "channel_types": channel_types,
+            "bad_channels": bads,
+            "electrodes_uri": self._electrodes(cand, entities),
+            "extra": extra,
+        }
+
+    def _electrodes(self, cand: _Candidate, entities: Mapping[str, str]) -> str | None:
+        listing = self.listing
+        for rel, ents in reversed(
+            self.applicable(cand.rel, entities, "electrodes", ".tsv", ignore=("space",))
+        ):
+            folder = rel.rpartition("/")[0]
+            coords = [
+                r
+                for r, e in self.by_key.get((folder, "coordsystem", ".json"), [])
+                if e.get("space") == ents.get("space")
+                and all(entities.get(k) == v for k, v in e.items() if k != "space")
+            ]
+            if coords:
+                return listing.url(listing.abs(rel))
+            logger.warning(
+                "%s has no coordsystem.json beside it; electrodes ignored",
+                redact(listing.url(listing.abs(rel))),
+            )
+        return None
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if out > 0 else None

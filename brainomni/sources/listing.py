@@ -1,0 +1,170 @@
+"""A frozen listing of a source tree: one ``find`` call, then every decision is made from it.
+
+Checksums (the ``checksum`` field of :class:`~brainomni.records.RecordingRef`):
+
+* object stores: ``etag:<ETag>`` from the listing (no extra request). A multipart ETag is not
+  an MD5 of the content but is stable for one upload of one object, which is what resume
+  needs: a re-uploaded file gets a new ETag and is redone;
+* local disk: ``sha256:<hex>`` of the file's bytes, streamed in 1 MiB chunks (content, not
+  size/mtime, so copies and re-extracted archives keep their ids and skip state);
+* multi-file recordings (BrainVision, EEGLAB, split FIF, CTF ``.ds``, EGI ``.mff``, BTi):
+  ``tree-sha256:<hex>`` over the sorted ``relname, size, checksum`` lines of every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from brainomni.storage import get_fs, is_local, iter_chunks, redact, retry, to_url
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Listing:
+    """Every file below ``root`` (fs paths → fsspec info), taken once at construction."""
+
+    fs: Any
+    root: str  # fs path of the root, no trailing slash
+    files: dict[str, dict[str, Any]]  # fs path -> info (plain files only)
+    dirs: frozenset[str]  # fs paths of folders below root
+    compute_checksums: bool = True
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def take(
+        cls,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        checksums: bool = True,
+    ) -> Listing:
+        """List ``url`` recursively in one ``find`` call (retried on transient errors)."""
+        fs, root = get_fs(url, storage_options)
+        fs.invalidate_cache(root)  # a crawl must see the store as it is now
+        if not retry(lambda: fs.isdir(root), what=f"stat {url}"):
+            raise FileNotFoundError(f"source root {redact(url)!r} is not a folder or prefix")
+        found = retry(lambda: fs.find(root, withdirs=True, detail=True), what=f"list {url}")
+        files, dirs = {}, set()
+        for path, info in found.items():
+            path = path.rstrip("/")
+            if path == root:
+                continue
+            if info.get("type") == "directory":
+                dirs.add(path)
+            else:
+                files[path] = info
+        # Object stores may omit explicit folder entries: derive them from file keys.
+        for path in files:
+            parent = path.rsplit("/", 1)[0]
+            while len(parent) > len(root) and parent not in dirs:
+                dirs.add(parent)
+                parent = parent.rsplit("/", 1)[0]
+        logger.info("listed %s: %d files, %d folders", redact(url), len(files), len(dirs))
+        return cls(fs, root, dict(sorted(files.items())), frozenset(dirs), checksums)
+
+    # ------------------------------------------------------------------ paths
+
+    def rel(self, path: str) -> str:
+        """Path relative to the root, forward slashes."""
+        return path[len(self.root) + 1 :] if path.startswith(self.root + "/") else path
+
+    def abs(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def url(self, path: str) -> str:
+        """URL (or local path) of an fs path."""
+        return to_url(self.fs, path)
+
+    def rel_files(self) -> list[str]:
+        return [self.rel(p) for p in self.files]
+
+    def exists(self, rel: str) -> bool:
+        return self.abs(rel) in self.files
+
+    def under(self, rel_dir: str) -> list[str]:
+        """Relative paths of every file inside folder ``rel_dir`` (recursive)."""
+        prefix = self.abs(rel_dir) + "/"
+        return [self.rel(p) for p in self.files if p.startswith(prefix)]
+
+    # ------------------------------------------------------------------ sizes and checksums
+
+    def size(self, rels: Iterable[str]) -> int:
+        return sum(int(self.files[self.abs(r)].get("size") or 0) for r in rels)
+
+    def file_checksum(self, rel: str) -> str | None:
+        """Checksum of one file (see the module docstring); ``None`` when disabled."""
+        if not self.compute_checksums:
+            return None
+        path = self.abs(rel)
+        info = self.files[path]
+        if is_local(self.fs):
+            return "sha256:" + self._sha256(path)
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("crc32c")
+        if etag:
+            return "etag:" + str(etag).strip('"')
+        return "sha256:" + self._sha256(path)  # e.g. http without ETag: read it
+
+    def checksum(self, rels: Iterable[str]) -> str | None:
+        """One checksum for a recording made of ``rels`` (a single file or several)."""
+        rels = sorted(rels)
+        if not self.compute_checksums or not rels:
+            return None
+        if len(rels) == 1:
+            return self.file_checksum(rels[0])
+        common = rels[0].rsplit("/", 1)[0] + "/" if "/" in rels[0] else ""
+        h = hashlib.sha256()
+        for r in rels:
+            name = r[len(common) :] if r.startswith(common) else r
+            h.update(f"{name}\t{self.size([r])}\t{self.file_checksum(r)}\n".encode())
+        return "tree-sha256:" + h.hexdigest()
+
+    def _sha256(self, path: str) -> str:
+        h = hashlib.sha256()
+        with retry(lambda: self.fs.open(path, "rb"), what=f"open {path}") as fh:
+            for chunk in iter_chunks(fh):
+                h.update(chunk)
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ small reads (cached)
+
+    def read_text(self, rel: str) -> str:
+        """Text of a small file (sidecars), cached for the life of the listing."""
+        key = "text:" + rel
+        if key not in self._cache:
+            path = self.abs(rel)
+            raw = retry(lambda: self.fs.cat_file(path), what=f"read {self.url(path)}")
+            self._cache[key] = raw.decode("utf-8-sig")
+        return self._cache[key]
+
+    def read_json(self, rel: str) -> dict[str, Any]:
+        key = "json:" + rel
+        if key not in self._cache:
+            try:
+                value = json.loads(self.read_text(rel))
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"invalid JSON in {redact(self.url(self.abs(rel)))}: {exc}"
+                ) from exc
+            self._cache[key] = value if isinstance(value, dict) else {}
+        return self._cache[key]
+
+    def read_tsv(self, rel: str) -> list[dict[str, str]]:
+        """Rows of a BIDS TSV file (header line, tab-separated, no quoting)."""
+        key = "tsv:" + rel
+        if key not in self._cache:
+            lines = [ln for ln in self.read_text(rel).splitlines() if ln.strip()]
+            rows: list[dict[str, str]] = []
+            if lines:
+                header = [h.strip() for h in lines[0].split("\t")]
+                for ln in lines[1:]:
+                    cells = [c.strip() for c in ln.split("\t")]
+                    cells += [""] * (len(header) - len(cells))
+                    rows.append(dict(zip(header, cells[: len(header)], strict=True)))
+            self._cache[key] = rows
+        return self._cache[key]

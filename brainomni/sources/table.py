@@ -1,0 +1,136 @@
+"""The recordings table: crawl output as Arrow/Parquet, one row per recording, every field kept.
+
+Columns are ``recording_id`` (the stable id of :class:`~brainomni.records.RecordingRef`),
+every ``RecordingRef`` field in declaration order, and ``reason`` for tables of skipped
+entries. Pair lists (``channel_types``, ``extra``) are lists of structs so that their order
+survives. The schema version is stored in the Parquet metadata and checked on read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from brainomni.records import RecordingRef
+from brainomni.storage import atomic_write_bytes, get_fs, redact, retry
+
+SCHEMA_KEY = b"brainomni.recordings"
+SCHEMA_VERSION = b"1"
+_PAIR_FIELDS = {"channel_types": ("name", "type"), "extra": ("key", "value")}
+
+
+def recordings_schema(with_reason: bool = False) -> Any:
+    """The Arrow schema of the recordings table (``reason`` appended for skip tables)."""
+    import pyarrow as pa
+
+    types = {
+        "line_freq": pa.float64(),
+        "size": pa.int64(),
+        "bad_channels": pa.list_(pa.string()),
+        **{
+            name: pa.list_(pa.struct([(a, pa.string()), (b, pa.string())]))
+            for name, (a, b) in _PAIR_FIELDS.items()
+        },
+    }
+    cols = [pa.field("recording_id", pa.string(), nullable=False)]
+    for f in dataclasses.fields(RecordingRef):
+        cols.append(pa.field(f.name, types.get(f.name, pa.string())))
+    if with_reason:
+        cols.append(pa.field("reason", pa.string()))
+    return pa.schema(cols, metadata={SCHEMA_KEY: SCHEMA_VERSION})
+
+
+def _row(ref: RecordingRef) -> dict[str, Any]:
+    row: dict[str, Any] = {"recording_id": ref.recording_id}
+    for f in dataclasses.fields(RecordingRef):
+        value = getattr(ref, f.name)
+        if f.name in _PAIR_FIELDS:
+            a, b = _PAIR_FIELDS[f.name]
+            value = [{a: x, b: y} for x, y in value]
+        elif f.name == "bad_channels":
+            value = list(value)
+        row[f.name] = value
+    return row
+
+
+def recordings_table(refs: Iterable[RecordingRef], reasons: Sequence[str] | None = None) -> Any:
+    """A ``pyarrow.Table`` with one row per recording (and a ``reason`` column if given)."""
+    import pyarrow as pa
+
+    refs = list(refs)
+    rows = [_row(r) for r in refs]
+    if reasons is not None:
+        if len(reasons) != len(refs):
+            raise ValueError("recordings_table: one reason per recording is needed")
+        for row, reason in zip(rows, reasons, strict=True):
+            row["reason"] = reason
+    return pa.Table.from_pylist(rows, schema=recordings_schema(reasons is not None))
+
+
+def skipped_table(skipped: Iterable[tuple[RecordingRef, str]]) -> Any:
+    """A recordings table of skipped entries with their ``reason``."""
+    skipped = list(skipped)
+    return recordings_table([r for r, _ in skipped], [why for _, why in skipped])
+
+
+def refs_from_table(table: Any) -> list[RecordingRef]:
+    """``RecordingRef`` objects back from a recordings table (ids are checked)."""
+    names = {f.name for f in dataclasses.fields(RecordingRef)}
+    refs = []
+    for row in table.to_pylist():
+        kw: dict[str, Any] = {}
+        for key, value in row.items():
+            if key not in names:
+                continue
+            if key in _PAIR_FIELDS:
+                a, b = _PAIR_FIELDS[key]
+                value = tuple((item[a], item[b]) for item in value or ())
+            elif key == "bad_channels":
+                value = tuple(value or ())
+            kw[key] = value
+        ref = RecordingRef(**kw)
+        if row.get("recording_id") not in (None, ref.recording_id):
+            raise ValueError(f"recordings table: id mismatch for {redact(ref.uri)}")
+        refs.append(ref)
+    return refs
+
+
+def write_table(table: Any, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write an Arrow table as one Parquet file at ``url``, atomically (see storage)."""
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    atomic_write_bytes(url, buf.getvalue(), storage_options)
+
+
+def read_table(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Read a recordings table written by :func:`write_table`; checks the schema version."""
+    import pyarrow.parquet as pq
+
+    fs, path = get_fs(url, storage_options)
+    data = retry(lambda: fs.cat_file(path), what=f"read {url}")
+    table = pq.read_table(io.BytesIO(data))
+    version = (table.schema.metadata or {}).get(SCHEMA_KEY)
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{redact(url)} is not a recordings table of schema {SCHEMA_VERSION.decode()} "
+            f"(found {version!r})"
+        )
+    return table
+
+
+def write_recordings(
+    refs: Iterable[RecordingRef], url: str, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Write recordings to Parquet at ``url``."""
+    write_table(recordings_table(refs), url, storage_options)
+
+
+def read_recordings(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> list[RecordingRef]:
+    """Recordings from a Parquet file written by :func:`write_recordings`."""
+    return refs_from_table(read_table(url, storage_options))
