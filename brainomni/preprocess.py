@@ -1,0 +1,503 @@
+"""Clean one recording: read -> sensor table -> filter/resample -> bad channels -> store.
+
+The per-recording entry point used by the CLI and by the Ray ingest job. Every recording
+ends as an outcome: ``ok``, ``skipped`` (reason) or ``failed`` (reason, error class); only
+programming errors propagate.
+
+Memory is bounded: the raw recording is read in blocks (``CleanConfig.block_seconds``),
+filtered and resampled block by block (:mod:`brainomni.signal.stream`) and written to the
+store as it goes. Bad channels known up front (marked in the file, BIDS ``channels.tsv``,
+or given) are interpolated and EEG is re-referenced on the fly; channels found bad by the
+rules once the whole recording has been seen trigger one in-place pass over the (not yet
+committed) store. Spatial and temporal operators commute, so both orders give the same
+result: the EEG rows of the corrected output are zero-sum combinations of the filtered
+channels, which the first pass's common reference leaves unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import RecordingFailed, RecordingOutcome, SkipRecording
+from .records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, RecordingRef, SensorTable
+from .signal.config import DEFAULT_CONFIG, CleanConfig
+
+log = logging.getLogger(__name__)
+
+_UNITS = {107: "V", 112: "T", 201: "T/m"}  # FIFF unit codes
+
+
+@dataclass
+class PreprocessResult:
+    """The outcome of cleaning one recording."""
+
+    uri: str
+    outcome: str = "ok"
+    reason: str = ""
+    error_class: str | None = None
+    recording_id: str = ""
+    fmt: str | None = None
+    reader: str | None = None
+    sfreq: float | None = None  # input rate, Hz
+    duration_s: float | None = None  # input duration
+    table: SensorTable | None = None
+    qc: dict[str, Any] = field(default_factory=dict)
+    store: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    bytes_in: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of ``brainomni inspect --json``."""
+        return {
+            "uri": self.uri,
+            "recording_id": self.recording_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "error_class": self.error_class,
+            "format": self.fmt,
+            "reader": self.reader,
+            "sfreq": self.sfreq,
+            "duration_s": self.duration_s,
+            "channels": self.table.as_rows() if self.table is not None else [],
+            "summary": self.table.summary() if self.table is not None else {},
+            "dropped": [{"name": d.name, "reason": d.reason} for d in self.table.dropped]
+            if self.table is not None
+            else [],
+            "qc": self.qc,
+            "store": self.store,
+            "timings": self.timings,
+        }
+
+
+def _load_electrodes(
+    uri: str | None, storage_options: dict | None
+) -> dict[str, list[float]] | None:
+    """BIDS ``electrodes.tsv`` -> name: xyz in metres (units from ``coordsystem.json``)."""
+    if not uri:
+        return None
+    import csv
+    import io
+    import json
+    import posixpath
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    with fs.open(path, "rb") as f:
+        text = f.read().decode("utf-8-sig")
+    scale = 1.0
+    folder = posixpath.dirname(path)
+    try:
+        cands = [p for p in fs.ls(folder, detail=False) if p.endswith("coordsystem.json")]
+        if cands:
+            with fs.open(cands[0], "rb") as f:
+                cs = json.loads(f.read())
+            unit = str(cs.get("EEGCoordinateUnits", "m")).lower()
+            scale = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}.get(unit, 1.0)
+    except (OSError, ValueError):
+        pass
+    out: dict[str, list[float]] = {}
+    for row in csv.DictReader(io.StringIO(text), delimiter="\t"):
+        try:
+            xyz = [float(row["x"]) * scale, float(row["y"]) * scale, float(row["z"]) * scale]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(np.isfinite(xyz)):
+            out[row["name"]] = xyz
+    return out or None
+
+
+def _kept_info(raw, table: SensorTable):
+    """MNE Info of the kept channels, with the sensor table's EEG positions applied."""
+    import mne
+    from mne.io.constants import FIFF
+
+    info = mne.pick_info(raw.info, list(map(int, table.picks)))
+    with info._unlock():
+        for i, ch in enumerate(info["chs"]):
+            if table.types[i] == EEG and table.pos_source[i] != "file":
+                ch["loc"][:3] = table.pos[i]
+                ch["loc"][3:6] = 0.0
+                ch["coord_frame"] = FIFF.FIFFV_COORD_HEAD
+        info["bads"] = []
+    return info
+
+
+def _chpi_freqs(info) -> tuple[float, ...]:
+    import mne
+
+    try:
+        freqs = mne.chpi.get_chpi_info(info, on_missing="ignore")[0]
+    except (ValueError, RuntimeError, KeyError):
+        return ()
+    return tuple(float(f) for f in np.atleast_1d(freqs))
+
+
+def _line_freq(ref: RecordingRef, raw, config: CleanConfig) -> tuple[float | None, str]:
+    from .readers import recording_line_freq
+
+    if config.line_freq is not None:
+        return config.line_freq, "config"
+    if ref.line_freq:
+        return float(ref.line_freq), "bids"
+    f = recording_line_freq(raw)
+    if f:
+        return float(f), "file"
+    return None, "unknown"
+
+
+def preprocess_recording(
+    source: RecordingRef | str,
+    *,
+    out: str | None = None,
+    config: CleanConfig = DEFAULT_CONFIG,
+    storage_options: dict | None = None,
+    out_storage_options: dict | None = None,
+    cache_dir: str | None = None,
+    bads: tuple[str, ...] = (),
+    progress: bool = False,
+) -> PreprocessResult:
+    """Clean one recording and (when ``out`` is given) write its store.
+
+    ``source`` is a :class:`RecordingRef` (from a crawler, with BIDS sidecars) or a
+    path/URL. ``bads`` adds channels to treat as bad. Returns the outcome; raises only for
+    programming errors.
+    """
+    ref = source if isinstance(source, RecordingRef) else RecordingRef(uri=str(source))
+    res = PreprocessResult(uri=ref.uri, recording_id=ref.recording_id)
+    t0 = time.perf_counter()
+    scratch = None
+    try:
+        if out is None:  # inspect: run the whole chain into a scratch store
+            scratch = tempfile.mkdtemp(prefix="brainomni-inspect-", dir=cache_dir)
+            target, target_so = os.path.join(scratch, "rec.zarr"), None
+        else:
+            target, target_so = out, out_storage_options
+        _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, progress)
+        if out is not None:
+            res.store = out
+    except RecordingOutcome as o:
+        res.outcome, res.reason, res.error_class = o.outcome, o.reason, o.error_class
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        res.timings["total_s"] = round(time.perf_counter() - t0, 4)
+    return res
+
+
+def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, progress):
+    from .readers import open_raw
+    from .sensors import build_sensor_table
+
+    t_open = time.perf_counter()
+    with open_raw(
+        ref.uri, fmt=ref.format, storage_options=storage_options, cache_dir=cache_dir
+    ) as opened:
+        raw = opened.raw
+        res.fmt, res.reader = opened.fmt, opened.reader
+        sfreq = float(raw.info["sfreq"])
+        res.sfreq, res.duration_s = sfreq, raw.n_times / sfreq
+        res.bytes_in = ref.size
+        if res.duration_s < config.min_duration:
+            raise SkipRecording(
+                f"{ref.uri}: only {res.duration_s:.2f} s of signal, shorter than the "
+                f"{config.min_duration:g} s minimum (one tokenizer latent step); nothing usable",
+                error_class="TooShort",
+            )
+        electrodes = _load_electrodes(ref.electrodes_uri, storage_options)
+        table = build_sensor_table(
+            raw.info, channel_types=dict(ref.channel_types) or None, electrodes=electrodes
+        )
+        res.table = table
+        res.timings["open_s"] = round(time.perf_counter() - t_open, 4)
+        _clean(raw, ref, res, table, target, target_so, config, bads, progress, opened)
+
+
+def _clean(raw, ref, res, table, target, target_so, config, bads, progress, opened):
+    from .signal.bads import detect_bads
+    from .signal.design import plan_chain
+    from .signal.stats import ChannelStats
+    from .signal.stream import run_chain
+    from .stores.recording import RecordingStoreWriter, rewrite_signal
+
+    sfreq = float(raw.info["sfreq"])
+    n_ch, n_times = len(table), int(raw.n_times)
+    names = table.names
+    line_freq, line_src = _line_freq(ref, raw, config)
+    chpi = _chpi_freqs(raw.info) if config.chpi else ()
+    plans = plan_chain(sfreq, n_ch, config, line_freq=line_freq)
+    notch = tuple(plans[-1].notch_freqs)
+    if chpi:
+        extra = tuple(f for f in chpi if f < config.h_freq + 24)
+        if extra:
+            cfg_notch = config.with_(fallback_line_freqs=())
+            # cHPI lines inside the band: notch them too (stationary sinusoids)
+            plans = plan_chain(
+                sfreq,
+                n_ch,
+                cfg_notch.with_(
+                    line_freq=None,
+                    fallback_line_freqs=tuple(
+                        sorted(set(config.line_freqs(line_freq)) | set(extra))
+                    ),
+                    notch_harmonics=config.notch_harmonics,
+                ),
+                line_freq=None,
+            )
+            notch = tuple(plans[-1].notch_freqs)
+    units = [_UNITS.get(int(raw.info["chs"][int(p)]["unit"]), "?") for p in table.picks]
+    info = _kept_info(raw, table)
+
+    # Bad channels known before reading the signal.
+    known: dict[int, list[str]] = {}
+    index = {n: i for i, n in enumerate(names)}
+    for n in raw.info["bads"]:
+        if n in index:
+            known.setdefault(index[n], []).append("marked bad in the file")
+    for n in ref.bad_channels:
+        if n in index:
+            known.setdefault(index[n], []).append("marked bad in channels.tsv")
+    for n in bads:
+        if n in index:
+            known.setdefault(index[n], []).append("given as bad")
+    _check_bad_fraction(known, table, ref.uri, config)
+    op1 = _spatial(info, table, sorted(known), config, ref.uri)
+
+    stats = ChannelStats(
+        n_ch, sfreq, sfreq_out=config.sfreq, line_freqs=config.line_freqs(line_freq)
+    )
+    picks = np.asarray(table.picks, dtype=int)
+
+    def read(a: int, b: int) -> np.ndarray:
+        return raw.get_data(picks=picks, start=a, stop=b)
+
+    n_out = plans[0].n_out(n_times)
+    for p in plans[1:]:
+        n_out = p.n_out(n_out)
+    writer = RecordingStoreWriter(
+        target, n_channels=n_ch, n_times=n_out, sfreq=config.sfreq, storage_options=target_so
+    )
+    sumsq = np.zeros(n_ch)
+    t_f = time.perf_counter()
+    bar = _progress(progress, n_out, ref.uri)
+    try:
+        for _, y in run_chain(
+            plans,
+            read,
+            n_ch,
+            n_times,
+            on_input=stats.update_input,
+            on_spectrum=stats.update_spectrum,
+        ):
+            stats.update_output(y)
+            if not op1.is_identity:
+                op1.apply(y)
+            if not np.all(np.isfinite(y)):
+                raise RecordingFailed(
+                    f"{ref.uri}: non-finite samples (NaN/inf) in the signal; the file is "
+                    "corrupt or a channel is broken",
+                    error_class="NonFiniteSignal",
+                )
+            sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+            writer.append(y)
+            if bar is not None:
+                bar.update(y.shape[1])
+        res.timings["filter_s"] = round(time.perf_counter() - t_f, 4)
+
+        # Rules over the whole recording.
+        freqs, psd = stats.psd()
+        rep = (
+            detect_bads(
+                windows=stats.windows(),
+                line_ratio=stats.line_ratio(),
+                freqs=freqs,
+                psd=psd,
+                types=table.types,
+                units=units,
+                config=config,
+            )
+            if config.detect_bads
+            else None
+        )
+        all_bads = {k: list(v) for k, v in known.items()}
+        if rep is not None:
+            for i, why in rep.reasons.items():
+                all_bads.setdefault(i, []).extend(why)
+        _check_bad_fraction(all_bads, table, ref.uri, config)
+        if set(all_bads) != set(known):
+            t2 = time.perf_counter()
+            op2 = _spatial(info, table, sorted(all_bads), config, ref.uri)
+            sumsq[:] = 0.0
+
+            def fix(y: np.ndarray) -> np.ndarray:
+                op2.apply(y)
+                sumsq[:] += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+                return y
+
+            rewrite_signal(writer, fix)
+            res.timings["second_pass_s"] = round(time.perf_counter() - t2, 4)
+        res.qc = _qc(
+            table,
+            all_bads,
+            rep,
+            stats,
+            sumsq,
+            n_out,
+            n_times,
+            sfreq,
+            config,
+            line_freq,
+            line_src,
+            notch,
+            chpi,
+            plans,
+            opened,
+        )
+        res.qc["rate_error"] = plans[0].ratio.rate_error
+        attrs = {
+            "config": config.to_dict(),
+            "config_hash": config.hash,
+            "provenance": {
+                "source_uri": ref.uri,
+                "source_checksum": ref.checksum,
+                "recording_id": ref.recording_id,
+                "dataset": ref.dataset,
+                "dataset_version": ref.dataset_version,
+                "subject": ref.subject,
+                "session": ref.session,
+                "task": ref.task,
+                "run": ref.run,
+                "modality": ref.modality,
+                "format": res.fmt,
+                "reader": res.reader,
+                "code_version": __version__,
+                "sfreq_in": sfreq,
+                "rate_error": plans[0].ratio.rate_error,
+            },
+            "qc": res.qc,
+        }
+        marker = {
+            "config_hash": config.hash,
+            "source_checksum": ref.checksum,
+            "recording_id": ref.recording_id,
+        }
+        writer.commit(table, attrs, marker)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress(enabled: bool, total: int, uri: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        unit="sample",
+        unit_scale=True,
+        desc=os.path.basename(uri.rstrip("/")),
+        leave=False,
+    )
+
+
+def _check_bad_fraction(bads: dict[int, list[str]], table: SensorTable, uri: str, config) -> None:
+    for t in (EEG, MAG, GRAD):
+        rows = np.flatnonzero(table.types == t)
+        if rows.size == 0:
+            continue
+        n_bad = sum(1 for r in rows if int(r) in bads)
+        if n_bad / rows.size > config.max_bad_fraction or n_bad == rows.size:
+            raise SkipRecording(
+                f"{uri}: {n_bad} of {rows.size} {SENSOR_TYPE_NAMES[t]} channels are bad "
+                f"(more than {config.max_bad_fraction:.0%}); too few good channels to interpolate",
+                error_class="TooManyBadChannels",
+            )
+
+
+def _spatial(info, table, bad_rows, config, uri):
+    from .signal.spatial import build_spatial_op
+
+    try:
+        return build_spatial_op(
+            info,
+            table.types,
+            bad_rows,
+            origin=config.interpolate_origin,
+            mode=config.interpolate_mode,
+            eeg_reference=config.eeg_reference,
+        )
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        raise RecordingFailed(
+            f"{uri}: interpolation of bad channels failed: {exc}", error_class="InterpolationError"
+        ) from exc
+
+
+def _qc(
+    table,
+    bads,
+    rep,
+    stats,
+    sumsq,
+    n_out,
+    n_times,
+    sfreq,
+    config,
+    line_freq,
+    line_src,
+    notch,
+    chpi,
+    plans,
+    opened,
+) -> dict[str, Any]:
+    names = table.names
+    rms = {}
+    for t in (EEG, MAG, GRAD):
+        rows = np.flatnonzero(table.types == t)
+        if rows.size:
+            rms[SENSOR_TYPE_NAMES[t]] = float(
+                np.sqrt(sumsq[rows].sum() / (rows.size * max(1, n_out)))
+            )
+    flat_s = rep.flat_seconds if rep is not None else np.zeros(len(names))
+    clip = rep.clipped_fraction if rep is not None else np.zeros(len(names))
+    return {
+        "bad_channels": [{"name": names[i], "reasons": bads[i]} for i in sorted(bads)],
+        "interpolated": [names[i] for i in sorted(bads)],
+        "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
+        "n_channels": table.summary(),
+        "flat_seconds": {names[i]: float(flat_s[i]) for i in np.flatnonzero(flat_s)},
+        "flat_seconds_total": float(np.sum(flat_s)),
+        "clipped_fraction": float(np.mean(clip)) if len(clip) else 0.0,
+        "clipped_channels": {names[i]: round(float(clip[i]), 4) for i in np.flatnonzero(clip)},
+        "line_freq": line_freq,
+        "line_freq_source": line_src,
+        "notch_freqs": list(notch),
+        "chpi_freqs": list(chpi),
+        "sfreq_in": sfreq,
+        "sfreq_out": config.sfreq,
+        "input_duration_s": n_times / sfreq,
+        "output_duration_s": n_out / config.sfreq,
+        "rms": rms,
+        "preloaded": opened.preload_reason,
+        "block_geometry": [
+            {
+                "nfft_in": p.nfft_in,
+                "hop_in": p.hop_in,
+                "margin_in": p.margin_in,
+                "ratio": f"{p.ratio.up}/{p.ratio.down}",
+            }
+            for p in plans
+        ],
+    }

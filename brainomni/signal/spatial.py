@@ -1,0 +1,76 @@
+"""Spatial operators: interpolation of bad channels and the EEG average reference.
+
+Both are linear in the channels, so they are computed once as small matrices and applied
+block by block. The interpolation weights are MNE's own (``interpolate_bads`` with
+``mode="accurate"`` and ``origin=(0, 0, 0.04)``, as the official code calls it): we run
+MNE's routine on an identity "recording" whose samples are the unit vectors, which yields
+exactly the matrix MNE applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import EEG
+
+
+@dataclass(frozen=True)
+class SpatialOp:
+    """``y[bad_rows] = weights @ y``; then EEG rows re-referenced to their average."""
+
+    bad_rows: np.ndarray  # (B,) int
+    weights: np.ndarray  # (B, C) float32; zero columns for bad channels
+    eeg_rows: np.ndarray  # (E,) int, empty when no reference is applied
+
+    @property
+    def is_identity(self) -> bool:
+        return self.bad_rows.size == 0 and self.eeg_rows.size == 0
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        """Apply in place to ``y`` (C, n) and return it."""
+        if self.bad_rows.size:
+            y[self.bad_rows] = self.weights @ y
+        if self.eeg_rows.size:
+            y[self.eeg_rows] -= y[self.eeg_rows].mean(axis=0, keepdims=True)
+        return y
+
+
+def interpolation_weights(info, bad_rows: list[int], *, origin, mode: str) -> np.ndarray:
+    """(B, C) weights that MNE's ``interpolate_bads`` applies for ``bad_rows`` of ``info``.
+
+    ``info`` must describe exactly the kept channels (positions set). Raises ``ValueError``
+    with MNE's message when interpolation is impossible.
+    """
+    import mne
+
+    n = len(info["ch_names"])
+    if not bad_rows:
+        return np.zeros((0, n), dtype=np.float32)
+    info = info.copy()
+    with info._unlock():
+        info["bads"] = [info["ch_names"][i] for i in bad_rows]
+        info["projs"] = []
+        info["comps"] = []
+    raw = mne.io.RawArray(np.eye(n), info, verbose="error")
+    raw.interpolate_bads(reset_bads=True, mode=mode, origin=origin, verbose="error")
+    mat = raw.get_data()  # column j = the result for the unit vector on channel j
+    return mat[bad_rows].astype(np.float32)
+
+
+def build_spatial_op(
+    info,
+    types: np.ndarray,
+    bad_rows: list[int],
+    *,
+    origin=(0.0, 0.0, 0.04),
+    mode: str = "accurate",
+    eeg_reference: str = "average",
+) -> SpatialOp:
+    """Interpolation for ``bad_rows`` plus the EEG average reference (when EEG is present)."""
+    w = interpolation_weights(info, list(bad_rows), origin=origin, mode=mode)
+    eeg_rows = np.flatnonzero(types == EEG) if eeg_reference == "average" else np.zeros(0, int)
+    if eeg_rows.size < 2:
+        eeg_rows = np.zeros(0, dtype=int)
+    return SpatialOp(np.asarray(bad_rows, dtype=int), w, eeg_rows.astype(int))

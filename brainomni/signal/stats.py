@@ -1,0 +1,157 @@
+"""Streaming per-channel statistics for quality control and bad-channel rules.
+
+Fed block by block (bounded memory); all accumulators are O(channels x seconds) at most.
+
+- ``update_input(x)``: raw input samples (C, n) in their native units. Per 1-s window:
+  peak-to-peak (flat detection), max and min (clipping: a clipped channel sits at the same
+  extreme value in many windows, a healthy one reaches its extreme once).
+- ``update_spectrum(sl, X)``: the raw input's rfft over one block (line-noise ratio).
+- ``update_output(y)``: the filtered 256-Hz signal; Welch PSD (Hamming, 1-s segments,
+  no overlap, mean: MNE's ``psd_array_welch`` defaults used by the official rule).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ChannelStats:
+    """Accumulates the statistics of one recording."""
+
+    def __init__(
+        self,
+        n_channels: int,
+        sfreq_in: float,
+        *,
+        sfreq_out: float = 256.0,
+        line_freqs: tuple[float, ...] = (),
+        nfft_in: int | None = None,
+    ) -> None:
+        self.n_channels = n_channels
+        self.sfreq_in = float(sfreq_in)
+        self.sfreq_out = float(sfreq_out)
+        self.win_in = max(1, int(round(sfreq_in)))  # 1-s windows on the input
+        self._carry_in = np.empty((n_channels, 0), dtype=np.float32)
+        self._ptp: list[np.ndarray] = []
+        self._max: list[np.ndarray] = []
+        self._min: list[np.ndarray] = []
+        self._nmax: list[np.ndarray] = []
+        self._nmin: list[np.ndarray] = []
+        self.n_in = 0
+        # Welch on the output
+        self.seg_out = int(round(sfreq_out))
+        self._win = np.hamming(self.seg_out).astype(np.float32)
+        self._carry_out = np.empty((n_channels, 0), dtype=np.float32)
+        self.psd_sum = np.zeros((n_channels, self.seg_out // 2 + 1))
+        self.psd_count = 0
+        self.n_out = 0
+        self.sum_sq_out = np.zeros(n_channels)
+        # Line noise from the input spectrum
+        self.line_freqs = tuple(f for f in line_freqs if f + 6 < self.sfreq_in / 2)
+        self.line_power = np.zeros((n_channels, len(self.line_freqs)))
+        self.neigh_power = np.zeros((n_channels, len(self.line_freqs)))
+        self._line_bins: dict[int, list[tuple[slice, np.ndarray]]] = {}
+
+    # -- input -------------------------------------------------------------------------
+    def update_input(self, x: np.ndarray) -> None:
+        """Raw samples (C, n), consecutive across calls."""
+        self.n_in += x.shape[1]
+        if self._carry_in.shape[1]:
+            x = np.concatenate([self._carry_in, x], axis=1)
+        n_win = x.shape[1] // self.win_in
+        if n_win:
+            w = x[:, : n_win * self.win_in].reshape(x.shape[0], n_win, self.win_in)
+            self._add_windows(w)
+        self._carry_in = np.array(x[:, n_win * self.win_in :], dtype=np.float32)
+
+    def _add_windows(self, w: np.ndarray) -> None:
+        """``w`` (C, W, L): per-window extremes and how many samples sit at them."""
+        mx, mn = w.max(axis=2), w.min(axis=2)
+        self._max.append(mx)
+        self._min.append(mn)
+        self._ptp.append(mx - mn)
+        at_max = (w == mx[:, :, None]).sum(axis=2, dtype=np.int32)
+        at_min = (w == mn[:, :, None]).sum(axis=2, dtype=np.int32)
+        self._nmax.append(at_max)
+        self._nmin.append(at_min)
+
+    def _finish_input(self) -> None:
+        # A trailing partial window counts when it holds at least half a window.
+        if self._carry_in.shape[1] * 2 >= self.win_in:
+            self._add_windows(self._carry_in[:, None, :])
+        self._carry_in = self._carry_in[:, :0]
+
+    def windows(self) -> dict[str, np.ndarray]:
+        """Per 1-s input window, each (C, n_windows): ``ptp``, ``max``, ``min``, and
+        ``n_at_max`` / ``n_at_min`` (samples equal to the window's max / min)."""
+        self._finish_input()
+        keys = ("ptp", "max", "min", "n_at_max", "n_at_min")
+        lists = (self._ptp, self._max, self._min, self._nmax, self._nmin)
+        if not self._ptp:
+            return {k: np.zeros((self.n_channels, 0)) for k in keys}
+        return {k: np.concatenate(v, 1) for k, v in zip(keys, lists, strict=False)}
+
+    # -- input spectrum ----------------------------------------------------------------
+    def update_spectrum(self, sl: slice, X: np.ndarray) -> None:
+        """Complex rfft (C_chunk, n_bins) of one raw block for channels ``sl``."""
+        if not self.line_freqs:
+            return
+        nfft = 2 * (X.shape[1] - 1)
+        bins = self._line_bins.get(nfft)
+        if bins is None:
+            df = self.sfreq_in / nfft
+            bins = []
+            for f0 in self.line_freqs:
+                k = np.arange(X.shape[1]) * df
+                line = np.abs(k - f0) <= 0.5
+                neigh = (np.abs(k - f0) >= 1.5) & (np.abs(k - f0) <= 5.0)
+                idx_l, idx_n = np.flatnonzero(line), np.flatnonzero(neigh)
+                bins.append((slice(idx_l[0], idx_l[-1] + 1), idx_n))
+            self._line_bins[nfft] = bins
+        for j, (lsl, nidx) in enumerate(bins):
+            pl = X[:, lsl]
+            pn = X[:, nidx]
+            self.line_power[sl, j] += (pl.real**2 + pl.imag**2).sum(axis=1)
+            # neighbour power scaled to the line band's number of bins
+            width = lsl.stop - lsl.start
+            self.neigh_power[sl, j] += (pn.real**2 + pn.imag**2).mean(axis=1) * width
+
+    def line_ratio(self) -> np.ndarray:
+        """(C, n_line_freqs) power ratio of the line band to its neighbourhood (1 = none).
+
+        A floor of 1e-6 x the median neighbourhood power keeps dead channels (no power
+        anywhere) at a ratio near 1 instead of 0/0.
+        """
+        if self.line_power.size == 0:
+            return self.line_power
+        floor = 1e-6 * np.median(self.neigh_power, axis=0, keepdims=True) + 1e-300
+        return (self.line_power + floor) / (self.neigh_power + floor)
+
+    # -- output ------------------------------------------------------------------------
+    def update_output(self, y: np.ndarray) -> None:
+        """Filtered output (C, n) at ``sfreq_out``, consecutive across calls."""
+        self.n_out += y.shape[1]
+        self.sum_sq_out += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+        if self._carry_out.shape[1]:
+            y = np.concatenate([self._carry_out, y], axis=1)
+        n_seg = y.shape[1] // self.seg_out
+        if n_seg:
+            segs = y[:, : n_seg * self.seg_out].reshape(y.shape[0], n_seg, self.seg_out)
+            segs = segs - segs.mean(axis=2, keepdims=True)  # detrend="constant"
+            spec = np.fft.rfft(segs * self._win, axis=2)
+            self.psd_sum += (spec.real**2 + spec.imag**2).sum(axis=1)
+            self.psd_count += n_seg
+        self._carry_out = np.array(y[:, n_seg * self.seg_out :], dtype=np.float32)
+
+    def psd(self) -> tuple[np.ndarray, np.ndarray]:
+        """(freqs, psd (C, F)) Welch estimate of the output; psd is 0 when too short."""
+        freqs = np.fft.rfftfreq(self.seg_out, 1.0 / self.sfreq_out)
+        if self.psd_count == 0:
+            return freqs, np.zeros_like(self.psd_sum)
+        scale = 1.0 / (self.sfreq_out * float((self._win**2).sum()))
+        psd = self.psd_sum / self.psd_count * scale
+        psd[:, 1:-1] *= 2  # one-sided
+        return freqs, psd
+
+    def rms_out(self) -> np.ndarray:
+        return np.sqrt(self.sum_sq_out / max(1, self.n_out))

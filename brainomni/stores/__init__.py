@@ -1,0 +1,1 @@
+"""Persistent stores: the per-recording Zarr v3 store (:mod:`.recording`)."""
