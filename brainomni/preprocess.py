@@ -214,9 +214,16 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
                 error_class="TooShort",
             )
         electrodes = _load_electrodes(ref.electrodes_uri, storage_options)
-        table = build_sensor_table(
-            raw.info, channel_types=dict(ref.channel_types) or None, electrodes=electrodes
-        )
+        try:
+            table = build_sensor_table(
+                raw.info, channel_types=dict(ref.channel_types) or None, electrodes=electrodes
+            )
+        except SkipRecording as skip:
+            raise SkipRecording(
+                f"{ref.uri}: {skip.reason}. To keep it, give positions (BIDS electrodes.tsv) "
+                "or channel names of the 10-05 system",
+                error_class="NoPlaceableChannels",
+            ) from skip
         res.table = table
         res.timings["open_s"] = round(time.perf_counter() - t_open, 4)
         _clean(raw, ref, res, table, target, target_so, config, bads, progress, opened)
@@ -277,8 +284,16 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
     )
     picks = np.asarray(table.picks, dtype=int)
 
+    # Each channel's first sample is subtracted (in float64, before the float32 blocks): a
+    # large DC offset (e.g. 0.1 V on an unconnected EEG lead) would otherwise cost float32
+    # precision. Every chain ends in a stage with zero DC gain, so the output is unchanged.
+    offset = raw.get_data(picks=picks, start=0, stop=1)[:, 0]
+    stats.offset = offset
+
     def read(a: int, b: int) -> np.ndarray:
-        return raw.get_data(picks=picks, start=a, stop=b)
+        x = raw.get_data(picks=picks, start=a, stop=b)
+        x -= offset[:, None]
+        return x
 
     n_out = plans[0].n_out(n_times)
     for p in plans[1:]:

@@ -31,6 +31,7 @@ class ChannelStats:
         self.sfreq_in = float(sfreq_in)
         self.sfreq_out = float(sfreq_out)
         self.win_in = max(1, int(round(sfreq_in)))  # 1-s windows on the input
+        self.offset: np.ndarray | None = None  # per-channel value subtracted from the input
         self._carry_in = np.empty((n_channels, 0), dtype=np.float32)
         self._ptp: list[np.ndarray] = []
         self._max: list[np.ndarray] = []
@@ -89,7 +90,11 @@ class ChannelStats:
         lists = (self._ptp, self._max, self._min, self._nmax, self._nmin)
         if not self._ptp:
             return {k: np.zeros((self.n_channels, 0)) for k in keys}
-        return {k: np.concatenate(v, 1) for k, v in zip(keys, lists, strict=False)}
+        out = {k: np.concatenate(v, 1) for k, v in zip(keys, lists, strict=True)}
+        if self.offset is not None:  # back to the recording's own values
+            out["max"] = out["max"] + self.offset[:, None]
+            out["min"] = out["min"] + self.offset[:, None]
+        return out
 
     # -- input spectrum ----------------------------------------------------------------
     def update_spectrum(self, sl: slice, X: np.ndarray) -> None:
