@@ -114,10 +114,10 @@ class BlockFilter:
         m, hop, nfft = p.margin_in, p.hop_in, p.nfft_in
         H = p.response()
         n_bins_out = H.size
-        scale = np.float32(p.nfft_out / p.nfft_in)
+        Hs = H * np.float32(p.nfft_out / p.nfft_in)  # response with the rate's scale
         chunk = max(1, FFT_CHUNK_BYTES // (8 * (nfft // 2 + 1)))
-        buf = np.empty((c, nfft), dtype=np.float32)
-        have_start, have_stop = 0, 0  # real samples [have_start, have_stop) held at buf's head
+        buf: np.ndarray | None = None  # padded block, only at the recording's two ends
+        have_start, have_stop = 0, 0  # real samples [have_start, have_stop) held
         held = np.empty((c, 0), dtype=np.float32)
         for b in range(self.n_blocks):
             s, e = b * hop - m, b * hop - m + nfft  # block span in input coordinates
@@ -137,11 +137,17 @@ class BlockFilter:
             held, have_start, have_stop = real, rs, re
             # Assemble the block with reflected padding at the recording's ends.
             left, right = rs - s, e - re
-            buf[:, left : left + (re - rs)] = real
-            if left:
-                buf[:, :left] = _odd_reflect_left(real, left)
-            if right:
-                buf[:, nfft - right :] = _odd_reflect_right(real, right)
+            if left or right:
+                if buf is None:
+                    buf = np.empty((c, nfft), dtype=np.float32)
+                buf[:, left : left + (re - rs)] = real
+                if left:
+                    buf[:, :left] = _odd_reflect_left(real, left)
+                if right:
+                    buf[:, nfft - right :] = _odd_reflect_right(real, right)
+                block = buf
+            else:
+                block = real  # interior block: the real samples are the block
             if self.on_input is not None:
                 cs, ce = b * hop, min((b + 1) * hop, n)
                 if ce > cs:
@@ -151,12 +157,15 @@ class BlockFilter:
             y = np.empty((c, n_keep), dtype=np.float32)
             for c0 in range(0, c, chunk):
                 sl = slice(c0, min(c, c0 + chunk))
-                X = sfft.rfft(buf[sl], axis=-1, workers=1)
+                X = sfft.rfft(block[sl], axis=-1, workers=1)
                 if self.on_spectrum is not None:
-                    self.on_spectrum(sl, (X.real**2 + X.imag**2))
-                Y = np.zeros((X.shape[0], n_bins_out), dtype=np.complex64)
+                    self.on_spectrum(sl, X)
                 k = min(n_bins_out, X.shape[1])
-                np.multiply(X[:, :k], H[:k] * scale, out=Y[:, :k])
+                if k == n_bins_out:  # down-sampling or same rate: keep the low bins
+                    Y = X[:, :k] * Hs
+                else:  # up-sampling: zero above the input's Nyquist
+                    Y = np.zeros((X.shape[0], n_bins_out), dtype=np.complex64)
+                    np.multiply(X, Hs[:k], out=Y[:, :k])
                 del X
                 yo = sfft.irfft(Y, n=p.nfft_out, axis=-1, workers=1)
                 y[sl] = yo[:, p.margin_out : p.margin_out + n_keep]

@@ -1,0 +1,146 @@
+"""Benchmark: CPU-seconds per recording-hour and peak RSS of the cleaning chain, one core.
+
+Inputs are built from the real recordings in ../shared/data/meeg (their real headers,
+sensor geometry, coil types and sampling rates), tiled to the requested duration and saved
+as FIF (split files past 2 GB, as MNE writes them):
+
+- Neuromag 306 + 60 EEG at 300.3 Hz (the sample file as it is)
+- Neuromag 306 MEG at 1 kHz (the same geometry, declared at 1 kHz) for the memory target
+- CTF 275 (+ refs, EEG) at 1.2 kHz
+- KIT 125 at 1 kHz
+- 64-channel EEG (the EDF file's 10-10 channels, declared at 1 kHz)
+
+Each recording is processed in a fresh subprocess pinned to one thread; CPU time is
+user+sys from getrusage, peak RSS is ru_maxrss. Figures are compared with the official
+code's (issue 2) and with the targets.
+
+    python tests/benchmarks/bench_preprocess.py [--minutes 60] [--workdir DIR] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+# name: (source file, picks, declared sfreq or None, official CPU-s/h, target CPU-s/h)
+CASES = {
+    "neuromag366_300Hz": ("SSS/sample_audvis_trunc_raw_sss.fif", None, None, 90.0, 10.0),
+    "neuromag306_1kHz": ("SSS/sample_audvis_trunc_raw_sss.fif", "meg", 1000.0, None, None),
+    "ctf275_1200Hz": ("CTF/testdata_ctf_short_discontinuous.ds", None, None, 150.0, 20.0),
+    "kit125_1kHz": ("KIT/MQKIT_125_2sec.con", None, None, 200.0, 20.0),
+    "eeg64_1kHz": ("EDF/test_edf_overlapping_annotations.edf", None, 1000.0, None, None),
+}
+RSS_TARGET_GB = 1.5  # for the one-hour 306-channel 1 kHz recording
+
+
+def build(name: str, minutes: float, workdir: Path) -> Path:
+    import mne
+    import numpy as np
+
+    from tests.conftest import MEEG_DIR
+
+    if MEEG_DIR is None:
+        raise SystemExit("real recordings not found (../shared/data/meeg)")
+    rel, picks, sfreq, *_ = CASES[name]
+    out = workdir / f"{name}_{minutes:g}min_raw.fif"
+    if out.exists():
+        return out
+    raw = mne.io.read_raw(str(MEEG_DIR / rel), preload=True, verbose="error")
+    if picks:
+        raw.pick(picks)
+    raw.set_annotations(None)
+    info = raw.info.copy()
+    if sfreq:
+        with info._unlock():
+            info["sfreq"] = sfreq
+            info["lowpass"] = sfreq / 2
+    d = raw.get_data()
+    seg = np.concatenate([d, d[:, ::-1]], axis=1)
+    n_chunk = int(60 * info["sfreq"])
+    chunk = np.tile(seg, (1, n_chunk // seg.shape[1] + 1))[:, :n_chunk]
+    one = workdir / f"{name}_1min_piece_raw.fif"
+    mne.io.RawArray(chunk, info, verbose="error").save(str(one), overwrite=True, fmt="single",
+                                                       verbose="error")
+    pieces = [mne.io.read_raw_fif(str(one), verbose="error") for _ in range(int(minutes))]
+    full = mne.concatenate_raws(pieces, verbose="error")
+    full.save(str(out), overwrite=True, fmt="single", verbose="error")
+    one.unlink()
+    return out
+
+
+CHILD = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[3])
+from brainomni.preprocess import preprocess_recording
+t0 = time.perf_counter()
+res = preprocess_recording(sys.argv[1], out=sys.argv[2])
+wall = time.perf_counter() - t0
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"outcome": res.outcome, "reason": res.reason, "wall_s": wall,
+                  "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_gb": ru.ru_maxrss / 2**20,
+                  "duration_s": res.duration_s, "timings": res.timings,
+                  "channels": res.table.summary() if res.table else None}))
+"""
+
+
+def run_one(path: Path, workdir: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMEXPR_NUM_THREADS="1")
+    out = workdir / (path.stem + ".zarr")
+    cmd = [sys.executable, "-c", CHILD, str(path), str(out), str(ROOT)]
+    # one core: taskset when available
+    if subprocess.run(["which", "taskset"], capture_output=True).returncode == 0:
+        cmd = ["taskset", "-c", "0", *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=60.0, help="recording length to build")
+    ap.add_argument("--workdir", default="bench-out/preprocess", help="where inputs/stores go")
+    ap.add_argument("--only", action="append", choices=sorted(CASES), help="run only these")
+    args = ap.parse_args()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.only or CASES:
+        t = time.perf_counter()
+        path = build(name, args.minutes, workdir)
+        built = time.perf_counter() - t
+        r = run_one(path, workdir)
+        hours = r["duration_s"] / 3600
+        official, target = CASES[name][3], CASES[name][4]
+        cpu_h = r["cpu_s"] / hours
+        row = {
+            "case": name, "outcome": r["outcome"], "hours": round(hours, 3),
+            "cpu_s_per_hour": round(cpu_h, 2), "wall_s": round(r["wall_s"], 1),
+            "peak_rss_gb": round(r["peak_rss_gb"], 3), "channels": r["channels"],
+            "vs_official": f"{official / cpu_h:.1f}x faster" if official else "-",
+            "vs_target": f"{cpu_h / target:.2f} of target" if target else "-",
+            "timings": r["timings"], "build_s": round(built, 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        for f in workdir.glob("*.zarr"):
+            import shutil
+
+            shutil.rmtree(f, ignore_errors=True)
+    print("\n| case | h | CPU-s / rec-hour | official | target | peak RSS GB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['hours']} | {r['cpu_s_per_hour']} | {r['vs_official']} | "
+              f"{r['vs_target']} | {r['peak_rss_gb']} |")
+    print(f"\nRSS target for neuromag306_1kHz: <= {RSS_TARGET_GB} GB")
+
+
+if __name__ == "__main__":
+    main()
