@@ -1,0 +1,409 @@
+"""Versioned dataset manifests: publish (immutable), verify (every shard), diff (two versions).
+
+A manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside its dataset
+card (``card.md`` and PNG plots). It is written last, so a version exists only once it is
+there, and ``publish`` refuses to write a version that already exists. Its
+``content_hash`` is the sha256 of the canonical JSON of everything except ``created_at``
+and ``content_hash`` itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..pack.run import INDEX_NAME, PACK_FORMAT
+from ..pack.sample import split_member
+from ..splits import Assignment, SplitConfig, check_leakage
+from ..storage import get_fs, join_url, redact, retry
+from .catalog import Catalog, load_datasets
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "brainomni.manifest/1"
+MANIFEST_NAME = "manifest.json"
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class ManifestExists(FileExistsError):
+    """A published version is immutable."""
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def content_hash(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k not in ("created_at", "content_hash")}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _read_bytes(url: str, storage_options: dict | None) -> bytes:
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    return retry(lambda: fs.cat_file(path), what=f"read {url}")
+
+
+def build_manifest(
+    shards_url: str,
+    name: str,
+    version: str,
+    *,
+    catalog: Catalog | None = None,
+    downstream_subjects: list[tuple[str, str]] = (),
+    storage_options: dict | None = None,
+) -> dict[str, Any]:
+    """The manifest of the finished pack at ``shards_url`` (runs the leakage check)."""
+    if not _NAME.match(name):
+        raise ValueError(f"manifest name {name!r}: use lower-case letters, digits, . _ -")
+    if not _SEMVER.match(version):
+        raise ValueError(f"manifest version {version!r} is not a semantic version X.Y.Z")
+    catalog = catalog or load_datasets()
+    raw = _read_bytes(join_url(shards_url, INDEX_NAME), storage_options)
+    index = json.loads(raw)
+    if index.get("format") != PACK_FORMAT:
+        raise ValueError(f"{redact(shards_url)}/{INDEX_NAME} is not a pack index")
+    window_s = float(index["pack_config"]["window_s"])
+
+    # Leakage: what the shards hold, and what the plan says, under both the pack's split
+    # config and the catalog's current lists.
+    assignments = [
+        Assignment(r["split"], r["dataset"], r["subject"] or r["recording_id"], r["recording_id"])
+        for s in index["shards"]
+        for r in s["recordings"]
+        if r["samples"]
+    ] + [
+        Assignment(r["split"], r["dataset"], r["subject"] or r["recording_id"], r["recording_id"])
+        for r in index["recordings"]
+    ]
+    packed_cfg = _split_config(index["split_config"])
+    leakage = check_leakage(assignments, packed_cfg, downstream_subjects=downstream_subjects)
+    check_leakage(
+        assignments,
+        catalog.split_config(namespaces=packed_cfg.namespaces),
+        downstream_subjects=downstream_subjects,
+    )
+
+    splits: dict[str, Any] = {}
+    subjects: dict[str, set] = defaultdict(set)
+    recs_in: dict[str, set] = defaultdict(set)
+    hist: Counter[str] = Counter()
+    spectra: dict[str, dict[str, Any]] = {}
+    for s in index["shards"]:
+        hist.update(s["channel_hist"])
+        for t, sp in s.get("spectra", {}).items():
+            acc = spectra.setdefault(t, {"n": 0, "sum": [0.0] * len(sp["sum"])})
+            acc["n"] += sp["n"]
+            acc["sum"] = [a + b for a, b in zip(acc["sum"], sp["sum"], strict=True)]
+        for r in s["recordings"]:
+            if not r["samples"]:
+                continue
+            sp = splits.setdefault(
+                r["split"],
+                {"samples": 0, "hours": 0.0, "by_dataset": {}, "by_modality": {}, "by_device": {}},
+            )
+            hours = r["samples"] * window_s / 3600.0
+            sp["samples"] += r["samples"]
+            sp["hours"] += hours
+            for key, val in (
+                ("by_dataset", r["dataset"]),
+                ("by_modality", r["kind"]),
+                ("by_device", catalog.device(r["dataset"])),
+            ):
+                b = sp[key].setdefault(val or "unknown", {"samples": 0, "hours": 0.0})
+                b["samples"] += r["samples"]
+                b["hours"] += hours
+            subjects[r["split"]].add((r["dataset"], r["subject"] or r["recording_id"]))
+            recs_in[r["split"]].add(r["recording_id"])
+    for k, sp in splits.items():
+        sp["subjects"], sp["recordings"] = len(subjects[k]), len(recs_in[k])
+    _round(splits)
+
+    nfft = int(index["pack_config"]["spectrum_nfft"])
+    sfreq = float(index["pack_config"]["sfreq"])
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": {
+            "brainomni": __version__,
+            "git": _git_commit(),
+            "packed_with": index.get("code_version"),
+        },
+        "shards_root": redact(shards_url.rstrip("/")),
+        "pack_index": {"sha256": hashlib.sha256(raw).hexdigest(), "plan_hash": index["plan_hash"]},
+        "packing": {"config": index["pack_config"], "hash": index["pack_config_hash"]},
+        "splitting": {"config": index["split_config"], "hash": index["split_config_hash"]},
+        "cleaning": {
+            "configs": index["cleaning_configs"],
+            "hashes": sorted(index["cleaning_configs"]),
+        },
+        "sources": _sources(index["recordings"], catalog),
+        "splits": dict(sorted(splits.items())),
+        "totals": {
+            "samples": sum(s["samples"] for s in index["shards"]),
+            "hours": round(sum(sp["hours"] for sp in splits.values()), 6),
+            "shards": len(index["shards"]),
+            "bytes": sum(s["bytes"] for s in index["shards"]),
+        },
+        "channel_hist": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+        "rejected_windows": index["rejected_windows"],
+        "dropped_recordings": dict(
+            sorted(Counter(d["reason"] for d in index["dropped_recordings"]).items())
+        ),
+        "leakage_check": leakage,
+        "spectra": {
+            t: {
+                "sfreq": sfreq,
+                "nfft": nfft,
+                "n": v["n"],
+                "mean": [float(f"{x / v['n']:.6g}") for x in v["sum"]],
+            }
+            for t, v in sorted(spectra.items())
+        },
+        "shards": [
+            {
+                "uri": redact(join_url(shards_url, s["path"])),
+                "path": s["path"],
+                "split": s["split"],
+                "sha256": s["sha256"],
+                "bytes": s["bytes"],
+                "samples": s["samples"],
+                "channel_hist": s["channel_hist"],
+            }
+            for s in index["shards"]
+        ],
+    }
+    manifest["content_hash"] = content_hash(manifest)
+    return manifest
+
+
+def _split_config(d: dict[str, Any]) -> SplitConfig:
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return SplitConfig(**{k: tup(v) for k, v in d.items()})
+
+
+def _round(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "hours" and isinstance(v, float):
+                obj[k] = round(v, 6)
+            else:
+                _round(v)
+
+
+def _sources(recordings: list[dict[str, Any]], catalog: Catalog) -> list[dict[str, Any]]:
+    """Per dataset: versions, counts and a checksum over (recording, source checksum, config)."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recordings:
+        by[r["dataset"] or "unknown"].append(r)
+    out = []
+    for ds, recs in sorted(by.items()):
+        info = catalog.get(ds)
+        rows = sorted(
+            f"{r['recording_id']}\x1f{r['source_checksum'] or ''}\x1f{r['cleaning_config_hash']}"
+            for r in recs
+        )
+        out.append(
+            {
+                "dataset": ds,
+                "versions": sorted({r["dataset_version"] for r in recs}),
+                "catalog_version": info.version if info else None,
+                "device": info.device if info else "unknown",
+                "modality": sorted({r["kind"] for r in recs}),
+                "recordings": len(recs),
+                "subjects": len({r["subject"] or r["recording_id"] for r in recs}),
+                "without_source_checksum": sum(1 for r in recs if not r["source_checksum"]),
+                "checksum": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
+            }
+        )
+    return out
+
+
+def publish(
+    shards_url: str,
+    name: str,
+    version: str,
+    out_dir: str | Path = "manifests",
+    *,
+    catalog: Catalog | None = None,
+    downstream_subjects: list[tuple[str, str]] = (),
+    storage_options: dict | None = None,
+    card: bool = True,
+) -> Path:
+    """Build, check and write ``OUT/<name>/<version>/manifest.json`` (+ card); its path.
+
+    Raises :class:`ManifestExists` when that version is already published and
+    :class:`~brainomni.splits.LeakageError` when the leakage check fails (nothing written).
+    """
+    folder = Path(out_dir) / name / version
+    target = folder / MANIFEST_NAME
+    if target.exists():
+        raise ManifestExists(f"{target} exists: published versions are immutable; bump the version")
+    manifest = build_manifest(
+        shards_url,
+        name,
+        version,
+        catalog=catalog,
+        downstream_subjects=downstream_subjects,
+        storage_options=storage_options,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    if card:
+        from .card import write_card
+
+        write_card(manifest, folder)
+    tmp = folder / f".{MANIFEST_NAME}.tmp"
+    tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
+    if target.exists():  # a concurrent publish won the race
+        tmp.unlink()
+        raise ManifestExists(f"{target} appeared while publishing")
+    os.replace(tmp, target)
+    log.info("published %s %s (%s)", name, version, manifest["content_hash"][:16])
+    return target
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    m = json.loads(Path(path).read_bytes())
+    if m.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a manifest (format {m.get('format')!r})")
+    return m
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _HashingReader:
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.fh.read(n)
+        self.sha.update(b)
+        self.n += len(b)
+        return b
+
+
+def scan_shard(url: str, storage_options: dict | None = None) -> tuple[str, int, int]:
+    """``(sha256, bytes, samples)`` of one shard, streaming once; member names validated."""
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    with fs.open(path, "rb") as fh:
+        hr = _HashingReader(fh)
+        keys: set[str] = set()
+        with tarfile.open(fileobj=hr, mode="r|") as tar:
+            for m in tar:
+                if not m.isfile():
+                    raise ValueError(f"unexpected tar entry {m.name!r} (not a regular file)")
+                keys.add(split_member(m.name)[0])
+        while hr.read(1 << 20):
+            pass
+    return hr.sha.hexdigest(), hr.n, len(keys)
+
+
+def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> VerifyReport:
+    """Check the content hash, then every shard's sha256, byte count and sample count."""
+    rep = VerifyReport()
+    if content_hash(manifest) != manifest.get("content_hash"):
+        rep.problems.append("manifest content_hash does not match its content (edited?)")
+    for s in manifest["shards"]:
+        rep.checked += 1
+        url = join_url(manifest["shards_root"], s["path"])
+        try:
+            sha, n, samples = scan_shard(url, storage_options)
+        except FileNotFoundError:
+            rep.problems.append(f"{s['path']}: missing")
+            continue
+        except (tarfile.TarError, EOFError, ValueError, OSError) as exc:
+            rep.problems.append(f"{s['path']}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if n != s["bytes"]:
+            rep.problems.append(f"{s['path']}: {n} bytes, manifest says {s['bytes']}")
+        if sha != s["sha256"]:
+            rep.problems.append(f"{s['path']}: sha256 mismatch")
+        if samples != s["samples"]:
+            rep.problems.append(f"{s['path']}: {samples} samples, manifest says {s['samples']}")
+    return rep
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Human-readable differences in sources, hours, configs and shards (empty: none)."""
+    out: list[str] = []
+    sa = {s["dataset"]: s for s in a["sources"]}
+    sb = {s["dataset"]: s for s in b["sources"]}
+    for ds in sorted(sa.keys() - sb.keys()):
+        out.append(f"source removed: {ds}")
+    for ds in sorted(sb.keys() - sa.keys()):
+        out.append(f"source added: {ds} {sb[ds]['versions']}")
+    for ds in sorted(sa.keys() & sb.keys()):
+        for k in ("versions", "recordings", "subjects", "checksum"):
+            if sa[ds][k] != sb[ds][k]:
+                out.append(f"source {ds}: {k} {sa[ds][k]} -> {sb[ds][k]}")
+    for section in ("packing", "splitting", "cleaning"):
+        fa, fb = _flat(a[section]), _flat(b[section])
+        for k in sorted(fa.keys() | fb.keys()):
+            if fa.get(k) != fb.get(k):
+                out.append(f"{section}: {k} {fa.get(k)!r} -> {fb.get(k)!r}")
+    for sp in sorted(a["splits"].keys() | b["splits"].keys()):
+        xa, xb = a["splits"].get(sp, {}), b["splits"].get(sp, {})
+        for k in ("samples", "hours", "subjects", "recordings"):
+            if xa.get(k) != xb.get(k):
+                out.append(f"split {sp}: {k} {xa.get(k)} -> {xb.get(k)}")
+        da, db = xa.get("by_dataset", {}), xb.get("by_dataset", {})
+        for ds in sorted(da.keys() | db.keys()):
+            ha, hb = da.get(ds, {}).get("hours", 0.0), db.get(ds, {}).get("hours", 0.0)
+            if ha != hb:
+                out.append(f"split {sp}: {ds} hours {ha} -> {hb}")
+    ta, tb = a["totals"], b["totals"]
+    for k in ("shards", "bytes", "samples"):
+        if ta[k] != tb[k]:
+            out.append(f"totals: {k} {ta[k]} -> {tb[k]}")
+    if [s["sha256"] for s in a["shards"]] != [s["sha256"] for s in b["shards"]]:
+        out.append("shards: content differs")
+    return out

@@ -1,0 +1,274 @@
+"""Write one planned shard: read windows, normalise, reject, tar, hash, publish atomically.
+
+Layout under the pack destination ``DEST`` (local folder or ``s3://``)::
+
+    DEST/plan.json                       the frozen plan (written first)
+    DEST/<split>/shard-000000.tar        WebDataset shard (deterministic bytes)
+    DEST/<split>/shard-000000.json       its index, written after the tar: the shard exists
+                                         only once this is there (resume skips it)
+    DEST/index.json                      the pack index, written last (see :mod:`.run`)
+
+Tar members carry fixed metadata (mtime 0, uid/gid 0, mode 0444, USTAR), so the same plan
+gives byte-identical shards. The sha256 and byte count are computed while streaming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from ..records import SENSOR_TYPE_NAMES
+from ..storage import atomic_write_bytes, get_fs, is_local, join_url, retry
+from .config import PackConfig
+from .plan import PackPlan, RecordingInfo, ShardSpec
+from .sample import encode_sample, sample_key
+from .windows import TYPES, mean_periodogram, normalise_window, qc_reason, window_starts
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "brainomni.shard-index/1"
+_READ_BYTES = 64 * 1024 * 1024  # signal read per block (float32)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
+
+    def write(self, b: bytes) -> int:
+        self.sha.update(b)
+        self.n += len(b)
+        return self.fh.write(b)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode = size, 0, 0o444
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def shard_urls(dest: str, spec: ShardSpec) -> tuple[str, str]:
+    """``(tar URL, index URL)`` of a planned shard."""
+    base = join_url(dest, spec.split, f"shard-{spec.index:06d}")
+    return f"{base}.tar", f"{base}.json"
+
+
+def read_json(url: str, storage_options: dict | None = None) -> dict[str, Any] | None:
+    """A JSON document at ``url``, or ``None`` when absent."""
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    try:
+        return json.loads(retry(lambda: fs.cat_file(path), what=f"read {url}"))
+    except FileNotFoundError:
+        return None
+
+
+class _Recording:
+    """One store opened for reading windows, with its sensor rows prepared once."""
+
+    def __init__(self, info: RecordingInfo, config: PackConfig, storage_options: dict | None):
+        from ..stores.recording import open_recording
+        from .windows import normalise_positions
+
+        self.info = info
+        g = open_recording(info.uri, storage_options)
+        self.signal = g["signal"]
+        self.types = np.asarray(g["sensor_type"][:], dtype=np.int8)
+        pos = np.asarray(g["sensor_pos"][:], dtype=np.float32)
+        ori = np.asarray(g["sensor_ori"][:], dtype=np.float32)
+        self.pos_norm: dict[str, Any] = {}
+        if config.normalize_positions:
+            pos, self.pos_norm = normalise_positions(pos, self.types)
+        self.sensors = np.concatenate([pos, ori], axis=1).astype(np.float32)
+        self.sensors_ok = bool(np.all(np.isfinite(self.sensors)))
+        self.counts = {SENSOR_TYPE_NAMES[t]: int(np.sum(self.types == t)) for t in TYPES}
+        self.eps = (config.eps_eeg, config.eps_meg, config.eps_meg)
+
+    def windows(self, starts: np.ndarray, window: int):
+        """Yield ``(start, x_CT float32)`` reading the signal in bounded blocks."""
+        c = self.signal.shape[0]
+        per_block = max(1, _READ_BYTES // max(1, c * window * 4))
+        for b in range(0, len(starts), per_block):
+            blk = starts[b : b + per_block]
+            a, z = int(blk[0]), int(blk[-1]) + window
+            data = np.asarray(self.signal[:, a:z], dtype=np.float32)
+            for s in blk:
+                yield int(s), data[:, int(s) - a : int(s) - a + window]
+
+
+def _meta(info: RecordingInfo, rec: _Recording, start: int, scales, config: PackConfig):
+    return {
+        "dataset": info.dataset,
+        "dataset_version": info.dataset_version,
+        "subject": info.subject,
+        "session": info.session,
+        "task": info.task,
+        "run": info.run,
+        "recording_id": info.recording_id,
+        "split": info.split,
+        "start": start,
+        "n_times": config.window,
+        "sfreq": config.sfreq,
+        "modality": info.kind,
+        "n_channels": info.n_channels,
+        "channels": rec.counts,
+        "scale": scales,
+        "pos_norm": rec.pos_norm,
+        "profile": config.profile,
+        "pack_config_hash": config.hash,
+    }
+
+
+def write_shard(
+    plan: PackPlan,
+    shard: int,
+    dest: str,
+    *,
+    plan_hash: str | None = None,
+    storage_options: dict | None = None,
+    dest_storage_options: dict | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Write shard number ``shard`` of ``plan`` under ``dest``; its index dict.
+
+    ``storage_options`` reach the recording stores, ``dest_storage_options`` the destination.
+    With ``resume``, a shard whose index already exists for the same plan hash is not redone.
+    """
+    spec = plan.shards[shard]
+    config = plan.config
+    plan_hash = plan_hash or plan.hash
+    tar_url, idx_url = shard_urls(dest, spec)
+    if resume:
+        old = read_json(idx_url, dest_storage_options)
+        if old is not None and old.get("plan_hash") == plan_hash:
+            return old
+    fs, tar_path = get_fs(tar_url, dest_storage_options)
+    local = is_local(fs)
+    tmp_dir = os.path.dirname(tar_path) if local else None
+    if tmp_dir:
+        os.makedirs(tmp_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-shard-", suffix=".tar", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            hw = _HashingWriter(fh)
+            stats = _fill(plan, spec, hw, storage_options)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if stats["samples"]:
+            if local:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, tar_path)
+            else:
+                retry(lambda: fs.put_file(tmp, tar_path), what=f"upload {tar_url}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    index = {
+        "format": INDEX_FORMAT,
+        "split": spec.split,
+        "index": spec.index,
+        "path": f"{spec.split}/shard-{spec.index:06d}.tar" if stats["samples"] else None,
+        "sha256": hw.sha.hexdigest() if stats["samples"] else None,
+        "bytes": hw.n if stats["samples"] else 0,
+        "planned_bytes": spec.planned_bytes,
+        "plan_hash": plan_hash,
+        "pack_config_hash": config.hash,
+        **stats,
+    }
+    atomic_write_bytes(idx_url, json.dumps(index, sort_keys=True).encode(), dest_storage_options)
+    log.info("shard %s: %d samples, %d bytes", spec.name, stats["samples"], index["bytes"])
+    return index
+
+
+def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options) -> dict:
+    config = plan.config
+    dtype = np.dtype(config.dtype)
+    hist: Counter[int] = Counter()
+    rejected: Counter[str] = Counter()
+    recs: list[dict[str, Any]] = []
+    spectra = {SENSOR_TYPE_NAMES[t]: np.zeros(config.spectrum_nfft // 2 + 1) for t in TYPES}
+    spec_n = Counter()
+    samples = 0
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for piece in spec.pieces:
+            info = plan.recordings[piece.rec]
+            rec = _Recording(info, config, storage_options)
+            starts = window_starts(info.n_times, config.window, config.stride)
+            starts = starts[piece.first : piece.first + piece.count]
+            kept = 0
+            for start, x in rec.windows(starts, config.window):
+                reason = "nonfinite_positions" if not rec.sensors_ok else None
+                reason = reason or qc_reason(x, rec.types, config.qc)
+                if reason is None:
+                    z, stds = normalise_window(x, rec.types, eps=rec.eps, return_std=True)
+                    y = z.astype(dtype)
+                    if not np.all(np.isfinite(y)):
+                        reason = "float16_overflow"
+                if reason is not None:
+                    rejected[reason] += 1
+                    continue
+                scales = {SENSOR_TYPE_NAMES[t]: v for t, v in stds.items()}
+                for t in TYPES:
+                    rows = rec.types == t
+                    if rows.any():
+                        name = SENSOR_TYPE_NAMES[t]
+                        spectra[name] += mean_periodogram(z[rows], config.spectrum_nfft)
+                        spec_n[name] += 1
+                key = sample_key(info.recording_id, start)
+                meta = _meta(info, rec, start, scales, config)
+                for name, blob in encode_sample(key, y, rec.sensors, rec.types, meta):
+                    tar.addfile(_tarinfo(name, len(blob)), _BytesReader(blob))
+                hist[info.n_channels] += 1
+                kept += 1
+                samples += 1
+            recs.append(
+                {
+                    "recording_id": info.recording_id,
+                    "dataset": info.dataset,
+                    "subject": info.subject,
+                    "split": info.split,
+                    "kind": info.kind,
+                    "samples": kept,
+                    "windows": int(len(starts)),
+                }
+            )
+    return {
+        "samples": samples,
+        "seconds": samples * config.window_s,
+        "channel_hist": {str(k): v for k, v in sorted(hist.items())},
+        "rejected": dict(sorted(rejected.items())),
+        "recordings": recs,
+        "spectra": {
+            k: {"n": int(spec_n[k]), "sum": [float(v) for v in spectra[k]]}
+            for k in spectra
+            if spec_n[k]
+        },
+    }
+
+
+class _BytesReader:
+    """Minimal file object over bytes for ``tarfile.addfile`` (avoids a BytesIO copy)."""
+
+    def __init__(self, b: bytes) -> None:
+        self.mv, self.pos = memoryview(b), 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.mv) if n < 0 else min(len(self.mv), self.pos + n)
+        chunk = self.mv[self.pos : end].tobytes()
+        self.pos = end
+        return chunk
