@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-
 PSD_EVERY = 4  # Welch uses every 4th 1-s segment of the output
 
 
