@@ -109,5 +109,7 @@ class SensorTable:
                 "ori": [round(float(v), 6) for v in o],
                 "pos_source": s,
             }
-            for n, t, p, o, s in zip(self.names, self.types, self.pos, self.ori, self.pos_source)
+            for n, t, p, o, s in zip(
+                self.names, self.types, self.pos, self.ori, self.pos_source, strict=True
+            )
         ]

@@ -1,0 +1,41 @@
+"""The ingest job's library side: plan (frozen work list), per-recording task, ledger,
+progress and summary. No executor here: Ray appears only in
+``brainomni.executors.ray_executor`` and ``pipelines/ingest.py``.
+
+Layout under ``DEST``::
+
+    crawl/recordings.parquet  crawl/skipped.parquet  crawl/plan.json   frozen work list
+    recordings/<dataset>/<recording_id>.zarr/                          stores (_COMPLETE last)
+    ledger/part-<recording_id>-<attempt>.parquet                       rows while running
+    ledger.parquet                                                     compacted ledger
+    summary.json
+"""
+
+from __future__ import annotations
+
+from .job import IngestJob, SerialExecutor, run_job
+from .ledger import LedgerRow, compact, dedupe, read_ledger, write_part
+from .plan import Plan, PlanChanged, plan
+from .progress import Progress
+from .summary import format_summary, summarize
+from .task import IngestTask, run_task, store_key
+
+__all__ = [
+    "IngestJob",
+    "IngestTask",
+    "LedgerRow",
+    "Plan",
+    "PlanChanged",
+    "Progress",
+    "SerialExecutor",
+    "compact",
+    "dedupe",
+    "format_summary",
+    "plan",
+    "read_ledger",
+    "run_job",
+    "run_task",
+    "store_key",
+    "summarize",
+    "write_part",
+]

@@ -1,0 +1,207 @@
+"""Plan an ingest: crawl once into a frozen work list, compare with the one already frozen
+under ``DEST/crawl/``, and list the recordings still to do.
+
+Files under ``DEST/crawl/``: ``recordings.parquet`` and ``skipped.parquet`` (the crawl,
+see :mod:`brainomni.sources.table`) and ``plan.json`` (sources, config hash and a fingerprint
+of the recordings: ids and checksums), written last. A rerun with the same sources, the
+same files and the same config resumes; anything else is refused unless ``recrawl`` is set,
+in which case the new list replaces the frozen one (changed recordings are then redone:
+their store markers no longer match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from brainomni.records import RecordingRef
+from brainomni.signal.config import CleanConfig
+from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
+from brainomni.storage import atomic_write_bytes, get_fs, join_url, redact, retry
+
+from .ledger import LedgerRow, read_ledger
+from .task import IngestTask
+
+logger = logging.getLogger(__name__)
+
+CRAWL_DIR = "crawl"
+PLAN_FILE = "plan.json"
+PLAN_FORMAT = "brainomni.ingest-plan/1"
+FINAL_OUTCOMES = ("ok", "skipped")  # a failed recording is tried again by the next run
+
+
+class PlanChanged(RuntimeError):
+    """The frozen work list under DEST differs from this run's; resume refused."""
+
+
+@dataclass
+class Plan:
+    """The frozen work list and what is left of it."""
+
+    recordings: list[RecordingRef]
+    skipped: list[tuple[RecordingRef, str]]  # left out by the crawl, with reasons
+    tasks: list[IngestTask]  # still to run
+    done: list[LedgerRow]  # final rows from earlier runs (not run again)
+    fingerprint: str
+    resumed: bool = False
+    crawl_summary: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(refs: Sequence[RecordingRef]) -> str:
+    """sha256 over sorted (recording id, checksum): changes when any recording does."""
+    h = hashlib.sha256()
+    for rid, checksum in sorted((r.recording_id, r.checksum or "") for r in refs):
+        h.update(f"{rid}\x1f{checksum}\n".encode())
+    return h.hexdigest()
+
+
+def _plan_doc(sources: Sequence[Source], refs: Sequence[RecordingRef], config: CleanConfig):
+    return {
+        "format": PLAN_FORMAT,
+        "sources": [redact(s.describe()) for s in sources],
+        "config_hash": config.hash,
+        "config": config.to_dict(),
+        "n_recordings": len(refs),
+        "fingerprint": fingerprint(refs),
+    }
+
+
+def _read_json(url: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    try:
+        return json.loads(retry(lambda: fs.cat_file(path), what=f"read {url}"))
+    except FileNotFoundError:
+        return None
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], old_refs: list[RecordingRef], refs) -> str:
+    msgs = []
+    if old.get("sources") != new["sources"]:
+        msgs.append(f"sources {old.get('sources')} -> {new['sources']}")
+    if old.get("config_hash") != new["config_hash"]:
+        msgs.append(f"config hash {old.get('config_hash')} -> {new['config_hash']}")
+    if old.get("fingerprint") != new["fingerprint"]:
+        before = {r.recording_id: r.checksum for r in old_refs}
+        after = {r.recording_id: r.checksum for r in refs}
+        added = len(after.keys() - before.keys())
+        removed = len(before.keys() - after.keys())
+        changed = sum(1 for k in after.keys() & before.keys() if after[k] != before[k])
+        msgs.append(f"recordings: {added} added, {removed} removed, {changed} changed")
+    return "; ".join(msgs)
+
+
+def freeze(
+    sources: Sequence[Source],
+    dest: str,
+    *,
+    config: CleanConfig,
+    dest_storage_options: Mapping[str, Any] | None = None,
+    recrawl: bool = False,
+    limit: int | None = None,
+    crawl_fn: Any = crawl,
+) -> tuple[list[RecordingRef], list[tuple[RecordingRef, str]], dict[str, Any], dict, bool]:
+    """Crawl and freeze the list under ``DEST/crawl/``; (refs, skipped, plan, options, resumed).
+
+    ``options`` maps each recording id to its source's storage options.
+
+    ``limit`` keeps the first N recordings (in the crawl's stable order) — part of the frozen
+    list, so a rerun must pass the same limit. Raises :class:`PlanChanged` when an earlier
+    frozen list differs and ``recrawl`` is not set.
+    """
+    so = dict(dest_storage_options or {})
+    result, options = CrawlResult(), {}
+    for source in sources:
+        found = crawl_fn(source)
+        for ref in found.recordings:  # refs carry no storage options: keep the source's
+            options.setdefault(ref.recording_id, dict(source.storage_options))
+        result = result + found
+    refs = list(result.recordings)
+    if limit is not None:
+        refs = refs[:limit]
+    ids = [r.recording_id for r in refs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate recording ids across sources (same dataset listed twice?)")
+    crawl_dir = join_url(dest, CRAWL_DIR)
+    doc = _plan_doc(sources, refs, config)
+    old = _read_json(join_url(crawl_dir, PLAN_FILE), so)
+    resumed = old is not None
+    if old is not None and any(
+        old.get(k) != doc[k] for k in ("sources", "config_hash", "fingerprint")
+    ):
+        old_refs = refs_from_table(read_table(join_url(crawl_dir, "recordings.parquet"), so))
+        what = _diff(old, doc, old_refs, refs)
+        if not recrawl:
+            raise PlanChanged(
+                f"{redact(dest)} holds a different frozen work list ({what}); pass --recrawl "
+                "to replace it (changed recordings are redone), or use another --dest"
+            )
+        logger.warning("replacing the frozen work list under %s: %s", redact(dest), what)
+        resumed = False
+    if old is None or not resumed:
+        # recordings + skipped first, plan.json last: the plan exists only once complete.
+        write_crawl(CrawlResult(refs, list(result.skipped)), crawl_dir, so)
+        body = json.dumps(doc, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(join_url(crawl_dir, PLAN_FILE), body, so)
+    return refs, list(result.skipped), doc, options, resumed
+
+
+def plan(
+    sources: Sequence[Source],
+    dest: str,
+    *,
+    config: CleanConfig,
+    dest_storage_options: Mapping[str, Any] | None = None,
+    recrawl: bool = False,
+    limit: int | None = None,
+    cache_root: str | None = None,
+    crawl_fn: Any = crawl,
+) -> Plan:
+    """Freeze the work list and split it into tasks to run and rows already final."""
+    so = dict(dest_storage_options or {})
+    refs, skipped, doc, options, resumed = freeze(
+        sources,
+        dest,
+        config=config,
+        dest_storage_options=so,
+        recrawl=recrawl,
+        limit=limit,
+        crawl_fn=crawl_fn,
+    )
+    previous = {r.recording_id: r for r in read_ledger(dest, so)}
+    tasks, done = [], []
+    for ref in refs:
+        prev = previous.get(ref.recording_id)
+        if (
+            prev is not None
+            and prev.outcome in FINAL_OUTCOMES
+            and prev.source_checksum == (ref.checksum or "")
+            and prev.config_hash == config.hash
+        ):
+            done.append(prev)
+            continue
+        tasks.append(
+            IngestTask(
+                ref=ref,
+                dest=dest,
+                attempt=(prev.attempt + 1) if prev is not None else 1,
+                config=config,
+                storage_options=options.get(ref.recording_id, {}),
+                dest_storage_options=so,
+                cache_root=cache_root,
+            )
+        )
+    summary = {"recordings": len(refs), "skipped_by_crawl": len(skipped)}
+    logger.info(
+        "plan: %d recordings (%d to run, %d already done), %d left out by the crawl%s",
+        len(refs),
+        len(tasks),
+        len(done),
+        len(skipped),
+        " (resumed)" if resumed else "",
+    )
+    return Plan(refs, skipped, tasks, done, doc["fingerprint"], resumed, summary)

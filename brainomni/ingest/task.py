@@ -1,0 +1,234 @@
+"""One unit of ingest work: clean one recording into its store and return its ledger row.
+
+:func:`run_task` is plain library code; executors (serial, Ray) call it unchanged. It never
+raises for a bad recording (that is a ``failed`` row); transient object-store errors are
+retried with backoff (:func:`brainomni.storage.retry`); anything else propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from brainomni.records import RecordingRef
+from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
+from brainomni.storage import RetryPolicy, get_fs, is_transient, join_url, redact, retry
+
+from .ledger import ALREADY_DONE, LedgerRow, write_part
+
+logger = logging.getLogger(__name__)
+
+RECORDINGS_DIR = "recordings"
+# Failures while copying a remote recording for reading that are worth another try; the
+# reader reports them as ``StageError.<exception class>``.
+_PERMANENT_STAGE = ("FileNotFoundError", "PermissionError", "IsADirectoryError", "ValueError")
+
+
+class TransientOutcome(Exception):
+    """A ``failed`` outcome caused by the object store (retried, then recorded)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+def store_key(ref: RecordingRef) -> str:
+    """``recordings/<dataset>/<recording_id>.zarr`` (dataset name made key-safe)."""
+    dataset = "".join(c if c.isalnum() or c in "-_." else "_" for c in ref.dataset) or "_"
+    return f"{RECORDINGS_DIR}/{dataset.strip('.') or '_'}/{ref.recording_id}.zarr"
+
+
+@dataclass(frozen=True)
+class IngestTask:
+    """Everything a worker needs for one recording (plain data: safe to ship to workers)."""
+
+    ref: RecordingRef
+    dest: str
+    attempt: int = 1
+    config: CleanConfig = DEFAULT_CONFIG
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # the source's
+    dest_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_root: str | None = None  # staging of remote recordings (default: system temp)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def store(self) -> str:
+        return join_url(self.dest, store_key(self.ref))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def base_row(task: IngestTask, worker: str) -> LedgerRow:
+    ref = task.ref
+    return LedgerRow(
+        recording_id=ref.recording_id,
+        uri=redact(ref.uri),
+        dataset=ref.dataset,
+        dataset_version=ref.dataset_version,
+        relpath=ref.relpath,
+        subject=ref.subject,
+        session=ref.session,
+        task=ref.task,
+        run=ref.run,
+        modality=ref.modality,
+        format=ref.format or "",
+        bytes_in=ref.size,
+        source_checksum=ref.checksum or "",
+        config_hash=task.config.hash,
+        attempt=task.attempt,
+        worker=worker or f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def _fill_from_qc(row: LedgerRow, qc: Mapping[str, Any]) -> None:
+    counts = qc.get("n_channels") or {}
+    row.n_eeg, row.n_mag, row.n_grad = (int(counts.get(k, 0)) for k in ("EEG", "MAG", "GRAD"))
+    row.n_bad = len(qc.get("interpolated") or ())
+    row.output_hours = float(qc.get("output_duration_s") or 0.0) / 3600.0
+    row.line_freq = qc.get("line_freq")
+    row.line_freq_source = str(qc.get("line_freq_source") or "")
+    if qc.get("sfreq_in"):
+        row.sfreq_in = float(qc["sfreq_in"])
+    if qc.get("input_duration_s") is not None:
+        row.duration_s = float(qc["input_duration_s"])
+
+
+def _store_bytes(url: str, storage_options: Mapping[str, Any]) -> int:
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    found = retry(lambda: fs.find(path, detail=True), what="size of store")
+    return sum(int(i.get("size") or 0) for i in found.values() if i.get("type") != "directory")
+
+
+def _done_row(task: IngestTask, row: LedgerRow) -> LedgerRow:
+    """The row of a recording whose store is already complete, rebuilt from the store."""
+    from brainomni.stores.recording import open_recording
+
+    group = retry(
+        lambda: open_recording(task.store, dict(task.dest_storage_options)), what="open store"
+    )
+    attrs = dict(group.attrs)
+    _fill_from_qc(row, attrs.get("qc") or {})
+    prov = attrs.get("provenance") or {}
+    row.format = str(prov.get("format") or row.format)
+    row.outcome, row.reason = "ok", ALREADY_DONE
+    return row
+
+
+def _transient(result: Any) -> bool:
+    cls = result.error_class or ""
+    return (
+        result.outcome == "failed"
+        and cls.startswith("StageError.")
+        and cls.split(".", 1)[1] not in _PERMANENT_STAGE
+    )
+
+
+def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -> LedgerRow:
+    """Clean ``task.ref`` into ``task.store`` unless already done; its ledger row.
+
+    The row is also written as a ledger part under ``task.dest`` (unless ``write_ledger`` is
+    False). Staging files live in a per-call folder under ``task.cache_root``, removed after.
+    """
+    from brainomni.preprocess import preprocess_recording
+    from brainomni.stores.recording import is_complete
+
+    t0 = time.perf_counter()
+    row = base_row(task, worker)
+    dest_so = dict(task.dest_storage_options)
+    complete = retry(
+        lambda: is_complete(
+            task.store,
+            config_hash=task.config.hash,
+            checksum=task.ref.checksum,
+            storage_options=dest_so,
+        ),
+        what="check store",
+    )
+    if complete:
+        row = _done_row(task, row)
+    else:
+        if task.cache_root:
+            os.makedirs(task.cache_root, exist_ok=True)
+        cache = tempfile.mkdtemp(prefix="ingest-", dir=task.cache_root)
+        tries = 0
+
+        def attempt() -> Any:
+            nonlocal tries
+            tries += 1
+            res = preprocess_recording(
+                task.ref,
+                out=task.store,
+                config=task.config,
+                storage_options=dict(task.storage_options),
+                out_storage_options=dest_so,
+                cache_dir=cache,
+            )
+            if _transient(res):
+                raise TransientOutcome(res)
+            return res
+
+        def classify(exc: BaseException) -> bool:
+            return isinstance(exc, TransientOutcome) or is_transient(exc)
+
+        try:
+            res = retry(attempt, task.retry_policy, what=redact(task.ref.uri), classify=classify)
+        except TransientOutcome as exc:  # retries spent: a permanent failure for this run
+            res = exc.result
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        row.tries = tries
+        row.outcome, row.reason = res.outcome, redact(res.reason or "")
+        row.error_class = res.error_class or ""
+        row.format = res.fmt or row.format
+        row.duration_s, row.sfreq_in = res.duration_s, res.sfreq
+        if res.table is not None:
+            counts = res.table.summary()
+            row.n_eeg, row.n_mag, row.n_grad = counts["EEG"], counts["MAG"], counts["GRAD"]
+        if res.qc:
+            _fill_from_qc(row, res.qc)
+        row.t_open_s = res.timings.get("open_s")
+        row.t_filter_s = res.timings.get("filter_s")
+        row.t_second_pass_s = res.timings.get("second_pass_s")
+        row.t_preprocess_s = res.timings.get("total_s")
+    if row.outcome == "ok":
+        row.store = redact(task.store)
+        row.bytes_out = _store_bytes(task.store, dest_so)
+    row.t_task_s = round(time.perf_counter() - t0, 4)
+    row.finished_at = now_iso()
+    if write_ledger:
+        write_part(task.dest, row, dest_so)
+    return row
+
+
+def clean_orphans(dest: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Remove half-written local stores left by a killed job; their paths.
+
+    On local disk the store writer stages ``<dataset>/.<id>.zarr.tmp-<uuid>`` beside the
+    final folder (and ``….old`` while swapping); a kill leaves them behind. Object-store
+    prefixes without a marker need nothing: they count as absent and are rewritten. Call
+    only when no other job writes to ``dest`` (one job per destination).
+    """
+    import glob
+
+    fs, path = get_fs(dest, storage_options)
+    from brainomni.storage import is_local
+
+    if not is_local(fs):
+        return []
+    found = sorted(glob.glob(os.path.join(path, RECORDINGS_DIR, "*", ".*.zarr.tmp-*")))
+    for orphan in found:
+        shutil.rmtree(orphan, ignore_errors=True)
+    if found:
+        logger.warning("removed %d half-written store folders under %s", len(found), redact(dest))
+    return found
