@@ -28,11 +28,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check brainomni pipelines tests
-	$(BIN)/ruff format --check brainomni pipelines tests
+	$(BIN)/ruff check brainomni pipelines tests scripts
+	$(BIN)/ruff format --check brainomni pipelines tests scripts
 
 bench: $(STAMP)
-	$(BIN)/python tests/benchmarks/bench_preprocess.py
+	for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache
