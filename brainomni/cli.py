@@ -7,6 +7,7 @@ Subcommands: ``inspect`` (outcome, sensor table and QC of one recording, nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -80,15 +81,17 @@ def _run_one(args, out: str | None):
     cfg = CleanConfig(line_freq=args.line_freq, detect_bads=not args.no_detect_bads)
     bads = tuple(b.strip() for b in args.bads.split(",") if b.strip())
     ref = RecordingRef(uri=args.source, format=args.fmt)
-    return preprocess_recording(
-        ref,
-        out=out,
-        config=cfg,
-        storage_options=_storage_options(args),
-        cache_dir=args.cache_dir,
-        bads=bads,
-        progress=sys.stderr.isatty(),
-    )
+    # Some readers' dependencies print to stdout (mffpy); keep stdout for our output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return preprocess_recording(
+            ref,
+            out=out,
+            config=cfg,
+            storage_options=_storage_options(args),
+            cache_dir=args.cache_dir,
+            bads=bads,
+            progress=sys.stderr.isatty(),
+        )
 
 
 def _print_human(res, *, wrote: bool) -> None:

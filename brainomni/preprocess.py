@@ -378,6 +378,7 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
             opened,
         )
         res.qc["rate_error"] = plans[0].ratio.rate_error
+        res.qc["bad_segments"] = _bad_segments(raw)
         attrs = {
             "config": config.to_dict(),
             "config_hash": config.hash,
@@ -412,6 +413,25 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
     finally:
         if bar is not None:
             bar.close()
+
+
+def _bad_segments(raw) -> list[list[float]]:
+    """[start, stop] seconds (from the first sample) of the file's BAD_* annotations, e.g.
+    EGI/CTF acquisition skips (``BAD_ACQ_SKIP``): filtered output near them is not signal,
+    and pack rejects windows that overlap them (reason ``bad_segment``)."""
+    ann = raw.annotations
+    if len(ann) == 0:
+        return []
+    offset = raw.first_time if ann.orig_time is not None else 0.0
+    dur = raw.n_times / raw.info["sfreq"]
+    out = []
+    for a in ann:
+        if str(a["description"]).upper().startswith("BAD"):
+            lo = max(0.0, float(a["onset"]) - offset)
+            hi = min(dur, lo + float(a["duration"]))
+            if hi >= lo:
+                out.append([round(lo, 4), round(hi, 4)])
+    return out
 
 
 def _progress(enabled: bool, total: int, uri: str):

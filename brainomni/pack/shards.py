@@ -98,6 +98,13 @@ class _Recording:
         self.sensors_ok = bool(np.all(np.isfinite(self.sensors)))
         self.counts = {SENSOR_TYPE_NAMES[t]: int(np.sum(self.types == t)) for t in TYPES}
         self.eps = (config.eps_eeg, config.eps_meg, config.eps_meg)
+        # [start, stop) output samples the recording marks bad (acquisition skips, BAD_*)
+        sfreq = float(g.attrs.get("sfreq", 256.0))
+        segs = (g.attrs.get("qc") or {}).get("bad_segments") or []
+        self.bad_spans = [(int(a * sfreq), int(np.ceil(b * sfreq))) for a, b in segs]
+
+    def overlaps_bad(self, start: int, window: int) -> bool:
+        return any(a < start + window and start < b for a, b in self.bad_spans)
 
     def windows(self, starts: np.ndarray, window: int):
         """Yield ``(start, x_CT float32)`` reading the signal in bounded blocks."""
@@ -213,6 +220,8 @@ def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options)
             kept = 0
             for start, x in rec.windows(starts, config.window):
                 reason = "nonfinite_positions" if not rec.sensors_ok else None
+                if reason is None and rec.overlaps_bad(int(start), config.window):
+                    reason = "bad_segment"
                 reason = reason or qc_reason(x, rec.types, config.qc)
                 if reason is None:
                     z, stds = normalise_window(x, rec.types, eps=rec.eps, return_std=True)

@@ -65,14 +65,24 @@ def build(name: str, minutes: float, workdir: Path) -> Path:
     d = raw.get_data()
     seg = np.concatenate([d, d[:, ::-1]], axis=1)
     n_chunk = int(60 * info["sfreq"])
-    chunk = np.tile(seg, (1, n_chunk // seg.shape[1] + 1))[:, :n_chunk]
-    one = workdir / f"{name}_1min_piece_raw.fif"
-    mne.io.RawArray(chunk, info, verbose="error").save(str(one), overwrite=True, fmt="single",
-                                                       verbose="error")
-    pieces = [mne.io.read_raw_fif(str(one), verbose="error") for _ in range(int(minutes))]
-    full = mne.concatenate_raws(pieces, verbose="error")
+    base = np.tile(seg, (1, n_chunk // seg.shape[1] + 1))[:, :n_chunk]
+    noise = 0.05 * base.std(axis=1, keepdims=True)
+    pieces = []
+    for k in range(int(minutes)):
+        # fresh noise per minute: a recording that repeats exactly would look clipped (the
+        # same extreme value in every window) to the bad-channel rules
+        rng = np.random.default_rng(k)
+        chunk = base + noise * rng.standard_normal(base.shape)
+        one = workdir / f"{name}_piece{k:03d}_raw.fif"
+        mne.io.RawArray(chunk, info, verbose="error").save(
+            str(one), overwrite=True, fmt="single", verbose="error"
+        )
+        pieces.append(one)
+    full = mne.concatenate_raws([mne.io.read_raw_fif(str(p), verbose="error") for p in pieces],
+                                verbose="error")
     full.save(str(out), overwrite=True, fmt="single", verbose="error")
-    one.unlink()
+    for p in pieces:
+        p.unlink()
     return out
 
 
