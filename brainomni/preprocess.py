@@ -358,7 +358,7 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
                 sumsq[:] += np.einsum("ij,ij->i", y, y, dtype=np.float64)
                 return y
 
-            rewrite_signal(writer, fix)
+            rewrite_signal(writer, fix, rows=op2.changed_rows(op1))
             res.timings["second_pass_s"] = round(time.perf_counter() - t2, 4)
         res.qc = _qc(
             table,

@@ -28,6 +28,14 @@ class SpatialOp:
     def is_identity(self) -> bool:
         return self.bad_rows.size == 0 and self.eeg_rows.size == 0
 
+    def changed_rows(self, before: SpatialOp) -> np.ndarray:
+        """Rows whose output differs from ``before``'s: newly bad channels, and every EEG row
+        when an EEG channel became bad (the average reference changes)."""
+        new = np.setdiff1d(self.bad_rows, before.bad_rows)
+        if self.eeg_rows.size and np.intersect1d(new, self.eeg_rows).size:
+            new = np.union1d(new, self.eeg_rows)
+        return new
+
     def apply(self, y: np.ndarray) -> np.ndarray:
         """Apply in place to ``y`` (C, n) and return it."""
         if self.bad_rows.size:

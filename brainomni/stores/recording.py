@@ -3,7 +3,7 @@
 Layout (``STORE.zarr/``)::
 
     zarr.json            group attributes (below)
-    signal/              float32 (C, T), SI units (V, T, T/m), 256 Hz; chunks (C, 30 s)
+    signal/              float32 (C, T), SI units (V, T, T/m), 256 Hz; chunks (64, 30 s)
     sensor_pos/          float32 (C, 3), metres
     sensor_ori/          float32 (C, 3), unit vectors (MEG), zeros (EEG)
     sensor_type/         int8 (C,), EEG 0, MAG 1, GRAD 2
@@ -37,6 +37,7 @@ FORMAT = "brainomni.recording"
 FORMAT_VERSION = 1
 MARKER = "_COMPLETE"
 CHUNK_SECONDS = 30
+ROW_CHUNK = 64  # channels per chunk: a correction pass rewrites only the rows it changes
 
 
 def _is_local(uri: str) -> bool:
@@ -122,7 +123,7 @@ class RecordingStoreWriter:
         self._signal = self._group.create_array(
             "signal",
             shape=(n_channels, n_times),
-            chunks=(n_channels, min(self.chunk, max(1, n_times))),
+            chunks=(min(ROW_CHUNK, n_channels), min(self.chunk, max(1, n_times))),
             dtype="float32",
             compressors=[self._codec()],
             fill_value=0.0,
@@ -229,11 +230,20 @@ def open_recording(uri: str, storage_options: dict | None = None):
     return zarr.open_group(uri, mode="r", zarr_format=3, storage_options=storage_options)
 
 
-def rewrite_signal(writer: RecordingStoreWriter, fn) -> None:
-    """Apply ``fn(y) -> y`` (C, n) in place over an uncommitted store's signal, chunk by chunk."""
+def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None) -> None:
+    """Apply ``fn(y) -> y`` (C, n) in place over an uncommitted store's signal.
+
+    ``rows``: the channels ``fn`` changes (None = all); only the row chunks holding them are
+    written back, the others are only read.
+    """
     writer._flush(final=True)
     sig = writer._signal
+    rc = sig.chunks[0]
+    groups = sorted({int(r) // rc for r in (range(writer.n_channels) if rows is None else rows)})
     step = writer.chunk * 4
     for a in range(0, writer.n_times, step):
         b = min(writer.n_times, a + step)
-        sig[:, a:b] = fn(np.asarray(sig[:, a:b]))
+        y = fn(np.asarray(sig[:, a:b]))
+        for g in groups:
+            lo, hi = g * rc, min(writer.n_channels, (g + 1) * rc)
+            sig[lo:hi, a:b] = y[lo:hi]
