@@ -161,8 +161,9 @@ class BlockFilter:
                 if self.on_spectrum is not None:
                     self.on_spectrum(sl, X)
                 k = min(n_bins_out, X.shape[1])
-                if k == n_bins_out:  # down-sampling or same rate: keep the low bins
-                    Y = X[:, :k] * Hs
+                if k == n_bins_out:  # down-sampling or same rate: irfft reads the low bins
+                    X[:, :k] *= Hs
+                    Y = X
                 else:  # up-sampling: zero above the input's Nyquist
                     Y = np.zeros((X.shape[0], n_bins_out), dtype=np.complex64)
                     np.multiply(X, Hs[:k], out=Y[:, :k])
