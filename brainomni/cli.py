@@ -148,10 +148,20 @@ def _conf_inspect(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print JSON (outcome, reason, sfreq, duration_s, channels, dropped, qc)",
     )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="also write a QC figure (spectra per type, bad channels, channel RMS)",
+    )
 
 
 def _run_inspect(args) -> int:
     res = _run_one(args, None)
+    if args.plot and res.outcome == "ok":
+        from .qc_plot import plot_qc
+
+        plot_qc(res.to_json(), args.plot)
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
     else:

@@ -379,6 +379,8 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
         )
         res.qc["rate_error"] = plans[0].ratio.rate_error
         res.qc["bad_segments"] = _bad_segments(raw)
+        res.qc["psd"] = _psd_summary(freqs, psd, table, all_bads)
+        res.qc["channel_rms"] = [float(np.sqrt(v / max(1, n_out))) for v in sumsq]
         attrs = {
             "config": config.to_dict(),
             "config_hash": config.hash,
@@ -413,6 +415,21 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
     finally:
         if bar is not None:
             bar.close()
+
+
+def _psd_summary(freqs, psd, table, bads) -> dict[str, Any]:
+    """Median Welch PSD per sensor type (good channels) and each bad channel's, log10 SI²/Hz,
+    before spatial operators: what ``inspect --plot`` and dataset cards draw."""
+    out: dict[str, Any] = {"freqs": [float(f) for f in freqs]}
+    if not psd.any():
+        return out
+    lp = np.log10(np.maximum(psd, 1e-40))
+    for t in (EEG, MAG, GRAD):
+        rows = [i for i in np.flatnonzero(table.types == t) if i not in bads]
+        if rows:
+            out[SENSOR_TYPE_NAMES[t]] = np.round(np.median(lp[rows], axis=0), 3).tolist()
+    out["bad"] = {table.names[i]: np.round(lp[i], 3).tolist() for i in sorted(bads)[:32]}
+    return out
 
 
 def _bad_segments(raw) -> list[list[float]]:

@@ -112,3 +112,15 @@ def test_pack_rejects_windows_over_acquisition_skips(tmp_path):
     )
     # 16 s -> 4 windows of 4 s; the skip at 1.34-1.80 s spoils the first one only
     assert index["rejected_windows"].get("bad_segment") == 1
+
+
+def test_inspect_plot_writes_a_qc_figure(tmp_path, capsys):
+    png = tmp_path / "qc.png"
+    path = meeg_file("SSS/sample_audvis_trunc_raw_sss.fif")
+    assert main(["inspect", str(path), "--plot", str(png), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    psd = d["qc"]["psd"]
+    assert len(psd["freqs"]) == len(psd["GRAD"]) == 129  # 1-Hz Welch bins, 0-128 Hz
+    assert set(psd["bad"]) == {b["name"] for b in d["qc"]["bad_channels"]}
+    assert len(d["qc"]["channel_rms"]) == len(d["channels"])
