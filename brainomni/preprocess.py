@@ -226,164 +226,148 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
             ) from skip
         res.table = table
         res.timings["open_s"] = round(time.perf_counter() - t_open, 4)
-        _clean(raw, ref, res, table, target, target_so, config, bads, progress, opened)
+        _clean(opened, ref, res, table, target, target_so, config, bads, progress)
 
 
-def _clean(raw, ref, res, table, target, target_so, config, bads, progress, opened):
-    from .signal.bads import detect_bads
-    from .signal.design import plan_chain
-    from .signal.stats import ChannelStats
-    from .signal.stream import run_chain
-    from .stores.recording import RecordingStoreWriter, rewrite_signal
+class _Cleaner:
+    """The cleaning of one opened recording, step by step (see the module docstring)."""
 
-    sfreq = float(raw.info["sfreq"])
-    n_ch, n_times = len(table), int(raw.n_times)
-    names = table.names
-    line_freq, line_src = _line_freq(ref, raw, config)
-    chpi = _chpi_freqs(raw.info) if config.chpi else ()
-    plans = plan_chain(sfreq, n_ch, config, line_freq=line_freq)
-    notch = tuple(plans[-1].notch_freqs)
-    if chpi:
-        extra = tuple(f for f in chpi if f < config.h_freq + 24)
-        if extra:
-            cfg_notch = config.with_(fallback_line_freqs=())
-            # cHPI lines inside the band: notch them too (stationary sinusoids)
-            plans = plan_chain(
-                sfreq,
-                n_ch,
-                cfg_notch.with_(
-                    line_freq=None,
-                    fallback_line_freqs=tuple(
-                        sorted(set(config.line_freqs(line_freq)) | set(extra))
-                    ),
-                    notch_harmonics=config.notch_harmonics,
-                ),
-                line_freq=None,
-            )
-            notch = tuple(plans[-1].notch_freqs)
-    units = [_UNITS.get(int(raw.info["chs"][int(p)]["unit"]), "?") for p in table.picks]
-    info = _kept_info(raw, table)
+    def __init__(
+        self,
+        opened,
+        ref: RecordingRef,
+        res: PreprocessResult,
+        table: SensorTable,
+        config: CleanConfig,
+        bads: tuple[str, ...],
+    ) -> None:
+        from .signal.design import plan_chain
+        from .signal.stats import ChannelStats
 
-    # Bad channels known before reading the signal.
-    known: dict[int, list[str]] = {}
-    index = {n: i for i, n in enumerate(names)}
-    for n in raw.info["bads"]:
-        if n in index:
-            known.setdefault(index[n], []).append("marked bad in the file")
-    for n in ref.bad_channels:
-        if n in index:
-            known.setdefault(index[n], []).append("marked bad in channels.tsv")
-    for n in bads:
-        if n in index:
-            known.setdefault(index[n], []).append("given as bad")
-    _check_bad_fraction(known, table, ref.uri, config)
-    op1 = _spatial(info, table, sorted(known), config, ref.uri)
+        self.opened, self.raw, self.ref, self.res = opened, opened.raw, ref, res
+        self.table, self.config = table, config
+        self.sfreq = float(self.raw.info["sfreq"])
+        self.n_times = int(self.raw.n_times)
+        self.line_freq, self.line_src = _line_freq(ref, self.raw, config)
+        self.chpi = _chpi_freqs(self.raw.info) if config.chpi else ()
+        # cHPI lines inside the band are notched too (stationary sinusoids)
+        extra = tuple(f for f in self.chpi if f < config.h_freq + 24)
+        self.plans = plan_chain(
+            self.sfreq, len(table), config, line_freq=self.line_freq, extra_notch=extra
+        )
+        self.n_out = self.n_times
+        for p in self.plans:
+            self.n_out = p.n_out(self.n_out)
+        chs = self.raw.info["chs"]
+        self.units = [_UNITS.get(int(chs[int(p)]["unit"]), "?") for p in table.picks]
+        self.info = _kept_info(self.raw, table)
+        self.known = self._known_bads(bads)
+        _check_bad_fraction(self.known, table, ref.uri, config)
+        self.stats = ChannelStats(
+            len(table),
+            self.sfreq,
+            sfreq_out=config.sfreq,
+            line_freqs=config.line_freqs(self.line_freq),
+        )
+        self.sumsq = np.zeros(len(table))
+        self.picks = np.asarray(table.picks, dtype=int)
+        # Each channel's first sample is subtracted (in float64, before the float32 blocks):
+        # a large DC offset (e.g. 0.1 V on an unconnected EEG lead) would otherwise cost
+        # float32 precision. Every chain ends with zero DC gain: the output is unchanged.
+        self.offset = self.raw.get_data(picks=self.picks, start=0, stop=1)[:, 0]
+        self.stats.offset = self.offset
 
-    stats = ChannelStats(
-        n_ch, sfreq, sfreq_out=config.sfreq, line_freqs=config.line_freqs(line_freq)
-    )
-    picks = np.asarray(table.picks, dtype=int)
+    def _known_bads(self, given: tuple[str, ...]) -> dict[int, list[str]]:
+        """Bad channels known before reading the signal, with their reasons."""
+        index = {n: i for i, n in enumerate(self.table.names)}
+        known: dict[int, list[str]] = {}
+        for names, why in (
+            (self.raw.info["bads"], "marked bad in the file"),
+            (self.ref.bad_channels, "marked bad in channels.tsv"),
+            (given, "given as bad"),
+        ):
+            for n in names:
+                if n in index:
+                    known.setdefault(index[n], []).append(why)
+        return known
 
-    # Each channel's first sample is subtracted (in float64, before the float32 blocks): a
-    # large DC offset (e.g. 0.1 V on an unconnected EEG lead) would otherwise cost float32
-    # precision. Every chain ends in a stage with zero DC gain, so the output is unchanged.
-    offset = raw.get_data(picks=picks, start=0, stop=1)[:, 0]
-    stats.offset = offset
-
-    def read(a: int, b: int) -> np.ndarray:
-        x = raw.get_data(picks=picks, start=a, stop=b)
-        x -= offset[:, None]
+    def _read(self, a: int, b: int) -> np.ndarray:
+        x = self.raw.get_data(picks=self.picks, start=a, stop=b)
+        x -= self.offset[:, None]
         return x
 
-    n_out = plans[0].n_out(n_times)
-    for p in plans[1:]:
-        n_out = p.n_out(n_out)
-    writer = RecordingStoreWriter(
-        target, n_channels=n_ch, n_times=n_out, sfreq=config.sfreq, storage_options=target_so
-    )
-    sumsq = np.zeros(n_ch)
-    t_f = time.perf_counter()
-    bar = _progress(progress, n_out, ref.uri)
-    try:
-        for _, y in run_chain(
-            plans,
-            read,
-            n_ch,
-            n_times,
-            on_input=stats.update_input,
-            on_spectrum=stats.update_spectrum,
-        ):
-            stats.update_output(y)
-            if not op1.is_identity:
-                op1.apply(y)
-            if not np.all(np.isfinite(y)):
-                raise RecordingFailed(
-                    f"{ref.uri}: non-finite samples (NaN/inf) in the signal; the file is "
-                    "corrupt or a channel is broken",
-                    error_class="NonFiniteSignal",
-                )
-            sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
-            writer.append(y)
-            if bar is not None:
-                bar.update(y.shape[1])
-        res.timings["filter_s"] = round(time.perf_counter() - t_f, 4)
+    def first_pass(self, writer, op, progress: bool) -> None:
+        """Read, filter and resample every block; apply ``op``; write; gather statistics."""
+        from .signal.stream import run_chain
 
-        # Rules over the whole recording.
-        freqs, psd = stats.psd()
-        rep = (
-            detect_bads(
-                windows=stats.windows(),
-                line_ratio=stats.line_ratio(),
+        bar = _progress(progress, self.n_out, self.ref.uri)
+        try:
+            for _, y in run_chain(
+                self.plans,
+                self._read,
+                len(self.table),
+                self.n_times,
+                on_input=self.stats.update_input,
+                on_spectrum=self.stats.update_spectrum,
+            ):
+                self.stats.update_output(y)
+                if not op.is_identity:
+                    op.apply(y)
+                if not np.all(np.isfinite(y)):
+                    raise RecordingFailed(
+                        f"{self.ref.uri}: non-finite samples (NaN/inf) in the signal; the "
+                        "file is corrupt or a channel is broken",
+                        error_class="NonFiniteSignal",
+                    )
+                self.sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+                writer.append(y)
+                if bar is not None:
+                    bar.update(y.shape[1])
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def detect(self):
+        """(all bads with reasons, the rules' report or None) over the whole recording."""
+        from .signal.bads import detect_bads
+
+        rep = None
+        if self.config.detect_bads:
+            freqs, psd = self.stats.psd()
+            rep = detect_bads(
+                windows=self.stats.windows(),
+                line_ratio=self.stats.line_ratio(),
                 freqs=freqs,
                 psd=psd,
-                types=table.types,
-                units=units,
-                config=config,
+                types=self.table.types,
+                units=self.units,
+                config=self.config,
             )
-            if config.detect_bads
-            else None
-        )
-        all_bads = {k: list(v) for k, v in known.items()}
-        if rep is not None:
-            for i, why in rep.reasons.items():
-                all_bads.setdefault(i, []).extend(why)
-        _check_bad_fraction(all_bads, table, ref.uri, config)
-        if set(all_bads) != set(known):
-            t2 = time.perf_counter()
-            op2 = _spatial(info, table, sorted(all_bads), config, ref.uri)
-            sumsq[:] = 0.0
+        bads = {k: list(v) for k, v in self.known.items()}
+        for i, why in rep.reasons.items() if rep is not None else ():
+            bads.setdefault(i, []).extend(why)
+        _check_bad_fraction(bads, self.table, self.ref.uri, self.config)
+        return bads, rep
 
-            def fix(y: np.ndarray) -> np.ndarray:
-                op2.apply(y)
-                sumsq[:] += np.einsum("ij,ij->i", y, y, dtype=np.float64)
-                return y
+    def correct(self, writer, op_before, bads) -> None:
+        """Second, in-place pass for bads found by the rules (rewrites changed rows only)."""
+        from .stores.recording import rewrite_signal
 
-            rewrite_signal(writer, fix, rows=op2.changed_rows(op1))
-            res.timings["second_pass_s"] = round(time.perf_counter() - t2, 4)
-        res.qc = _qc(
-            table,
-            all_bads,
-            rep,
-            stats,
-            sumsq,
-            n_out,
-            n_times,
-            sfreq,
-            config,
-            line_freq,
-            line_src,
-            notch,
-            chpi,
-            plans,
-            opened,
-        )
-        res.qc["rate_error"] = plans[0].ratio.rate_error
-        res.qc["bad_segments"] = _bad_segments(raw)
-        res.qc["psd"] = _psd_summary(freqs, psd, table, all_bads)
-        res.qc["channel_rms"] = [float(np.sqrt(v / max(1, n_out))) for v in sumsq]
-        attrs = {
-            "config": config.to_dict(),
-            "config_hash": config.hash,
+        op = _spatial(self.info, self.table, sorted(bads), self.config, self.ref.uri)
+        self.sumsq[:] = 0.0
+
+        def fix(y: np.ndarray) -> np.ndarray:
+            op.apply(y)
+            self.sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+            return y
+
+        rewrite_signal(writer, fix, rows=op.changed_rows(op_before))
+
+    def attrs(self, qc: dict[str, Any]) -> dict[str, Any]:
+        ref, res, plans = self.ref, self.res, self.plans
+        return {
+            "config": self.config.to_dict(),
+            "config_hash": self.config.hash,
             "provenance": {
                 "source_uri": ref.uri,
                 "source_checksum": ref.checksum,
@@ -398,23 +382,92 @@ def _clean(raw, ref, res, table, target, target_so, config, bads, progress, open
                 "format": res.fmt,
                 "reader": res.reader,
                 "code_version": __version__,
-                "sfreq_in": sfreq,
+                "sfreq_in": self.sfreq,
                 "rate_error": plans[0].ratio.rate_error,
             },
-            "qc": res.qc,
+            "qc": qc,
         }
+
+    def qc(self, bads, rep) -> dict[str, Any]:
+        table, n_out = self.table, self.n_out
+        names = table.names
+        rms = {}
+        for t in (EEG, MAG, GRAD):
+            rows = np.flatnonzero(table.types == t)
+            if rows.size:
+                rms[SENSOR_TYPE_NAMES[t]] = float(
+                    np.sqrt(self.sumsq[rows].sum() / (rows.size * max(1, n_out)))
+                )
+        n = len(names)
+        flat_s = rep.flat_seconds if rep is not None else np.zeros(n)
+        clip = rep.clipped_fraction if rep is not None else np.zeros(n)
+        freqs, psd = self.stats.psd()
+        return {
+            "bad_channels": [{"name": names[i], "reasons": bads[i]} for i in sorted(bads)],
+            "interpolated": [names[i] for i in sorted(bads)],
+            "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
+            "n_channels": table.summary(),
+            "flat_seconds": {names[i]: float(flat_s[i]) for i in np.flatnonzero(flat_s)},
+            "flat_seconds_total": float(np.sum(flat_s)),
+            "clipped_fraction": float(np.mean(clip)) if n else 0.0,
+            "clipped_channels": {names[i]: round(float(clip[i]), 4) for i in np.flatnonzero(clip)},
+            "line_freq": self.line_freq,
+            "line_freq_source": self.line_src,
+            "notch_freqs": list(self.plans[-1].notch_freqs),
+            "chpi_freqs": list(self.chpi),
+            "sfreq_in": self.sfreq,
+            "sfreq_out": self.config.sfreq,
+            "input_duration_s": self.n_times / self.sfreq,
+            "output_duration_s": n_out / self.config.sfreq,
+            "rms": rms,
+            "channel_rms": [float(np.sqrt(v / max(1, n_out))) for v in self.sumsq],
+            "psd": _psd_summary(freqs, psd, table, bads),
+            "bad_segments": _bad_segments(self.raw),
+            "rate_error": self.plans[0].ratio.rate_error,
+            "preloaded": self.opened.preload_reason,
+            "block_geometry": [
+                {
+                    "nfft_in": p.nfft_in,
+                    "hop_in": p.hop_in,
+                    "margin_in": p.margin_in,
+                    "ratio": f"{p.ratio.up}/{p.ratio.down}",
+                }
+                for p in self.plans
+            ],
+        }
+
+
+def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
+    from .stores.recording import RecordingStoreWriter
+
+    c = _Cleaner(opened, ref, res, table, config, bads)
+    op1 = _spatial(c.info, table, sorted(c.known), config, ref.uri)
+    writer = RecordingStoreWriter(
+        target,
+        n_channels=len(table),
+        n_times=c.n_out,
+        sfreq=config.sfreq,
+        storage_options=target_so,
+    )
+    try:
+        t = time.perf_counter()
+        c.first_pass(writer, op1, progress)
+        res.timings["filter_s"] = round(time.perf_counter() - t, 4)
+        all_bads, rep = c.detect()
+        if set(all_bads) != set(c.known):
+            t = time.perf_counter()
+            c.correct(writer, op1, all_bads)
+            res.timings["second_pass_s"] = round(time.perf_counter() - t, 4)
+        res.qc = c.qc(all_bads, rep)
         marker = {
             "config_hash": config.hash,
             "source_checksum": ref.checksum,
             "recording_id": ref.recording_id,
         }
-        writer.commit(table, attrs, marker)
+        writer.commit(table, c.attrs(res.qc), marker)
     except BaseException:
         writer.abort()
         raise
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _psd_summary(freqs, psd, table, bads) -> dict[str, Any]:
@@ -495,61 +548,3 @@ def _spatial(info, table, bad_rows, config, uri):
         raise RecordingFailed(
             f"{uri}: interpolation of bad channels failed: {exc}", error_class="InterpolationError"
         ) from exc
-
-
-def _qc(
-    table,
-    bads,
-    rep,
-    stats,
-    sumsq,
-    n_out,
-    n_times,
-    sfreq,
-    config,
-    line_freq,
-    line_src,
-    notch,
-    chpi,
-    plans,
-    opened,
-) -> dict[str, Any]:
-    names = table.names
-    rms = {}
-    for t in (EEG, MAG, GRAD):
-        rows = np.flatnonzero(table.types == t)
-        if rows.size:
-            rms[SENSOR_TYPE_NAMES[t]] = float(
-                np.sqrt(sumsq[rows].sum() / (rows.size * max(1, n_out)))
-            )
-    flat_s = rep.flat_seconds if rep is not None else np.zeros(len(names))
-    clip = rep.clipped_fraction if rep is not None else np.zeros(len(names))
-    return {
-        "bad_channels": [{"name": names[i], "reasons": bads[i]} for i in sorted(bads)],
-        "interpolated": [names[i] for i in sorted(bads)],
-        "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
-        "n_channels": table.summary(),
-        "flat_seconds": {names[i]: float(flat_s[i]) for i in np.flatnonzero(flat_s)},
-        "flat_seconds_total": float(np.sum(flat_s)),
-        "clipped_fraction": float(np.mean(clip)) if len(clip) else 0.0,
-        "clipped_channels": {names[i]: round(float(clip[i]), 4) for i in np.flatnonzero(clip)},
-        "line_freq": line_freq,
-        "line_freq_source": line_src,
-        "notch_freqs": list(notch),
-        "chpi_freqs": list(chpi),
-        "sfreq_in": sfreq,
-        "sfreq_out": config.sfreq,
-        "input_duration_s": n_times / sfreq,
-        "output_duration_s": n_out / config.sfreq,
-        "rms": rms,
-        "preloaded": opened.preload_reason,
-        "block_geometry": [
-            {
-                "nfft_in": p.nfft_in,
-                "hop_in": p.hop_in,
-                "margin_in": p.margin_in,
-                "ratio": f"{p.ratio.up}/{p.ratio.down}",
-            }
-            for p in plans
-        ],
-    }

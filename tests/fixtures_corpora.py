@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MEEG_DIR, SKIP_REASON
+from tests.conftest import meeg_file
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,7 @@ class Corpus:
 
 
 def _meeg(rel: str) -> Path:
-    if MEEG_DIR is None:
-        pytest.skip(SKIP_REASON)
-    p = MEEG_DIR / rel
-    if not p.exists():
-        pytest.skip(f"{rel} not present in {MEEG_DIR}")
-    return p
+    return meeg_file(rel)
 
 
 def _patch_json(path: Path, **changes: Any) -> None:

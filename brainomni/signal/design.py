@@ -239,12 +239,19 @@ def plan_bandpass(
     *,
     sfreq_in: float | None = None,
     line_freq: float | None = None,
+    extra_notch: tuple[float, ...] = (),
 ) -> FilterPlan:
     """Stage B: notch + band-pass with MNE's kernels; changes the rate too when ``sfreq_in``
     differs from ``config.sfreq`` (single-stage chain)."""
     sfreq_in = float(config.sfreq if sfreq_in is None else sfreq_in)
     ratio = rational_ratio(sfreq_in, config.sfreq, max_rate_error=config.max_rate_error)
-    notch = config.notch_freqs(line_freq, sfreq_in)
+    nyq = min(sfreq_in, config.sfreq) / 2
+    notch = tuple(
+        sorted(
+            set(config.notch_freqs(line_freq, sfreq_in))
+            | {round(f, 6) for f in extra_notch if f < nyq - 1}
+        )
+    )
     kernel = _kernel(
         float(config.sfreq), config.l_freq, config.h_freq, notch, config.notch_trans_bandwidth
     )
@@ -267,7 +274,12 @@ def plan_bandpass(
 
 
 def plan_chain(
-    sfreq_in: float, n_channels: int, config: CleanConfig, *, line_freq: float | None = None
+    sfreq_in: float,
+    n_channels: int,
+    config: CleanConfig,
+    *,
+    line_freq: float | None = None,
+    extra_notch: tuple[float, ...] = (),
 ) -> tuple[FilterPlan, ...]:
     """The stages for one recording.
 
@@ -278,6 +290,10 @@ def plan_chain(
     if sfreq_in > 1.5 * config.sfreq:
         return (
             plan_resample(sfreq_in, n_channels, config),
-            plan_bandpass(n_channels, config, line_freq=line_freq),
+            plan_bandpass(n_channels, config, line_freq=line_freq, extra_notch=extra_notch),
         )
-    return (plan_bandpass(n_channels, config, sfreq_in=sfreq_in, line_freq=line_freq),)
+    return (
+        plan_bandpass(
+            n_channels, config, sfreq_in=sfreq_in, line_freq=line_freq, extra_notch=extra_notch
+        ),
+    )
