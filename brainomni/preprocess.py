@@ -292,9 +292,7 @@ class _Cleaner:
         return known
 
     def _read(self, a: int, b: int) -> np.ndarray:
-        x = self.raw.get_data(picks=self.picks, start=a, stop=b)
-        x -= self.offset[:, None]
-        return x
+        return self.raw.get_data(picks=self.picks, start=a, stop=b)
 
     def first_pass(self, writer, op, progress: bool) -> None:
         """Read, filter and resample every block; apply ``op``; write; gather statistics."""
@@ -309,6 +307,7 @@ class _Cleaner:
                 self.n_times,
                 on_input=self.stats.update_input,
                 on_spectrum=self.stats.update_spectrum,
+                offset=self.offset,
             ):
                 self.stats.update_output(y)
                 if not op.is_identity:

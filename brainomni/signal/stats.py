@@ -51,7 +51,6 @@ class ChannelStats:
         self.psd_count = 0
         self._seg_phase = 0
         self.n_out = 0
-        self.sum_sq_out = np.zeros(n_channels)
         # Line noise from the input spectrum
         self.line_freqs = tuple(f for f in line_freqs if f + 6 < self.sfreq_in / 2)
         self.line_power = np.zeros((n_channels, len(self.line_freqs)))
@@ -152,7 +151,6 @@ class ChannelStats:
     def update_output(self, y: np.ndarray) -> None:
         """Filtered output (C, n) at ``sfreq_out``, consecutive across calls."""
         self.n_out += y.shape[1]
-        self.sum_sq_out += np.einsum("ij,ij->i", y, y, dtype=np.float64)
         if self._carry_out.shape[1]:
             y = np.concatenate([self._carry_out, y], axis=1)
         n_seg = y.shape[1] // self.seg_out
@@ -177,6 +175,3 @@ class ChannelStats:
         psd = self.psd_sum / self.psd_count * scale
         psd[:, 1:-1] *= 2  # one-sided
         return freqs, psd
-
-    def rms_out(self) -> np.ndarray:
-        return np.sqrt(self.sum_sq_out / max(1, self.n_out))

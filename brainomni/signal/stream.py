@@ -50,13 +50,19 @@ def _tune_malloc() -> None:
         pass
 
 
-def _read_into(read: ReadFn, out: np.ndarray, start: int, stop: int) -> None:
-    """Read ``[start, stop)`` into ``out`` (float32) in pieces of bounded size."""
+def _read_into(
+    read: ReadFn, out: np.ndarray, start: int, stop: int, offset: np.ndarray | None = None
+) -> None:
+    """Read ``[start, stop)`` into ``out`` (float32) in pieces of bounded size, minus the
+    per-channel ``offset`` (subtracted at the reader's precision, in the same pass)."""
     n_ch = out.shape[0]
     step = max(1, READ_PIECE_BYTES // (8 * max(1, n_ch)))
     for a in range(start, stop, step):
         b = min(stop, a + step)
-        out[:, a - start : b - start] = read(a, b)
+        if offset is None:
+            out[:, a - start : b - start] = read(a, b)
+        else:
+            np.subtract(read(a, b), offset, out=out[:, a - start : b - start], casting="unsafe")
 
 
 def _odd_reflect_left(real: np.ndarray, n_pad: int) -> np.ndarray:
@@ -93,6 +99,7 @@ class BlockFilter:
         *,
         on_input: Callable[[np.ndarray], None] | None = None,
         on_spectrum: Callable[[slice, np.ndarray], None] | None = None,
+        offset: np.ndarray | None = None,
     ) -> None:
         if n_times <= 0:
             raise ValueError("n_times must be positive")
@@ -102,6 +109,7 @@ class BlockFilter:
         self.n_out = plan.n_out(n_times)
         self.on_input = on_input
         self.on_spectrum = on_spectrum
+        self.offset = None if offset is None else np.asarray(offset, dtype=np.float64)[:, None]
 
     @property
     def n_blocks(self) -> int:
@@ -133,7 +141,7 @@ class BlockFilter:
             else:
                 read_from = rs
             if re > read_from:
-                _read_into(read, real[:, read_from - rs :], read_from, re)
+                _read_into(read, real[:, read_from - rs :], read_from, re, self.offset)
             held, have_start, have_stop = real, rs, re
             # Assemble the block with reflected padding at the recording's ends.
             left, right = rs - s, e - re
@@ -203,6 +211,7 @@ def run_chain(
     *,
     on_input: Callable[[np.ndarray], None] | None = None,
     on_spectrum: Callable[[slice, np.ndarray], None] | None = None,
+    offset: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Run the stages of :func:`~brainomni.signal.design.plan_chain` as one stream.
 
@@ -217,6 +226,7 @@ def run_chain(
             n_times,
             on_input=on_input if i == 0 else None,
             on_spectrum=on_spectrum if i == 0 else None,
+            offset=offset if i == 0 else None,
         )
         stream = bf.run(read)
         if i + 1 < len(plans):
