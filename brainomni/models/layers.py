@@ -1,0 +1,131 @@
+"""Transformer pieces shared by the tokenizer and BrainOmni.
+
+Shape legend: B batch, S latent sources (16), W latent time steps, T sequence length,
+H heads, D features. Parameter names follow the official code (``model_utils/attn.py``)
+so that released checkpoints load with only the renames in ``convert.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation over the last axis, computed in float32 (eps 1e-6)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * x32).to(x.dtype)
+
+
+class FeedForward(nn.Module):
+    """``Linear(D, 4D) -> SELU -> Linear(4D, D) [-> Dropout]``."""
+
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(dim, 4 * dim), nn.SELU(), nn.Linear(4 * dim, dim)]
+        if dropout > 0.0:
+            layers.append(nn.Dropout(dropout))
+        self.layer = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def rope_angles(seq_len: int, dim: int, n_head: int, base: float, device) -> torch.Tensor:
+    """Rotation angles (T, H, Dh/2) of the official RoPE.
+
+    The official layer computes ``dim/2`` frequencies over the *whole* attention width and
+    hands head ``h`` the slice ``[h*Dh/2, (h+1)*Dh/2)``, so heads rotate at different rates.
+    Pairs are adjacent features (2j, 2j+1), as in ``torch.view_as_complex``.
+    """
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
+    t = torch.arange(seq_len, device=device).float()
+    return torch.outer(t, freqs).view(seq_len, n_head, dim // n_head // 2)
+
+
+def apply_rope(x_BTHD: torch.Tensor, angles_THd: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent feature pairs of ``x`` (B, T, H, Dh) by ``angles`` (T, H, Dh/2)."""
+    x = x_BTHD.float().unflatten(-1, (-1, 2))
+    cos, sin = angles_THd.cos().unsqueeze(-1), angles_THd.sin().unsqueeze(-1)
+    x0, x1 = x[..., 0:1], x[..., 1:2]
+    out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).to(x_BTHD.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE.
+
+    Attention dropout is applied in training only (the official code also applied it in
+    ``eval()``; see docs/models.md).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_head: int,
+        dropout: float = 0.0,
+        *,
+        rope: bool = False,
+        rope_base: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        if dim % n_head:
+            raise ValueError(f"dim={dim} must be divisible by n_head={n_head}")
+        self.dim, self.n_head, self.dropout = dim, n_head, dropout
+        self.rope, self.rope_base = rope, rope_base
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q, k, v = self.qkv(x_BTD).view(B, T, 3, self.n_head, -1).unbind(2)  # B T H Dh
+        if self.rope:
+            ang = rope_angles(T, self.dim, self.n_head, self.rope_base, x_BTD.device)
+            q, k = apply_rope(q, ang), apply_rope(k, ang)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
+
+
+class CrissCrossBlock(nn.Module):
+    """Criss-cross block: half the features attend over time, half over sources.
+
+    Input/output ``x`` (B, S, W, D). The first half of the features goes through temporal
+    attention (RoPE) for each source, the second half through spatial attention over the
+    sources at each step; the outputs are concatenated as ``[spatial, temporal]``, the
+    official (checkpoint-compatible) order. Pre-RMSNorm, FFN 4x SELU, dropout.
+    """
+
+    def __init__(self, dim: int, n_head: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        if dim % 2 or n_head % 2:
+            raise ValueError(f"dim={dim} and n_head={n_head} must be even")
+        self.pre_attn_norm = RMSNorm(dim)
+        self.time_attn = SelfAttention(dim // 2, n_head // 2, dropout, rope=True)
+        self.spatial_attn = SelfAttention(dim // 2, n_head // 2, dropout, rope=False)
+        self.pre_ff_norm = RMSNorm(dim)
+        self.ff = FeedForward(dim, dropout)
+
+    def forward(self, x_BSWD: torch.Tensor) -> torch.Tensor:
+        x_BSWD = x_BSWD + self._attn(self.pre_attn_norm(x_BSWD))
+        return x_BSWD + self.ff(self.pre_ff_norm(x_BSWD))
+
+    def _attn(self, x_BSWD: torch.Tensor) -> torch.Tensor:
+        B, S, W, D = x_BSWD.shape
+        h = D // 2
+        xt = x_BSWD[..., :h].reshape(B * S, W, h)
+        xs = x_BSWD[..., h:].transpose(1, 2).reshape(B * W, S, h)
+        xt = self.time_attn(xt).view(B, S, W, h)
+        xs = self.spatial_attn(xs).view(B, W, S, h).transpose(1, 2)
+        return torch.cat([xs, xt], dim=-1)

@@ -1,0 +1,182 @@
+"""BrainTokenizer: shapes for any layout, padding, permutation, losses, corruption."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from brainomni.models import BrainOmni, BrainTokenizer
+from brainomni.models.losses import reconstruction_losses, total_loss, zscore
+from brainomni.models.tokenizer import _drop_channels
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BrainTokenizer:
+    torch.manual_seed(0)
+    tok = BrainTokenizer().eval()
+    x, pos, st = _inputs(2, 32, 1024, seed=1)
+    tok.tokenize(x, pos, st)  # k-means initialisation of the codebooks
+    return tok
+
+
+def _inputs(b: int, c: int, t: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, c, t, generator=g),
+        torch.randn(b, c, 6, generator=g),
+        torch.randint(0, 3, (b, c), generator=g),
+    )
+
+
+def test_parameter_counts():
+    tok = BrainTokenizer()
+    assert sum(p.numel() for p in tok.parameters() if p.requires_grad) == 5_050_338
+    assert BrainOmni("tiny", tokenizer=tok).trainable_parameters() == 8_424_704
+    assert BrainOmni("base", tokenizer=tok).trainable_parameters() == 32_707_328
+    assert not any(p.requires_grad for p in tok.parameters())  # frozen in place
+
+
+@pytest.mark.parametrize("n_channels", [1, 19, 64, 306, 372])
+def test_shapes_any_layout(tokenizer, n_channels):
+    x, pos, st = _inputs(1, n_channels, 1024)
+    feats, idx = tokenizer.tokenize(x, pos, st)
+    assert feats.shape == (1, 16, 16, 256) and idx.shape == (1, 16, 16, 4)
+    assert idx.min() >= 0 and idx.max() < 512
+    rec = tokenizer.reconstruct(x, pos, st)
+    assert rec.shape == (1, n_channels, 1024) and torch.isfinite(rec).all()
+
+
+def test_training_forward_single_channel_and_backward():
+    torch.manual_seed(0)
+    tok = BrainTokenizer(n_filters=8, n_dim=32, codebook_size=16).train()
+    x, pos, st = _inputs(2, 1, 512)
+    out = tok(x, pos, st)  # one channel: the corruption never hides every channel
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert tok.encoder.k_proj.weight.grad.abs().sum() > 0
+
+
+def test_padded_mixed_batch_equals_each_alone(tokenizer):
+    counts = [5, 19, 12]
+    singles = [_inputs(1, c, 1024, seed=10 + i) for i, c in enumerate(counts)]
+    C = max(counts)
+    x = torch.zeros(3, C, 1024)
+    pos = torch.zeros(3, C, 6)
+    st = torch.zeros(3, C, dtype=torch.long)
+    mask = torch.zeros(3, C, dtype=torch.bool)
+    for i, (xi, pi, si) in enumerate(singles):
+        c = counts[i]
+        x[i, :c], pos[i, :c], st[i, :c], mask[i, :c] = xi[0], pi[0], si[0], True
+    feats, idx = tokenizer.tokenize(x, pos, st, mask)
+    rec = tokenizer.reconstruct(x, pos, st, mask)
+    for i, (xi, pi, si) in enumerate(singles):
+        f1, i1 = tokenizer.tokenize(xi, pi, si)
+        torch.testing.assert_close(feats[i], f1[0], atol=1e-5, rtol=1e-4)
+        assert torch.equal(idx[i], i1[0])
+        r1 = tokenizer.reconstruct(xi, pi, si)
+        torch.testing.assert_close(rec[i, : counts[i]], r1[0], atol=1e-4, rtol=1e-4)
+        assert (rec[i, counts[i] :] == 0).all()
+
+
+def test_sensor_permutation(tokenizer):
+    x, pos, st = _inputs(2, 24, 1024, seed=3)
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    f0, i0 = tokenizer.tokenize(x, pos, st)
+    f1, i1 = tokenizer.tokenize(x[:, perm], pos[:, perm], st[:, perm])
+    torch.testing.assert_close(f0, f1, atol=1e-5, rtol=1e-4)
+    assert torch.equal(i0, i1)
+    r0 = tokenizer.reconstruct(x, pos, st)
+    r1 = tokenizer.reconstruct(x[:, perm], pos[:, perm], st[:, perm])
+    torch.testing.assert_close(r0[:, perm], r1, atol=1e-4, rtol=1e-4)
+
+
+def _np_losses(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:
+    L = rec.shape[-1]
+    win = np.hamming(L + 1)[:-1]  # periodic Hamming window (torch default)
+    fr = np.fft.rfft(rec * win, norm="ortho")
+    ft = np.fft.rfft(tgt * win, norm="ortho")
+    pccs = []
+    for a, b in zip(rec.reshape(-1, L), tgt.reshape(-1, L), strict=True):
+        cov = ((a - a.mean()) * (b - b.mean())).sum() / (L - 1)
+        pccs.append(cov / (a.std(ddof=1) * b.std(ddof=1) + 1e-6))
+    return {
+        "time_loss": np.abs(rec - tgt).mean(),
+        "pcc": float(np.mean(pccs)),
+        "amp_loss": np.abs(np.abs(fr) - np.abs(ft)).mean(),
+        "phase_loss": np.abs(np.angle(fr) - np.angle(ft)).mean(),
+    }
+
+
+def test_losses_equal_hand_computed():
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(2, 3, 2, 16, generator=g, dtype=torch.float64) * 3 + 1
+    rec = torch.randn(2, 3, 2, 16, generator=g, dtype=torch.float64)
+    tgt = zscore(raw)
+    r = raw.numpy()
+    tgt_np = (r - r.mean(-1, keepdims=True)) / (r.std(-1, ddof=1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(tgt.numpy(), tgt_np, rtol=1e-5, atol=1e-6)
+    parts = reconstruction_losses(rec, tgt)
+    expect = _np_losses(rec.numpy(), tgt_np)
+    for k, v in expect.items():
+        assert parts[k].item() == pytest.approx(float(v), rel=1e-4, abs=1e-5), k
+    commit = torch.tensor(0.125)
+    want = (
+        expect["time_loss"]
+        + math.exp(-expect["pcc"])
+        + 0.125
+        + expect["amp_loss"]
+        + 0.5 * expect["phase_loss"]
+    )
+    assert total_loss(parts, commit).item() == pytest.approx(want, rel=1e-4)
+
+
+def test_forward_loss_is_the_official_sum_and_commitment_by_hand():
+    torch.manual_seed(0)
+    tok = BrainTokenizer(n_filters=8, n_dim=32, codebook_size=16).eval()
+    x, pos, st = _inputs(2, 6, 1024)
+    out = tok(x, pos, st)  # eval: no corruption
+    want = (
+        out["time_loss"]
+        + torch.exp(-out["pcc"])
+        + out["commitment_loss"]
+        + out["amp_loss"]
+        + 0.5 * out["phase_loss"]
+    )
+    torch.testing.assert_close(out["loss"], want)
+    # commitment = mean over layers of 0.25 * MSE(residual, selected code)
+    z = torch.nn.functional.normalize(tok.encode(x, pos, st), dim=-1)
+    _, idx = tok.tokenize(x, pos, st)
+    books, residual, per_layer = tok.quantizer.codebooks, z, []
+    for q in range(books.shape[0]):
+        code = books[q][idx[..., q]]
+        per_layer.append(0.25 * ((residual - code) ** 2).mean())
+        residual = residual - code
+    torch.testing.assert_close(out["commitment_loss"], torch.stack(per_layer).mean())
+    # the quantised feature is the sum of the selected codes
+    feats, _ = tok.tokenize(x, pos, st)
+    torch.testing.assert_close(feats, tok.quantizer.lookup(idx), atol=1e-6, rtol=1e-5)
+
+
+def test_channel_drop_counts():
+    torch.manual_seed(0)
+    mask = torch.zeros(4, 40, dtype=torch.bool)
+    for i, c in enumerate([1, 2, 19, 40]):
+        mask[i, :c] = True
+    for _ in range(5):
+        enc = _drop_channels(mask, mask.shape, 0.25, mask.device)
+        assert not (enc & ~mask).any()
+        assert enc.sum(1).tolist() == [1, 1, 19 - 4, 40 - 10]
+
+
+def test_bf16_autocast():
+    torch.manual_seed(0)
+    tok = BrainTokenizer(n_filters=8, n_dim=32, codebook_size=16).train()
+    x, pos, st = _inputs(2, 5, 1024)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tok(x, pos, st)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert out["loss"].dtype == torch.float32
