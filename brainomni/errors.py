@@ -13,10 +13,11 @@ class RecordingOutcome(Exception):
 
     outcome = "failed"
 
-    def __init__(self, reason: str, *, error_class: str | None = None):
+    def __init__(self, reason: str, *, error_class: str | None = None, transient: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.error_class = error_class or type(self).__name__
+        self.transient = transient  # caused by a passing object-store error: worth a retry
 
 
 class SkipRecording(RecordingOutcome):

@@ -54,6 +54,7 @@ class PreprocessResult:
     store: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     bytes_in: int | None = None
+    transient: bool = False  # a failure caused by a passing object-store error
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``brainomni inspect --json``."""
@@ -187,6 +188,7 @@ def preprocess_recording(
             res.store = out
     except RecordingOutcome as o:
         res.outcome, res.reason, res.error_class = o.outcome, o.reason, o.error_class
+        res.transient = o.transient
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

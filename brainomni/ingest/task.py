@@ -27,9 +27,6 @@ from .ledger import ALREADY_DONE, LedgerRow, write_part
 logger = logging.getLogger(__name__)
 
 RECORDINGS_DIR = "recordings"
-# Failures while copying a remote recording for reading that are worth another try; the
-# reader reports them as ``StageError.<exception class>``.
-_PERMANENT_STAGE = ("FileNotFoundError", "PermissionError", "IsADirectoryError", "ValueError")
 
 
 class TransientOutcome(Exception):
@@ -126,12 +123,8 @@ def _done_row(task: IngestTask, row: LedgerRow) -> LedgerRow:
 
 
 def _transient(result: Any) -> bool:
-    cls = result.error_class or ""
-    return (
-        result.outcome == "failed"
-        and cls.startswith("StageError.")
-        and cls.split(".", 1)[1] not in _PERMANENT_STAGE
-    )
+    """A failure the reader attributes to a passing object-store error (retried)."""
+    return result.outcome == "failed" and bool(getattr(result, "transient", False))
 
 
 def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -> LedgerRow:

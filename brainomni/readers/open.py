@@ -264,7 +264,7 @@ def _open_local(spec: Format, path: str, staged: bool) -> OpenedRaw:
 def _rename(outcome: RecordingOutcome, local_root: str, remote_root: str) -> RecordingOutcome:
     """The same outcome with staged paths replaced by the URL they came from."""
     reason = outcome.reason.replace(local_root, remote_root)
-    return type(outcome)(reason, error_class=outcome.error_class)
+    return type(outcome)(reason, error_class=outcome.error_class, transient=outcome.transient)
 
 
 @contextmanager
@@ -311,9 +311,12 @@ def open_raw(
         except RecordingOutcome as outcome:
             raise _rename(outcome, tmp, posixpath.dirname(uri.rstrip("/"))) from outcome
         except (OSError, ValueError) as exc:  # object-store errors while staging
+            from ..storage import is_transient
+
             raise RecordingFailed(
                 f"{uri}: could not be copied for reading: {type(exc).__name__}: {exc}",
                 error_class=f"StageError.{type(exc).__name__}",
+                transient=is_transient(exc),
             ) from exc
         try:
             yield opened
