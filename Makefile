@@ -3,19 +3,20 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt | sha1sum | cut -c1-12)
 TORCH_VERSION := 2.13.0
 export RAY_AUTH_MODE := disabled
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
 	# torch first, pinned: any other version pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e ".[ingest,train,dev]"
+	# constraints.txt pins what the tests run with: fast, reproducible resolution
+	$(BIN)/pip install -q -c constraints.txt -e ".[ingest,train,dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
