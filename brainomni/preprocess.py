@@ -355,14 +355,19 @@ class _Cleaner:
         from .stores.recording import rewrite_signal
 
         op = _spatial(self.info, self.table, sorted(bads), self.config, self.ref.uri)
-        self.sumsq[:] = 0.0
+        changed = op.changed_rows(op_before)
+        # the operators mix channels within a modality group (EEG; MEG = MAG + GRAD) only
+        group = np.where(self.table.types == EEG, 0, 1)
+        needed = np.flatnonzero(np.isin(group, np.unique(group[changed])))
+        self.sumsq[changed] = 0.0
 
         def fix(y: np.ndarray) -> np.ndarray:
             op.apply(y)
-            self.sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+            yc = y[changed]
+            self.sumsq[changed] += np.einsum("ij,ij->i", yc, yc, dtype=np.float64)
             return y
 
-        rewrite_signal(writer, fix, rows=op.changed_rows(op_before))
+        rewrite_signal(writer, fix, rows=changed, reads=needed)
 
     def attrs(self, qc: dict[str, Any]) -> dict[str, Any]:
         ref, res, plans = self.ref, self.res, self.plans

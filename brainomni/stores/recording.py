@@ -230,20 +230,32 @@ def open_recording(uri: str, storage_options: dict | None = None):
     return zarr.open_group(uri, mode="r", zarr_format=3, storage_options=storage_options)
 
 
-def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None) -> None:
+def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None, reads=None) -> None:
     """Apply ``fn(y) -> y`` (C, n) in place over an uncommitted store's signal.
 
-    ``rows``: the channels ``fn`` changes (None = all); only the row chunks holding them are
-    written back, the others are only read.
+    ``rows``: the channels ``fn`` changes (None = all): only their row chunks are written
+    back. ``reads``: the channels ``fn`` needs (None = all): only their row chunks are read;
+    the other rows of ``y`` are zeros.
     """
     writer._flush(final=True)
     sig = writer._signal
-    rc = sig.chunks[0]
-    groups = sorted({int(r) // rc for r in (range(writer.n_channels) if rows is None else rows)})
+    n, rc = writer.n_channels, sig.chunks[0]
+
+    def chunks_of(sel):
+        return sorted({int(r) // rc for r in (range(n) if sel is None else sel)})
+
+    write_groups, read_groups = chunks_of(rows), chunks_of(reads)
     step = writer.chunk * 4
     for a in range(0, writer.n_times, step):
         b = min(writer.n_times, a + step)
-        y = fn(np.asarray(sig[:, a:b]))
-        for g in groups:
-            lo, hi = g * rc, min(writer.n_channels, (g + 1) * rc)
+        if len(read_groups) * rc >= n:
+            y = np.asarray(sig[:, a:b])
+        else:
+            y = np.zeros((n, b - a), dtype=np.float32)
+            for g in read_groups:
+                lo, hi = g * rc, min(n, (g + 1) * rc)
+                y[lo:hi] = sig[lo:hi, a:b]
+        y = fn(y)
+        for g in write_groups:
+            lo, hi = g * rc, min(n, (g + 1) * rc)
             sig[lo:hi, a:b] = y[lo:hi]

@@ -137,3 +137,30 @@ def test_detected_bads_second_pass_equals_known_bads(tiled, tmp_path):
     sb = open_recording(str(tmp_path / "b.zarr"))["signal"][:]
     scale = np.abs(sb).max(axis=1, keepdims=True)
     assert np.max(np.abs(sa - sb) / scale) <= 1e-4
+
+
+def test_second_pass_for_a_meg_bad_reads_and_rewrites_only_meg(tiled, tmp_path):
+    """A flat MEG channel found by the rules: the in-place pass equals giving it up front,
+    and EEG rows (a different group) are left exactly as written."""
+    import mne
+
+    src = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    raw = mne.io.read_raw_fif(str(src), preload=True, verbose="error")
+    raw._data[raw.ch_names.index("MEG 0113")] = 1e-12  # a dead gradiometer
+    path = tmp_path / "dead_raw.fif"
+    raw.save(str(path), verbose="error")
+    cfg = CleanConfig(line_freq=50.0)
+    known = ("EEG 053",)
+    a = preprocess_recording(str(path), out=str(tmp_path / "a.zarr"), config=cfg, bads=known)
+    assert "MEG 0113" in a.qc["interpolated"] and a.timings.get("second_pass_s")
+    b = preprocess_recording(
+        str(path),
+        out=str(tmp_path / "b.zarr"),
+        config=cfg.with_(detect_bads=False),
+        bads=tuple(a.qc["interpolated"]),
+    )
+    sa = open_recording(str(tmp_path / "a.zarr"))["signal"][:]
+    sb = open_recording(str(tmp_path / "b.zarr"))["signal"][:]
+    scale = np.abs(sb).max(axis=1, keepdims=True)
+    assert np.max(np.abs(sa - sb) / scale) <= 1e-4
+    assert a.qc["rms"] == pytest.approx(b.qc["rms"], rel=1e-4)
