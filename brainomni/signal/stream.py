@@ -176,7 +176,7 @@ class BlockFilter:
                     Y = np.zeros((X.shape[0], n_bins_out), dtype=np.complex64)
                     np.multiply(X, Hs[:k], out=Y[:, :k])
                 del X
-                yo = sfft.irfft(Y, n=p.nfft_out, axis=-1, workers=1)
+                yo = sfft.irfft(Y, n=p.nfft_out, axis=-1, workers=1, overwrite_x=True)
                 y[sl] = yo[:, p.margin_out : p.margin_out + n_keep]
             yield out_start, y
 
