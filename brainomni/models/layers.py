@@ -54,11 +54,25 @@ def rope_angles(seq_len: int, dim: int, n_head: int, base: float, device) -> tor
 
 def apply_rope(x_BTHD: torch.Tensor, angles_THd: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent feature pairs of ``x`` (B, T, H, Dh) by ``angles`` (T, H, Dh/2)."""
-    x = x_BTHD.float().unflatten(-1, (-1, 2))
-    cos, sin = angles_THd.cos().unsqueeze(-1), angles_THd.sin().unsqueeze(-1)
-    x0, x1 = x[..., 0:1], x[..., 1:2]
-    out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(x_BTHD.dtype)
+    return apply_rope_tables(x_BTHD, *rope_tables(angles_THd))
+
+
+def rope_tables(angles_THd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and signed ``sin`` (T, H, Dh), float32, for ``apply_rope_tables``: each angle
+    repeated for its pair, the sine negated on the even feature of the pair."""
+    cos, sin = angles_THd.cos(), angles_THd.sin()
+    return (
+        torch.stack((cos, cos), dim=-1).flatten(-2),
+        torch.stack((-sin, sin), dim=-1).flatten(-2),
+    )
+
+
+def apply_rope_tables(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` from ``rope_tables``: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin),
+    in float32 as the official complex product (the same values, fewer passes)."""
+    x = x_BTHD.float()
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
+    return (x * cos + swapped * sin).to(x_BTHD.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -85,12 +99,18 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+    def rope_tables(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's RoPE tables for ``seq_len`` (compute once, pass to every call)."""
+        return rope_tables(rope_angles(seq_len, self.dim, self.n_head, self.rope_base, device))
+
+    def forward(
+        self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q, k, v = self.qkv(x_BTD).view(B, T, 3, self.n_head, -1).unbind(2)  # B T H Dh
         if self.rope:
-            ang = rope_angles(T, self.dim, self.n_head, self.rope_base, x_BTD.device)
-            q, k = apply_rope(q, ang), apply_rope(k, ang)
+            cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
+            q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0
@@ -117,15 +137,19 @@ class CrissCrossBlock(nn.Module):
         self.pre_ff_norm = RMSNorm(dim)
         self.ff = FeedForward(dim, dropout)
 
-    def forward(self, x_BSWD: torch.Tensor) -> torch.Tensor:
-        x_BSWD = x_BSWD + self._attn(self.pre_attn_norm(x_BSWD))
+    def forward(
+        self, x_BSWD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``rope``: ``time_attn.rope_tables(W, device)``, computed here when not given."""
+        x_BSWD = x_BSWD + self._attn(self.pre_attn_norm(x_BSWD), rope)
         return x_BSWD + self.ff(self.pre_ff_norm(x_BSWD))
 
-    def _attn(self, x_BSWD: torch.Tensor) -> torch.Tensor:
+    def _attn(self, x_BSWD: torch.Tensor, rope=None) -> torch.Tensor:
         B, S, W, D = x_BSWD.shape
         h = D // 2
-        xt = x_BSWD[..., :h].reshape(B * S, W, h)
-        xs = x_BSWD[..., h:].transpose(1, 2).reshape(B * W, S, h)
-        xt = self.time_attn(xt).view(B, S, W, h)
+        xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices
+        xt = xt.reshape(B * S, W, h)
+        xs = xs.transpose(1, 2).reshape(B * W, S, h)
+        xt = self.time_attn(xt, rope).view(B, S, W, h)
         xs = self.spatial_attn(xs).view(B, W, S, h).transpose(1, 2)
         return torch.cat([xs, xt], dim=-1)

@@ -150,8 +150,9 @@ class BrainOmni(nn.Module):
         not_mask_token = (keep.float() + u) > DEDICATED_MASK_PROBABILITY  # keep, or 20 % random
         h = torch.where(not_mask_token.unsqueeze(-1), h, self.mask_token.to(h.dtype))
         h = self._embed(h)
+        rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
         for block in self.blocks:
-            h = block(h)
+            h = block(h, rope)
         Q = self.config.num_quantizers_used
         logits = self.predict_head(h).view(B, S, W, Q, -1)
         sel = ~keep
@@ -176,8 +177,9 @@ class BrainOmni(nn.Module):
         L2-normalised."""
         feats, _ = self.tokens(x, pos, sensor_type, mask, indices=indices)
         h = self._embed(feats)
+        rope = self.blocks[0].time_attn.rope_tables(h.shape[2], h.device)
         for block in self.blocks[:-1]:
-            h = block(h)
+            h = block(h, rope)
         return F.normalize(h, p=2.0, dim=-1, eps=1e-6)
 
 

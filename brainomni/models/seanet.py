@@ -149,7 +149,8 @@ class SConv1d(nn.Module):
         extra = (math.ceil(n_frames) - 1) * s + (k - total) - length
         right = total // 2
         left, right = total - right, right + extra
-        if pre_elu and max(left, right) < length:
+        # (compiled: inductor fuses ELU + pad itself, and mis-sizes the custom op's buffer)
+        if pre_elu and max(left, right) < length and not torch.compiler.is_compiling():
             x = _EluReflectPad.apply(x, left, right)
         else:
             x = _reflect_pad(F.elu(x) if pre_elu else x, left, right)
@@ -206,7 +207,9 @@ class ResnetBlock(nn.Module):
         elu0, conv0, elu1, conv1 = self.block
         sc = self.shortcut
         if not (
-            _is_elu(elu0) and _is_elu(elu1) and x.ndim == 3
+            _is_elu(elu0)
+            and _is_elu(elu1)
+            and x.ndim == 3
             and conv1.kernel_size == conv1.stride == sc.kernel_size == sc.stride == 1
         ):
             return sc(x) + self.block(x)

@@ -5,12 +5,14 @@
 Prints, for BrainTokenizer on 4 x 64 channels x 10 s and BrainOmni tiny on 4 x 64 x 30 s
 (from raw windows, running the frozen tokenizer, and from precomputed indices), the median
 step time and its ratio to the official implementation on this machine class (8.0 s and
-19.7 s) and to the targets (<= 4 s). Not a test.
+19.7 s) and to the targets (<= 4 s), and the machine's load average: on a shared machine
+compare medians taken under similar load. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -52,6 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else None
 
     def run(model, optim, **inputs):
@@ -84,7 +87,8 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, "
-        f"{'bf16 autocast' if args.bf16 else 'float32'}, repeats={args.repeats}"
+        f"{'bf16 autocast' if args.bf16 else 'float32'}, repeats={args.repeats}, "
+        f"1-min load {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'case':<14}{'median s':>10}{'min s':>8}{'vs official':>13}{'vs 4 s target':>15}")
     for name, ts in results.items():
