@@ -1,0 +1,259 @@
+"""Tokenize once: run a trained tokenizer over 30-s shards and publish token shards.
+
+For every shard of the source manifest (the splits asked for), one token shard with the same
+path under ``DEST`` holds, per sample, ``KEY.tokens.npy`` (int16 codebook indices (S, W, Q),
+W = 160 for 30 s with overlap 0.25) and ``KEY.json`` (source key, recording, dataset,
+split, channels, the tokenizer's weights sha256). A shard's ``.json`` index is written after
+its tar (a rerun skips finished shards made by the same tokenizer); ``DEST/manifest.json``
+(format ``brainomni.token-manifest/1``) is written last and names the tokenizer's hash and
+the source manifest's content hash. Executor-agnostic: :func:`tokenize_corpus` takes a
+``map_fn`` (``pipelines/tokenize.py`` passes one that runs shards as Ray tasks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..storage import atomic_write_bytes, get_fs, join_url, redact
+
+log = logging.getLogger(__name__)
+
+TOKEN_MANIFEST_FORMAT = "brainomni.token-manifest/1"
+TOKEN_INDEX_FORMAT = "brainomni.token-shard/1"
+
+
+@dataclass(frozen=True)
+class TokenizeJob:
+    """Everything one shard task needs (plain data: shipped to Ray workers by value)."""
+
+    tokenizer: str  # export folder (local path reachable by every worker)
+    tokenizer_sha256: str
+    src_url: str
+    src_sha256: str | None
+    src_samples: int
+    split: str
+    path: str  # relative path of the shard (same as in the source manifest)
+    dest: str
+    batch_size: int = 16
+    overlap_ratio: float = 0.25
+    verify_sha256: bool = True
+    storage_options: dict | None = None
+    dest_storage_options: dict | None = None
+
+
+_MODELS: dict[str, Any] = {}
+
+
+def _model(path: str):
+    if path not in _MODELS:
+        from ..train.export import load_export
+
+        m = load_export(path)
+        if not hasattr(m, "quantizer"):
+            raise ValueError(f"{path} is not an exported tokenizer")
+        _MODELS[path] = m
+    return _MODELS[path]
+
+
+def tokenize_samples(
+    model: Any, samples: list[dict[str, Any]], batch_size: int, overlap_ratio: float
+) -> list[np.ndarray]:
+    """Indices (S, W, Q) for each sample, batched by equal channel count (no padding)."""
+    import torch
+
+    out: list[np.ndarray | None] = [None] * len(samples)
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(s["n"], []).append(i)
+    for _, idx in sorted(groups.items()):
+        for a in range(0, len(idx), batch_size):
+            part = idx[a : a + batch_size]
+            x = torch.from_numpy(np.stack([samples[i]["signal"] for i in part]).astype(np.float32))
+            pos = torch.from_numpy(np.stack([samples[i]["sensors"] for i in part]))
+            st = torch.from_numpy(
+                np.stack([samples[i]["sensor_type"] for i in part]).astype(np.int64)
+            )
+            _, ind = model.tokenize(x, pos, st, None, overlap_ratio)
+            for j, i in enumerate(part):
+                out[i] = ind[j].numpy().astype(np.int16)
+    return out  # type: ignore[return-value]
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o444, 0, 0, "", ""
+    return ti
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
+    """Tokenize one shard and publish it (tar, then its index); the index dict."""
+    from ..loader.reader import ReadConfig, ShardSource, decode_meta, read_shard
+
+    tar_url = join_url(job.dest, job.path)
+    idx_url = tar_url[: -len(".tar")] + ".json"
+    fs, idx_path = get_fs(idx_url, job.dest_storage_options)
+    if fs.exists(idx_path):
+        old = json.loads(fs.cat_file(idx_path))
+        if old.get("tokenizer_sha256") == job.tokenizer_sha256:
+            return old
+    src = ShardSource(job.src_url, job.src_sha256, job.src_samples)
+    got = read_shard(
+        src, None, decode_meta, ReadConfig(verify_sha256=job.verify_sha256), job.storage_options
+    )
+    samples = [got[i] for i in sorted(got)]
+    tokens = tokenize_samples(_model(job.tokenizer), samples, job.batch_size, job.overlap_ratio)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for s, tok in zip(samples, tokens, strict=True):
+            m = s["meta"]
+            meta = {
+                "source_key": s["key"],
+                "recording_id": m.get("recording_id"),
+                "dataset": m.get("dataset"),
+                "subject": m.get("subject"),
+                "split": job.split,
+                "start": m.get("start"),
+                "n_channels": s["n"],
+                "tokenizer_sha256": job.tokenizer_sha256,
+                "shape": list(tok.shape),
+            }
+            for name, blob in (
+                (f"{s['key']}.tokens.npy", _npy(tok)),
+                (f"{s['key']}.json", json.dumps(meta, sort_keys=True).encode()),
+            ):
+                tar.addfile(_tarinfo(name, len(blob)), io.BytesIO(blob))
+    data = buf.getvalue()
+    atomic_write_bytes(tar_url, data, job.dest_storage_options)
+    index = {
+        "format": TOKEN_INDEX_FORMAT,
+        "path": job.path,
+        "split": job.split,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "samples": len(samples),
+        "source_sha256": job.src_sha256,
+        "tokenizer_sha256": job.tokenizer_sha256,
+        "shape": list(tokens[0].shape) if tokens else None,
+    }
+    atomic_write_bytes(
+        idx_url, json.dumps(index, sort_keys=True).encode(), job.dest_storage_options
+    )
+    log.info("tokenized %s: %d samples", job.path, len(samples))
+    return index
+
+
+def _content_hash(m: dict[str, Any]) -> str:
+    body = {k: v for k, v in m.items() if k not in ("created_at", "content_hash")}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def tokenize_corpus(
+    tokenizer: str | Path,
+    manifest: str | dict,
+    dest: str,
+    *,
+    splits: Iterable[str] | None = None,
+    batch_size: int = 16,
+    overlap_ratio: float = 0.25,
+    shards_root: str | None = None,
+    verify_sha256: bool = True,
+    storage_options: dict | None = None,
+    dest_storage_options: dict | None = None,
+    map_fn: Callable = map,
+) -> dict[str, Any]:
+    """Tokenize every shard (of ``splits``; default all) and write ``DEST/manifest.json``."""
+    from ..loader.loader import read_manifest
+    from ..train.export import file_sha256
+
+    src = read_manifest(manifest, storage_options)
+    if src["format"] != "brainomni.manifest/1":
+        raise ValueError("tokenize reads a signal shard manifest (brainomni.manifest/1)")
+    tok_dir = str(Path(tokenizer).resolve())
+    cfg = json.loads((Path(tok_dir) / "config.json").read_text())
+    if cfg.get("kind") != "tokenizer":
+        raise ValueError(f"{tokenizer} is not an exported tokenizer (kind {cfg.get('kind')!r})")
+    sha = file_sha256(Path(tok_dir) / "model.safetensors")
+    root = shards_root or src["shards_root"]
+    wanted = set(splits) if splits else None
+    jobs = [
+        TokenizeJob(
+            tok_dir,
+            sha,
+            join_url(root, s["path"]),
+            s.get("sha256"),
+            int(s["samples"]),
+            s["split"],
+            s["path"],
+            dest,
+            batch_size,
+            overlap_ratio,
+            verify_sha256,
+            storage_options,
+            dest_storage_options,
+        )
+        for s in src["shards"]
+        if s.get("path") and (wanted is None or s["split"] in wanted)
+    ]
+    if not jobs:
+        raise ValueError(f"no shards to tokenize (splits {sorted(wanted or [])})")
+    indices = list(map_fn(tokenize_shard, jobs))
+    splits_out: dict[str, dict[str, int]] = {}
+    for ix in indices:
+        sp = splits_out.setdefault(ix["split"], {"samples": 0, "shards": 0})
+        sp["samples"] += ix["samples"]
+        sp["shards"] += 1
+    m = {
+        "format": TOKEN_MANIFEST_FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "shards_root": redact(dest.rstrip("/")),
+        "tokenizer": {
+            "sha256": sha,
+            "config": cfg.get("tokenizer_config"),
+            "overlap_ratio": overlap_ratio,
+        },
+        "source": {
+            "name": src.get("name"),
+            "version": src.get("version"),
+            "content_hash": src.get("content_hash"),
+        },
+        "splits": dict(sorted(splits_out.items())),
+        "shards": [
+            {k: ix[k] for k in ("path", "split", "sha256", "bytes", "samples", "shape")}
+            for ix in indices
+        ],
+    }
+    m["content_hash"] = _content_hash(m)
+    atomic_write_bytes(
+        join_url(dest, "manifest.json"),
+        json.dumps(m, sort_keys=True, indent=1).encode(),
+        dest_storage_options,
+    )
+    return m
+
+
+__all__ = [
+    "TOKEN_MANIFEST_FORMAT",
+    "TokenizeJob",
+    "tokenize_corpus",
+    "tokenize_samples",
+    "tokenize_shard",
+]

@@ -1,0 +1,157 @@
+"""``brainomni pretrain``, ``brainomni export`` and ``brainomni tokenize``.
+
+Registered on import by :mod:`brainomni.cli`. ``pretrain`` runs one process per device under
+``torchrun`` or the ``deepspeed`` launcher; without a launcher it runs as a single process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+
+from brainomni.cli import command
+
+from .config import DEFAULT_RECIPE, RECIPES, apply_overrides, get_recipe
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _conf_pretrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage", choices=("tokenizer", "omni"))
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="signal shard manifest (tokenizer; omni --source raw) or token manifest",
+    )
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, plots)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(RECIPES),
+        help="default: paper-tokenizer / paper-omni-tiny",
+    )
+    p.add_argument("--tokenizer", default=None, help="omni: exported tokenizer folder")
+    p.add_argument(
+        "--source",
+        choices=("tokens", "raw"),
+        default=None,
+        help="omni: train from token shards (default) or raw 30-s shards",
+    )
+    p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=None)
+    p.add_argument("--offload", action="store_true", help="ZeRO optimizer offload to CPU")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--shards-root", default=None, help="read shards from here (mirror/cache)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value config overrides right after the stage "
+        "(optim.lr=1e-4 data.micro_batch=8); or --set key=value anywhere",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override (repeatable)",
+    )
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    for k, v in (
+        ("RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("LOCAL_RANK", "0"),
+        ("MASTER_ADDR", "127.0.0.1"),
+    ):
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    rank = int(os.environ["RANK"])
+    logging.getLogger("brainomni").setLevel(
+        logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
+    )
+    cfg = get_recipe(args.recipe or DEFAULT_RECIPE[args.stage])
+    if cfg.kind != args.stage:
+        raise SystemExit(f"recipe {cfg.recipe!r} trains {cfg.kind}, not {args.stage}")
+    sets = [f"data.manifest={json.dumps(args.manifest)}"]
+    if args.tokenizer:
+        sets.append(f"tokenizer={json.dumps(args.tokenizer)}")
+    if args.source:
+        sets.append(f"data.source={args.source}")
+    if args.zero_stage is not None:
+        sets.append(f"zero_stage={args.zero_stage}")
+    if args.offload:
+        sets.append("offload=true")
+    if args.shards_root:
+        sets.append(f"data.shards_root={json.dumps(args.shards_root)}")
+    cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    from .trainer import pretrain
+
+    res = pretrain(cfg, args.out, resume=args.resume)
+    if rank == 0:
+        print(json.dumps({"step": res["step"], **res["last"]}, sort_keys=True))
+    return 0
+
+
+def _conf_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", help="checkpoint folder (.../checkpoints/step-N) or run folder")
+    p.add_argument("out", help="export folder: model.safetensors + config.json")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(args.ckpt, args.out)
+    print(out)
+    return 0
+
+
+def _conf_tokenize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
+    p.add_argument("--manifest", required=True, help="manifest of the 30-s signal shards")
+    p.add_argument("--dest", required=True, help="where token shards + manifest go (URL)")
+    p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--overlap", type=float, default=0.25, help="window overlap ratio")
+    p.add_argument("--shards-root", default=None)
+    p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from brainomni.tokenize import tokenize_corpus
+
+    logging.getLogger("brainomni").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    m = tokenize_corpus(
+        args.tokenizer,
+        args.manifest,
+        args.dest,
+        splits=[s for s in args.splits.split(",") if s] or None,
+        batch_size=args.batch_size,
+        overlap_ratio=args.overlap,
+        shards_root=args.shards_root,
+        verify_sha256=not args.no_verify,
+    )
+    print(
+        json.dumps(
+            {
+                "manifest": f"{args.dest.rstrip('/')}/manifest.json",
+                "splits": m["splits"],
+                "content_hash": m["content_hash"],
+            }
+        )
+    )
+    return 0
+
+
+command("pretrain")((_conf_pretrain, _run_pretrain))
+command("export")((_conf_export, _run_export))
+command("tokenize")((_conf_tokenize, _run_tokenize))

@@ -1,0 +1,101 @@
+"""Export a checkpoint as one fp32 safetensors file plus a JSON config, and load it back
+without DeepSpeed.
+
+``OUT/model.safetensors`` holds every weight and buffer (RVQ codebooks and EMA statistics
+included; for BrainOmni also its frozen tokenizer); ``OUT/config.json`` says what to build.
+``load_export(OUT)`` returns the model in eval mode; only torch, safetensors and
+``brainomni.models`` are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "brainomni.model/1"
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def model_json(model: Any, kind: str, **extra: Any) -> dict[str, Any]:
+    """What :func:`build_model` needs to rebuild ``model`` (a BrainTokenizer or BrainOmni)."""
+    if kind == "tokenizer":
+        d = {"tokenizer_config": asdict(model.config), "omni_config": None}
+    else:
+        d = {
+            "tokenizer_config": asdict(model.tokenizer.config),
+            "omni_config": asdict(model.config),
+        }
+    return {"format": MODEL_FORMAT, "kind": kind, **d, **extra}
+
+
+def build_model(cfg: dict[str, Any]):
+    """An untrained model from a ``config.json`` / ``model.json`` dict."""
+    from brainomni.models import BrainOmni, BrainTokenizer, TokenizerConfig
+    from brainomni.models.omni import BrainOmniConfig
+
+    if cfg.get("format") != MODEL_FORMAT:
+        raise ValueError(f"not a brainomni model config (format {cfg.get('format')!r})")
+    t = dict(cfg["tokenizer_config"])
+    t["ratios"] = tuple(t["ratios"])
+    tok = BrainTokenizer(TokenizerConfig(**t))
+    if cfg["kind"] == "tokenizer":
+        return tok
+    o = BrainOmniConfig(**cfg["omni_config"])
+    return BrainOmni("tiny", tokenizer=tok, **asdict(o))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for b in iter(lambda: fh.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def load_export(path: str | Path, *, strict: bool = True):
+    """The exported model (eval mode, fp32). ``path``: an export folder or a checkpoint."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    cfg_path = p / CONFIG if (p / CONFIG).exists() else p / "model.json"
+    cfg = json.loads(cfg_path.read_text())
+    model = build_model(cfg)
+    state = load_file(str(p / WEIGHTS))
+    model.load_state_dict(state, strict=strict)
+    model.eval()
+    return model
+
+
+def export(ckpt: str | Path, out: str | Path) -> Path:
+    """Write ``OUT/model.safetensors`` + ``OUT/config.json`` from a checkpoint folder
+    (``.../step-N``) or a run folder (its latest complete checkpoint)."""
+    from .checkpoint import META, latest
+
+    src = Path(ckpt)
+    if not (src / META).exists():
+        found = latest(src)
+        if found is None:
+            raise FileNotFoundError(f"{src} is neither a complete checkpoint nor a run folder")
+        src = found
+    cfg = json.loads((src / "model.json").read_text())
+    meta = json.loads((src / META).read_text())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
+    cfg = {
+        **cfg,
+        "step": meta["step"],
+        "source_checkpoint": str(src.resolve()),
+        "weights_sha256": file_sha256(out / WEIGHTS),
+    }
+    (out / CONFIG).write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    load_export(out)  # refuse to leave something that does not load
+    log.info("exported %s -> %s", src, out)
+    return out

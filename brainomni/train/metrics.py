@@ -1,0 +1,114 @@
+"""Validation metrics and reconstruction plots.
+
+Tokenizer (spec §6, Table 4): MSE, MAE, PCC, amplitude and phase error (Hamming-windowed
+``rfft(norm="ortho")``, MAE) per (channel, 2-s window) of the z-scored target, averaged per
+sensor type (EEG, MAG, GRAD). BrainOmni: masked-token accuracy per codebook layer.
+Sums are accumulated per rank and all-reduced, so every rank gets the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brainomni.records import SENSOR_TYPE_NAMES
+
+TOKENIZER_METRICS = ("mse", "mae", "pcc", "amp", "phase")
+N_TYPES = 3
+
+
+def tokenizer_sums(model: Any, batch: dict[str, Any], weight: float = 1.0) -> torch.Tensor:
+    """(N_TYPES, len(TOKENIZER_METRICS) + 1) sums over (channel, window) rows; last column
+    counts rows. ``model`` is a BrainTokenizer (or a ZeRO-3 module exposing ``reconstruct``)."""
+    from brainomni.models.losses import zscore
+
+    x, pos, st, mask = batch["x"], batch["pos"], batch["sensor_type"], batch["mask"]
+    m = None if bool(mask.all()) else mask
+    rec = model.reconstruct(x, pos, st, m).float()  # B C N*L
+    L = model.window_length
+    n = rec.shape[-1] // L
+    tgt = zscore(x[..., : n * L].unflatten(-1, (n, L)))  # B C N L
+    r = rec.unflatten(-1, (n, L))
+    win = torch.hamming_window(L, device=r.device)
+    fr = torch.fft.rfft(r * win, dim=-1, norm="ortho")
+    ft = torch.fft.rfft(tgt * win, dim=-1, norm="ortho")
+    rc, tc = r - r.mean(-1, keepdim=True), tgt - tgt.mean(-1, keepdim=True)
+    pcc = (rc * tc).sum(-1) / (L - 1) / (r.std(-1) * tgt.std(-1) + 1e-6)
+    per = torch.stack(
+        [
+            ((r - tgt) ** 2).mean(-1),
+            (r - tgt).abs().mean(-1),
+            pcc,
+            (fr.abs() - ft.abs()).abs().mean(-1),
+            (torch.angle(fr) - torch.angle(ft)).abs().mean(-1),
+            torch.ones_like(pcc),
+        ],
+        dim=-1,
+    )  # B C N M+1
+    out = torch.zeros(N_TYPES, len(TOKENIZER_METRICS) + 1, dtype=torch.float64)
+    for t in range(N_TYPES):
+        sel = mask & (st == t)
+        if sel.any():
+            out[t] = per[sel].sum(dim=(0, 1)).double() * weight
+    return out
+
+
+def tokenizer_report(sums: torch.Tensor) -> dict[str, float]:
+    """``{"eeg/mse": ..., ...}`` from all-reduced sums (types with no rows are left out)."""
+    out: dict[str, float] = {}
+    for t in range(N_TYPES):
+        n = float(sums[t, -1])
+        if n > 0:
+            name = SENSOR_TYPE_NAMES[t]
+            for j, k in enumerate(TOKENIZER_METRICS):
+                out[f"{name}/{k}"] = float(sums[t, j]) / n
+    return out
+
+
+def reconstruction_example(model: Any, batch: dict[str, Any], n_channels: int = 3) -> dict:
+    """First sample of ``batch``, first 2 windows: z-scored target and reconstruction of its
+    first ``n_channels`` channels. Under ZeRO-3 every rank must call this (parameters are
+    gathered collectively); only one needs to plot."""
+    from brainomni.models.losses import zscore
+
+    x, pos, st, mask = (batch[k][:1] for k in ("x", "pos", "sensor_type", "mask"))
+    c = int(mask[0].sum())
+    x, pos, st = x[:, :c], pos[:, :c], st[:, :c]
+    with torch.no_grad():
+        rec = model.reconstruct(x, pos, st, None).float()
+    L = model.window_length
+    n = min(2, rec.shape[-1] // L)
+    tgt = zscore(x[..., : n * L].unflatten(-1, (n, L))).flatten(-2)
+    k = min(n_channels, c)
+    return {
+        "target": tgt[0, :k].cpu(),
+        "rec": rec[0, :k, : n * L].cpu(),
+        "types": [SENSOR_TYPE_NAMES[int(t)] for t in st[0, :k]],
+        "key": batch["keys"][0],
+    }
+
+
+def plot_reconstruction(ex: dict, path: Path, sfreq: float = 256.0) -> Path:
+    """PNG of a :func:`reconstruction_example`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(ex["types"])
+    fig, axes = plt.subplots(k, 1, figsize=(9, 1.8 * k), sharex=True, squeeze=False)
+    t = torch.arange(ex["target"].shape[-1]) / sfreq
+    for i in range(k):
+        ax = axes[i, 0]
+        ax.plot(t, ex["target"][i], lw=0.8, label="target (z-scored)")
+        ax.plot(t, ex["rec"][i], lw=0.8, label="reconstruction")
+        ax.set_ylabel(f"ch {i} ({ex['types'][i]})")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(ex["key"], fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

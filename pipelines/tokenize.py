@@ -1,0 +1,78 @@
+"""Tokenize the 30-s shards once with a trained tokenizer, on Ray or locally.
+
+    python pipelines/tokenize.py --tokenizer exports/tok \
+        --manifest manifests/brainomni-omni/1.0.0/manifest.json \
+        --dest s3://bucket/tokens/v1 [--address auto] [--batch-size 16]
+
+One task per shard (:func:`brainomni.tokenize.tokenize_shard`); ``DEST/manifest.json`` is
+written last. Reruns skip shards already tokenized by the same tokenizer. The tokenizer
+folder must be readable at the same path on every node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from brainomni.tokenize import tokenize_corpus
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
+    p.add_argument("--manifest", required=True, help="manifest of the 30-s signal shards")
+    p.add_argument("--dest", required=True, help="token shards destination (folder or URL)")
+    p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--executor", choices=("ray", "local"), default="ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
+    p.add_argument("--cpus-per-task", type=float, default=2.0)
+    return p.parse_args(argv)
+
+
+def ray_map(address: str | None, num_cpus: int | None, cpus_per_task: float):
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address=address,
+        num_cpus=num_cpus,
+        ignore_reinit_error=True,
+        logging_level=logging.WARNING,
+        include_dashboard=False,
+    )
+
+    def run(fn, items):
+        remote = ray.remote(num_cpus=cpus_per_task, max_retries=2)(fn)
+        return ray.get([remote.remote(i) for i in items])
+
+    return run
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    map_fn = (
+        map
+        if args.executor == "local"
+        else ray_map(args.address, args.num_cpus, args.cpus_per_task)
+    )
+    m = tokenize_corpus(
+        args.tokenizer,
+        args.manifest,
+        args.dest,
+        splits=[s for s in args.splits.split(",") if s] or None,
+        batch_size=args.batch_size,
+        map_fn=map_fn,
+    )
+    print(json.dumps({"splits": m["splits"], "content_hash": m["content_hash"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
