@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(BIN)/pip install -q -U pip wheel setuptools
 	# torch first, pinned: any other version pulls several GB of CUDA wheels.
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	# DeepSpeed builds against that torch (no build isolation), with its CPU shared-memory
+	# comm op prebuilt (else every fresh machine JIT-compiles it, ~45 s, at first run).
+	$(BIN)/python -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 \
+		$(BIN)/pip install -q --no-build-isolation -c constraints.txt deepspeed==0.19.8
 	# constraints.txt pins what the tests run with: fast, reproducible resolution
 	$(BIN)/pip install -q -c constraints.txt -e ".[ingest,train,dev]"
 	rm -f $(VENV)/.installed-*

@@ -192,6 +192,9 @@ command("preprocess")((_conf_preprocess, _run_preprocess))
 _HELP = {
     "inspect": "show outcome, sensor table, dropped channels and QC of one recording (writes nothing)",
     "preprocess": "clean one recording into a per-recording Zarr v3 store",
+    "pretrain": "pretrain the tokenizer or BrainOmni with DeepSpeed ZeRO (torchrun for many ranks)",
+    "export": "export a checkpoint as one fp32 safetensors file + config.json",
+    "tokenize": "tokenize 30-s shards once into token shards with their own manifest",
 }
 
 

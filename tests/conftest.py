@@ -53,4 +53,6 @@ def meeg_file(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{rel} not present in {MEEG_DIR}")
     return p
+
+
 pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_corpora"]

@@ -78,8 +78,9 @@ def build(name: str, minutes: float, workdir: Path) -> Path:
             str(one), overwrite=True, fmt="single", verbose="error"
         )
         pieces.append(one)
-    full = mne.concatenate_raws([mne.io.read_raw_fif(str(p), verbose="error") for p in pieces],
-                                verbose="error")
+    full = mne.concatenate_raws(
+        [mne.io.read_raw_fif(str(p), verbose="error") for p in pieces], verbose="error"
+    )
     full.save(str(out), overwrite=True, fmt="single", verbose="error")
     for p in pieces:
         p.unlink()
@@ -104,8 +105,13 @@ print(json.dumps({"outcome": res.outcome, "reason": res.reason, "wall_s": wall,
 
 
 def run_one(path: Path, workdir: Path) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMEXPR_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        NUMEXPR_NUM_THREADS="1",
+    )
     out = workdir / (path.stem + ".zarr")
     cmd = [sys.executable, "-c", CHILD, str(path), str(out), str(ROOT)]
     # one core: taskset when available
@@ -116,7 +122,9 @@ def run_one(path: Path, workdir: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--minutes", type=float, default=60.0, help="recording length to build")
     ap.add_argument("--workdir", default="bench-out/preprocess", help="where inputs/stores go")
     ap.add_argument("--only", action="append", choices=sorted(CASES), help="run only these")
@@ -133,12 +141,17 @@ def main() -> None:
         official, target = CASES[name][3], CASES[name][4]
         cpu_h = r["cpu_s"] / hours
         row = {
-            "case": name, "outcome": r["outcome"], "hours": round(hours, 3),
-            "cpu_s_per_hour": round(cpu_h, 2), "wall_s": round(r["wall_s"], 1),
-            "peak_rss_gb": round(r["peak_rss_gb"], 3), "channels": r["channels"],
+            "case": name,
+            "outcome": r["outcome"],
+            "hours": round(hours, 3),
+            "cpu_s_per_hour": round(cpu_h, 2),
+            "wall_s": round(r["wall_s"], 1),
+            "peak_rss_gb": round(r["peak_rss_gb"], 3),
+            "channels": r["channels"],
             "vs_official": f"{official / cpu_h:.1f}x faster" if official else "-",
             "vs_target": f"{cpu_h / target:.2f} of target" if target else "-",
-            "timings": r["timings"], "build_s": round(built, 1),
+            "timings": r["timings"],
+            "build_s": round(built, 1),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -149,8 +162,10 @@ def main() -> None:
     print("\n| case | h | CPU-s / rec-hour | official | target | peak RSS GB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['hours']} | {r['cpu_s_per_hour']} | {r['vs_official']} | "
-              f"{r['vs_target']} | {r['peak_rss_gb']} |")
+        print(
+            f"| {r['case']} | {r['hours']} | {r['cpu_s_per_hour']} | {r['vs_official']} | "
+            f"{r['vs_target']} | {r['peak_rss_gb']} |"
+        )
     print(f"\nRSS target for neuromag306_1kHz: <= {RSS_TARGET_GB} GB")
 
 
