@@ -83,6 +83,7 @@ def test_failed_recording_exit_code(tmp_path, capsys):
         [sys.executable, "pipelines/ingest.py", "--help"],
         [sys.executable, "pipelines/pack.py", "--help"],
         [sys.executable, "pipelines/publish.py", "--help"],
+        [sys.executable, "pipelines/tokenize_shards.py", "--help"],
         [sys.executable, "tests/benchmarks/bench_preprocess.py", "--help"],
         [sys.executable, "-m", "brainomni.demo", "--help"],
     ],
@@ -124,3 +125,10 @@ def test_inspect_plot_writes_a_qc_figure(tmp_path, capsys):
     assert len(psd["freqs"]) == len(psd["GRAD"]) == 129  # 1-Hz Welch bins, 0-128 Hz
     assert set(psd["bad"]) == {b["name"] for b in d["qc"]["bad_channels"]}
     assert len(d["qc"]["channel_rms"]) == len(d["channels"])
+
+
+def test_no_pipeline_shadows_a_stdlib_module():
+    """Scripts run as ``python pipelines/X.py`` put pipelines/ first on sys.path: a file named
+    like a standard module (tokenize.py did) would break every entry point."""
+    names = {p.stem for p in (ROOT / "pipelines").glob("*.py")} - {"__init__"}
+    assert not names & set(sys.stdlib_module_names)

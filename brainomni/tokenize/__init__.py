@@ -7,7 +7,7 @@ split, channels, the tokenizer's weights sha256). A shard's ``.json`` index is w
 its tar (a rerun skips finished shards made by the same tokenizer); ``DEST/manifest.json``
 (format ``brainomni.token-manifest/1``) is written last and names the tokenizer's hash and
 the source manifest's content hash. Executor-agnostic: :func:`tokenize_corpus` takes a
-``map_fn`` (``pipelines/tokenize.py`` passes one that runs shards as Ray tasks).
+``map_fn`` (``pipelines/tokenize_shards.py`` passes one that runs shards as Ray tasks).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tokenize the 30-s shards once with a trained tokenizer, on Ray or locally.
 
-    python pipelines/tokenize.py --tokenizer exports/tok \
+    python pipelines/tokenize_shards.py --tokenizer exports/tok \
         --manifest manifests/brainomni-omni/1.0.0/manifest.json \
         --dest s3://bucket/tokens/v1 [--address auto] [--batch-size 16]
 
