@@ -547,3 +547,15 @@ def iter_chunks(fh: Any, size: int = 1 << 20) -> Iterator[bytes]:
     """Read an open binary file in ``size``-byte chunks."""
     while chunk := fh.read(size):
         yield chunk
+
+
+def read_json(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The JSON document at ``url`` (listing caches bypassed), or ``None`` when absent."""
+    import json
+
+    fs, path = get_fs(url, storage_options)
+    fs.invalidate_cache(path)
+    try:
+        return json.loads(retry(lambda: fs.cat_file(path), what=f"read {url}"))
+    except FileNotFoundError:
+        return None

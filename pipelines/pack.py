@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
+from brainomni.executors.ray_executor import ray_map
 from brainomni.manifests.catalog import DEFAULT_CATALOG, load_datasets
 from brainomni.pack import PROFILES, get_profile
 from brainomni.pack.run import pack, summary_table
@@ -35,30 +35,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
     return p.parse_args(argv)
-
-
-def ray_map(address: str | None, num_cpus: int | None):
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        address=address,
-        num_cpus=num_cpus,
-        ignore_reinit_error=True,
-        logging_level=logging.WARNING,
-        include_dashboard=False,
-    )
-    remote = ray.remote(num_cpus=1, max_retries=2)(_call)
-
-    def run(fn, items):
-        ref = ray.put(fn)
-        return ray.get([remote.remote(ref, i) for i in items])
-
-    return run
-
-
-def _call(fn, i):
-    return fn(i)
 
 
 def main(argv=None) -> int:

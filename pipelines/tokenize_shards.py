@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 
+from brainomni.executors.ray_executor import ray_map
 from brainomni.tokenize import tokenize_corpus
 
 
@@ -33,25 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def ray_map(address: str | None, num_cpus: int | None, cpus_per_task: float):
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        address=address,
-        num_cpus=num_cpus,
-        ignore_reinit_error=True,
-        logging_level=logging.WARNING,
-        include_dashboard=False,
-    )
-
-    def run(fn, items):
-        remote = ray.remote(num_cpus=cpus_per_task, max_retries=2)(fn)
-        return ray.get([remote.remote(i) for i in items])
-
-    return run
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -60,7 +41,7 @@ def main(argv=None) -> int:
     map_fn = (
         map
         if args.executor == "local"
-        else ray_map(args.address, args.num_cpus, args.cpus_per_task)
+        else ray_map(args.address, args.num_cpus, cpus_per_task=args.cpus_per_task)
     )
     m = tokenize_corpus(
         args.tokenizer,

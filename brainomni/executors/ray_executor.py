@@ -123,3 +123,34 @@ class RayExecutor:
         row.finished_at = now_iso()
         write_part(task.dest, row, dict(task.dest_storage_options))
         return row
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def ray_map(
+    address: str | None = None, num_cpus: int | None = None, *, cpus_per_task: float = 1.0
+) -> Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]:
+    """A ``map_fn(fn, items)`` that runs each call as a Ray task (results in order).
+
+    Used by the pack and tokenize entry points, whose library code takes any ``map``-like
+    function. Starts a local Ray unless ``address`` (or ``RAY_ADDRESS``) names a cluster.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address=address,
+        num_cpus=num_cpus,
+        ignore_reinit_error=True,
+        logging_level=logging.WARNING,
+        include_dashboard=False,
+    )
+    remote = ray.remote(num_cpus=cpus_per_task, max_retries=2)(_call)
+
+    def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        ref = ray.put(fn)
+        return ray.get([remote.remote(ref, i) for i in items])
+
+    return run

@@ -21,7 +21,7 @@ from typing import Any
 from brainomni.records import RecordingRef
 from brainomni.signal.config import CleanConfig
 from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
-from brainomni.storage import atomic_write_bytes, get_fs, join_url, redact, retry
+from brainomni.storage import atomic_write_bytes, join_url, read_json, redact
 
 from .ledger import LedgerRow, read_ledger
 from .task import IngestTask
@@ -68,15 +68,6 @@ def _plan_doc(sources: Sequence[Source], refs: Sequence[RecordingRef], config: C
         "n_recordings": len(refs),
         "fingerprint": fingerprint(refs),
     }
-
-
-def _read_json(url: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
-    fs, path = get_fs(url, storage_options)
-    fs.invalidate_cache(path)
-    try:
-        return json.loads(retry(lambda: fs.cat_file(path), what=f"read {url}"))
-    except FileNotFoundError:
-        return None
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any], old_refs: list[RecordingRef], refs) -> str:
@@ -128,7 +119,7 @@ def freeze(
         raise ValueError("duplicate recording ids across sources (same dataset listed twice?)")
     crawl_dir = join_url(dest, CRAWL_DIR)
     doc = _plan_doc(sources, refs, config)
-    old = _read_json(join_url(crawl_dir, PLAN_FILE), so)
+    old = read_json(join_url(crawl_dir, PLAN_FILE), so)
     resumed = old is not None
     if old is not None and any(
         old.get(k) != doc[k] for k in ("sources", "config_hash", "fingerprint")

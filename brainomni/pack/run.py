@@ -17,10 +17,10 @@ from typing import Any
 
 from .. import __version__
 from ..splits import SplitConfig
-from ..storage import atomic_write_bytes, join_url
+from ..storage import atomic_write_bytes, join_url, read_json
 from .config import PackConfig
 from .plan import PackPlan, discover_stores, make_plan
-from .shards import read_json, write_shard
+from .shards import write_shard
 
 log = logging.getLogger(__name__)
 

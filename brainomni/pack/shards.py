@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..records import SENSOR_TYPE_NAMES
-from ..storage import atomic_write_bytes, get_fs, is_local, join_url, retry
+from ..storage import atomic_write_bytes, get_fs, is_local, join_url, read_json, retry
 from .config import PackConfig
 from .plan import PackPlan, RecordingInfo, ShardSpec
 from .sample import encode_sample, sample_key
@@ -66,16 +66,6 @@ def shard_urls(dest: str, spec: ShardSpec) -> tuple[str, str]:
     """``(tar URL, index URL)`` of a planned shard."""
     base = join_url(dest, spec.split, f"shard-{spec.index:06d}")
     return f"{base}.tar", f"{base}.json"
-
-
-def read_json(url: str, storage_options: dict | None = None) -> dict[str, Any] | None:
-    """A JSON document at ``url``, or ``None`` when absent."""
-    fs, path = get_fs(url, storage_options)
-    fs.invalidate_cache(path)
-    try:
-        return json.loads(retry(lambda: fs.cat_file(path), what=f"read {url}"))
-    except FileNotFoundError:
-        return None
 
 
 class _Recording:

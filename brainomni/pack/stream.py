@@ -39,8 +39,8 @@ def shard_list(
     dest: str, split: str | None = None, storage_options: dict | None = None
 ) -> list[str]:
     """URLs of a finished pack's shards (from its ``index.json``), optionally one split."""
+    from ..storage import read_json
     from .run import INDEX_NAME
-    from .shards import read_json
 
     index = read_json(join_url(dest, INDEX_NAME), storage_options)
     if index is None:
