@@ -197,7 +197,7 @@ def test_export_loads_without_deepspeed_with_identical_outputs(s3_data, tok_run,
     ck = tok_run / "checkpoints" / "step-00000008"
     params = get_fp32_state_dict_from_zero_checkpoint(str(ck), tag="ds")
     ref = build_model(json.loads((ck / "model.json").read_text()))
-    buffers = torch.load(next((ck / "ds").glob("mp_rank_00_model_states.pt")), weights_only=False)[
+    buffers = torch.load(next((ck / "ds").glob("mp_rank_00_model_states.pt")), weights_only=True)[
         "module"
     ]
     ref.load_state_dict({**buffers, **params})
