@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from ..records import SensorTable
+from ..storage import MARKER_NAME, get_fs
+from ..storage import read_marker as storage_read_marker
 
 log = logging.getLogger(__name__)
 
 FORMAT = "brainomni.recording"
 FORMAT_VERSION = 1
-MARKER = "_COMPLETE"
+MARKER = MARKER_NAME
 CHUNK_SECONDS = 30
 ROW_CHUNK = 64  # channels per chunk: a correction pass rewrites only the rows it changes
 
@@ -49,22 +51,15 @@ def _local_path(uri: str) -> str:
 
 
 def _fs(uri: str, storage_options: dict | None):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return fs, path
+    # the project's one way to reach storage: endpoint configuration, no credentials in options
+    return get_fs(uri, storage_options)
 
 
 def read_marker(uri: str, storage_options: dict | None = None) -> dict[str, Any] | None:
     """The store's completion marker, or None when the store is absent or incomplete."""
     try:
-        if _is_local(uri):
-            with open(os.path.join(_local_path(uri), MARKER)) as f:
-                return json.load(f)
-        fs, path = _fs(uri, storage_options)
-        with fs.open(f"{path.rstrip('/')}/{MARKER}", "rb") as f:
-            return json.loads(f.read())
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return storage_read_marker(uri, storage_options)
+    except (json.JSONDecodeError, OSError):
         return None
 
 
