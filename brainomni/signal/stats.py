@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.signal import get_window
 
 PSD_EVERY = 4  # Welch uses every 4th 1-s segment of the output
 
@@ -45,7 +46,8 @@ class ChannelStats:
         self.n_in = 0
         # Welch on the output
         self.seg_out = int(round(sfreq_out))
-        self._win = np.hamming(self.seg_out).astype(np.float32)
+        # periodic Hamming, as scipy (and so MNE's psd_array_welch) builds it
+        self._win = get_window("hamming", self.seg_out).astype(np.float32)
         self._carry_out = np.empty((n_channels, 0), dtype=np.float32)
         self.psd_sum = np.zeros((n_channels, self.seg_out // 2 + 1))
         self.psd_count = 0
@@ -61,13 +63,19 @@ class ChannelStats:
     def update_input(self, x: np.ndarray) -> None:
         """Raw samples (C, n), consecutive across calls."""
         self.n_in += x.shape[1]
-        if self._carry_in.shape[1]:
-            x = np.concatenate([self._carry_in, x], axis=1)
-        n_win = x.shape[1] // self.win_in
-        if n_win:
-            w = x[:, : n_win * self.win_in].reshape(x.shape[0], n_win, self.win_in)
-            self._add_windows(w)
-        self._carry_in = np.array(x[:, n_win * self.win_in :], dtype=np.float32)
+        L, carry = self.win_in, self._carry_in.shape[1]
+        if carry:  # complete the pending window first (no copy of the whole block)
+            take = min(L - carry, x.shape[1])
+            head = np.concatenate([self._carry_in, x[:, :take]], axis=1)
+            x = x[:, take:]
+            if head.shape[1] < L:
+                self._carry_in = head
+                return
+            self._add_windows(head[:, None, :])
+        n_win = x.shape[1] // L
+        if n_win:  # a strided view: windows are read in place
+            self._add_windows(x[:, : n_win * L].reshape(x.shape[0], n_win, L))
+        self._carry_in = np.array(x[:, n_win * L :], dtype=np.float32)
 
     def _add_windows(self, w: np.ndarray) -> None:
         """``w`` (C, W, L): per-window extremes, and how many samples sit at them.
@@ -151,20 +159,32 @@ class ChannelStats:
     def update_output(self, y: np.ndarray) -> None:
         """Filtered output (C, n) at ``sfreq_out``, consecutive across calls."""
         self.n_out += y.shape[1]
-        if self._carry_out.shape[1]:
-            y = np.concatenate([self._carry_out, y], axis=1)
-        n_seg = y.shape[1] // self.seg_out
+        L, carry = self.seg_out, self._carry_out.shape[1]
+        if carry:  # complete the pending segment first (no copy of the whole block)
+            take = min(L - carry, y.shape[1])
+            head = np.concatenate([self._carry_out, y[:, :take]], axis=1)
+            y = y[:, take:]
+            if head.shape[1] < L:
+                self._carry_out = head
+                return
+            self._add_segments(head[:, None, :], 1)
+        n_seg = y.shape[1] // L
         if n_seg:
-            segs = y[:, : n_seg * self.seg_out].reshape(y.shape[0], n_seg, self.seg_out)
-            # one segment in PSD_EVERY: an even subsample, plenty for a per-channel PSD
-            segs = segs[:, self._seg_phase :: PSD_EVERY]
-            self._seg_phase = (self._seg_phase - n_seg) % PSD_EVERY
-            segs = segs - segs.mean(axis=2, keepdims=True)  # detrend="constant"
-            segs *= self._win
-            spec = sfft.rfft(segs, axis=2, workers=1)
-            self.psd_sum += (spec.real**2 + spec.imag**2).sum(axis=1, dtype=np.float64)
-            self.psd_count += segs.shape[1]
-        self._carry_out = np.array(y[:, n_seg * self.seg_out :], dtype=np.float32)
+            self._add_segments(y[:, : n_seg * L].reshape(y.shape[0], n_seg, L), n_seg)
+        self._carry_out = np.array(y[:, n_seg * L :], dtype=np.float32)
+
+    def _add_segments(self, segs: np.ndarray, n_seg: int) -> None:
+        """Consecutive 1-s segments (C, n_seg, L): one in PSD_EVERY goes into the Welch sum
+        (an even subsample, plenty for a per-channel PSD)."""
+        segs = segs[:, self._seg_phase :: PSD_EVERY]
+        self._seg_phase = (self._seg_phase - n_seg) % PSD_EVERY
+        if segs.shape[1] == 0:
+            return
+        segs = segs - segs.mean(axis=2, keepdims=True)  # detrend="constant"
+        segs *= self._win
+        spec = sfft.rfft(segs, axis=2, workers=1)
+        self.psd_sum += (spec.real**2 + spec.imag**2).sum(axis=1, dtype=np.float64)
+        self.psd_count += segs.shape[1]
 
     def psd(self) -> tuple[np.ndarray, np.ndarray]:
         """(freqs, psd (C, F)) Welch estimate of the output; psd is 0 when too short."""

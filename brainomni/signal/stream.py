@@ -54,7 +54,14 @@ def _read_into(
     read: ReadFn, out: np.ndarray, start: int, stop: int, offset: np.ndarray | None = None
 ) -> None:
     """Read ``[start, stop)`` into ``out`` (float32) in pieces of bounded size, minus the
-    per-channel ``offset`` (subtracted at the reader's precision, in the same pass)."""
+    per-channel ``offset`` (subtracted at the reader's precision, in the same pass).
+
+    A reader with a ``read_into(out, start, stop, offset)`` method (e.g.
+    :class:`~brainomni.readers.fifblocks.FifBlockReader`) fills ``out`` itself."""
+    into = getattr(read, "read_into", None)
+    if into is not None:
+        into(out, start, stop, offset)
+        return
     n_ch = out.shape[0]
     step = max(1, READ_PIECE_BYTES // (8 * max(1, n_ch)))
     for a in range(start, stop, step):
