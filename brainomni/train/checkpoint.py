@@ -6,15 +6,26 @@ Layout::
 
     OUT/checkpoints/step-00000040/
         ds/                      DeepSpeed engine state (model, optimizer, scheduler)
+        ds-universal/            the same as a DeepSpeed universal checkpoint: made by the
+                                 first resume with another number of ranks (ZeRO 1-3)
         loader-00000.json        loader state of rank 0 (one per rank)
         rng-00000.pt             torch / python / CUDA RNG states of rank 0
         model.safetensors        fp32 weights of the whole model (rank 0)
         model.json               model kind and config (see :mod:`.export`)
         meta.json                step, samples, world size, config: written last
+
+ZeRO partitions the optimizer state (and under ZeRO-3 the weights) per rank, so ``ds/`` only
+loads into as many ranks as wrote it. :func:`to_universal` rewrites it once with DeepSpeed's
+``ds_to_universal`` into one file per parameter and state (``exp_avg``, ``exp_avg_sq``,
+``fp32``, ``step``), which DeepSpeed loads into any number of ranks
+(``"checkpoint": {"load_universal": true}``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -29,6 +40,7 @@ import torch
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+UNIVERSAL = "ds-universal"  # tag of the universal form of ``ds/``
 _STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -111,3 +123,39 @@ def save_model(d: Path, state: dict[str, torch.Tensor], model_json: dict[str, An
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, d / "model.safetensors")
     write_json(d / "model.json", model_json)
+
+
+def to_universal(d: Path) -> Path:
+    """``d/ds`` as a DeepSpeed universal checkpoint ``d/ds-universal`` (rank 0 only).
+
+    Converted once with DeepSpeed's ``ds_to_universal`` (in this process, one worker: no
+    process pool inside a training rank) into a temporary folder that is renamed when
+    complete, so an existing ``ds-universal`` is always whole and is reused. Its console
+    output goes to the debug log.
+    """
+    out = d / UNIVERSAL
+    if out.is_dir():
+        return out
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    tmp = d / f".{UNIVERSAL}.tmp"  # the converter also writes a latest_universal beside it
+    shutil.rmtree(tmp, ignore_errors=True)
+    args = argparse.Namespace(
+        input_folder=str(d / "ds"),
+        output_folder=str(tmp / UNIVERSAL),
+        num_extract_workers=1,
+        num_merge_workers=1,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,  # no Megatron-style UNIVERSAL_CHECKPOINT_INFO in ours
+    )
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            ds_to_universal(args)
+        os.replace(tmp / UNIVERSAL, out)
+    finally:
+        log.debug("ds_to_universal %s:\n%s", d, buf.getvalue())
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s to a universal checkpoint", d / "ds")
+    return out

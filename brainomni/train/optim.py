@@ -28,7 +28,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
-def deepspeed_config(cfg: TrainConfig, world: int, total_steps: int) -> dict[str, Any]:
+def deepspeed_config(
+    cfg: TrainConfig, world: int, total_steps: int, *, load_universal: bool = False
+) -> dict[str, Any]:
+    """``load_universal``: the engine will load a universal checkpoint (a resume with another
+    number of ranks, see :func:`.checkpoint.to_universal`)."""
     o = cfg.optim
     zero: dict[str, Any] = {"stage": cfg.zero_stage, "overlap_comm": False}
     if cfg.offload:
@@ -62,4 +66,5 @@ def deepspeed_config(cfg: TrainConfig, world: int, total_steps: int) -> dict[str
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
+        "checkpoint": {"load_universal": load_universal},
     }

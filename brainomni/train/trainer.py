@@ -9,6 +9,17 @@ RVQ's EMA statistics are all-reduced across ranks by the quantiser itself (``syn
 Resume is exact: the DeepSpeed state (weights, optimizer, LR schedule), every rank's loader
 cursor and RNG states are restored, so a killed and resumed run reproduces the losses and the
 sample order of an unbroken one.
+
+Resume with another number of ranks: ZeRO's partitioned state is converted once (rank 0) into
+a DeepSpeed universal checkpoint (``step-N/ds-universal``, :func:`.checkpoint.to_universal`)
+and loaded into the new layout; module buffers (the RVQ's EMA codebook statistics) and frozen
+weights, which the universal format does not carry, come from the checkpoint's
+``model.safetensors``, and the restored weights are checked against it. Step count, LR
+schedule and Adam moments continue; gradient accumulation follows the new world so that the
+global batch is unchanged. The loader re-plans the samples the old ranks had not yet
+delivered over the new ranks (each is seen exactly once); ranks that did not exist seed their
+RNGs from ``(seed, rank, step)``. The loss curve continues but is not bit-identical to an
+unbroken run (other micro-batches, other reduction order). ZeRO-0 needs no conversion.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -78,7 +90,10 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out: str | Path) -> None:
+    """One rank of a run into ``out``; ``resume=True`` continues from its latest complete
+    checkpoint (saved with any number of ranks)."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> None:
         deepspeed = _import_deepspeed()
         self.ds = deepspeed
         self.cfg, self.out = cfg, Path(out)
@@ -102,7 +117,13 @@ class Trainer:
         model, extra = build_model(cfg)
         _check_data(cfg, self.manifest, extra)
         self.model_json = model_json(model, cfg.kind, **extra)
-        ds_cfg = deepspeed_config(cfg, self.world, self.total_steps)
+        # a checkpoint of another world size loads as a universal checkpoint, which the
+        # engine has to know when it is built
+        self.universal = False
+        if resume and (d := ckpt.latest(self.out)) is not None:
+            saved_world = json.loads((d / ckpt.META).read_text())["world"]
+            self.universal = saved_world != self.world and cfg.zero_stage > 0
+        ds_cfg = deepspeed_config(cfg, self.world, self.total_steps, load_universal=self.universal)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model,
             model_parameters=param_groups(model, cfg.optim.weight_decay),
@@ -125,6 +146,9 @@ class Trainer:
                     sort_keys=True,
                 )
             )
+        self.resumed_from: Path | None = None
+        if resume:
+            self.resume()
 
     def _loader(self, split: str, *, shuffle: bool) -> ShardLoader:
         d = self.cfg.data
@@ -177,24 +201,103 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def resume(self) -> bool:
+        """Load the latest complete checkpoint (called by the constructor with
+        ``resume=True``); False when there is none."""
         d = ckpt.latest(self.out)
         if d is None:
             return False
         meta = json.loads((d / ckpt.META).read_text())
-        if meta["world"] != self.world:
+        other_world = meta["world"] != self.world
+        if other_world and self.cfg.zero_stage > 0 and not self.universal:
             raise RuntimeError(
-                f"{d} was saved with {meta['world']} ranks, this run has {self.world}: the "
-                "DeepSpeed optimizer state is partitioned per rank (convert it with DeepSpeed's "
-                "ds_to_universal); the loader state itself can be re-planned for any layout"
+                f"{d} was saved with {meta['world']} ranks, this run has {self.world}: build "
+                "the trainer with Trainer(cfg, out, resume=True) so that DeepSpeed loads the "
+                "ZeRO state as a universal checkpoint"
             )
-        self.engine.load_checkpoint(str(d), tag="ds")
+        step = int(meta["step"])
+        if self.universal:
+            log.info(
+                "%s was saved with %d ranks, this run has %d: loading it as a universal checkpoint",
+                d,
+                meta["world"],
+                self.world,
+            )
+            tag = self._universal_tag(d, meta["world"])
+        else:
+            tag = "ds"
+        load_path, _ = self.engine.load_checkpoint(str(d), tag=tag)
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint in {d / tag}")
+        if self.universal:
+            self._restore_outside_optimizer(d)
         loaders, rng = ckpt.load_rank_files(d, self.rank)
         self.loader.load_state_dict(loaders)
         if rng is not None:
             ckpt.set_rng_state(rng)
-        self.step = int(meta["step"])
-        log.info("resumed from %s (step %d)", d, self.step)
+        else:  # a rank the saved run did not have: seeded from (seed, rank, step)
+            s = self.cfg.seed * 1_000_003 + self.rank * 7_919 + step
+            torch.manual_seed(s)
+            random.seed(s)
+        self.step = step
+        self.resumed_from = d
+        log.info(
+            "resumed from %s (step %d, saved with %d ranks, now %d)",
+            d,
+            self.step,
+            meta["world"],
+            self.world,
+        )
         return True
+
+    def _universal_tag(self, d: Path, saved_world: int) -> str:
+        """Rank 0 converts ``d/ds`` once; every rank learns whether it worked."""
+        err = [None]
+        if self.rank == 0:
+            try:
+                ckpt.to_universal(d)
+            except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
+                log.exception("converting %s to a universal checkpoint failed", d / "ds")
+                err = [f"{type(exc).__name__}: {exc}"]
+        dist.broadcast_object_list(err, src=0)
+        if err[0] is not None:
+            raise RuntimeError(
+                f"converting {d / 'ds'} to a DeepSpeed universal checkpoint failed on rank 0 "
+                f"({err[0]}); resume with the {saved_world} ranks it was saved with instead"
+            )
+        return ckpt.UNIVERSAL
+
+    def _restore_outside_optimizer(self, d: Path) -> None:
+        """A universal checkpoint restores what the optimizer holds; module buffers (the RVQ's
+        EMA statistics) and frozen weights come from ``model.safetensors``. Then the whole
+        model must equal that file, or the resume stops."""
+        from safetensors.torch import load_file
+
+        saved = load_file(str(d / "model.safetensors"))
+        with torch.no_grad():
+            for name, buf in self.model.named_buffers():
+                if name in saved:
+                    buf.copy_(saved[name].to(buf.dtype))
+            frozen = [(n, p) for n, p in self.model.named_parameters() if not p.requires_grad]
+            for name, p in frozen:
+                if self.cfg.zero_stage == 3:
+                    with self.ds.zero.GatheredParameters([p], modifier_rank=0):
+                        if self.rank == 0:
+                            p.copy_(saved[name].to(p.dtype))
+                else:
+                    p.copy_(saved[name].to(p.dtype))
+        state = self._full_state_dict()  # ZeRO-3: gathered on every rank, kept on rank 0
+        bad = []
+        if self.rank == 0:
+            mine = {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
+            bad = sorted(set(mine) ^ set(saved))
+            bad += [k for k in sorted(set(mine) & set(saved)) if not torch.equal(mine[k], saved[k])]
+        obj = [bad]
+        dist.broadcast_object_list(obj, src=0)
+        if obj[0]:
+            raise RuntimeError(
+                f"after loading the universal checkpoint of {d} the model differs from its "
+                f"model.safetensors in {len(obj[0])} tensors: {obj[0][:8]}"
+            )
 
     def save(self) -> Path:
         d = ckpt.step_dir(self.out, self.step)
@@ -430,7 +533,4 @@ def _short(d: dict[str, float]) -> str:
 
 def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Run (or continue, with ``resume``) a pretraining run into ``out``."""
-    tr = Trainer(cfg, out)
-    if resume:
-        tr.resume()
-    return tr.train()
+    return Trainer(cfg, out, resume=resume).train()

@@ -1,10 +1,12 @@
 """Pretraining end to end on CPU: 2 ranks (torchrun, gloo), shards served by the moto S3
-endpoint, exact kill/resume, ZeRO 1/2/3, export without DeepSpeed, tokenize-once."""
+endpoint, exact kill/resume, resume with another number of ranks (2 -> 1 -> 2, universal
+checkpoints), ZeRO 1/2/3, export without DeepSpeed, tokenize-once."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,16 +23,20 @@ pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _torchrun() -> list[str]:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc: int = 2) -> list[str]:
+    port = _free_port()
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node",
-        "2",
+        str(nproc),
         "--master_addr",
         "127.0.0.1",
         "--master_port",
@@ -40,10 +46,12 @@ def _torchrun() -> list[str]:
     ]
 
 
-def _run(args: list[str], env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], env: dict | None = None, ok: bool = True, nproc: int = 2
+) -> subprocess.CompletedProcess:
     e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     p = subprocess.run(
-        _torchrun() + args, cwd=ROOT, env=e, capture_output=True, text=True, timeout=300
+        _torchrun(nproc) + args, cwd=ROOT, env=e, capture_output=True, text=True, timeout=300
     )
     if ok and p.returncode != 0:
         raise AssertionError(f"{args}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
@@ -62,6 +70,7 @@ def _records(out: Path, kind: str) -> dict[int, dict]:
 
 
 def _samples(out: Path, rank: int) -> dict[int, list]:
+    """Keys of every micro-batch per step (last record per step, as for ``_records``)."""
     recs = {}
     for line in (out / f"samples-{rank:05d}.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -89,7 +98,7 @@ def s3_data(s3_server, tmp_path_factory):
 TOK_ARGS = ["max_steps=8", "ckpt_every=3", "val_every=4", "log_samples=true"]
 
 
-def _tok(s3_data, out: Path, *extra: str, env=None, ok=True):
+def _tok(s3_data, out: Path, *extra: str, env=None, ok=True, nproc=2):
     m, root = s3_data["tokenizer-10s"]
     sets = [a for a in extra if "=" in a]
     opts = [a for a in extra if "=" not in a]
@@ -110,6 +119,7 @@ def _tok(s3_data, out: Path, *extra: str, env=None, ok=True):
         ],
         env=env,
         ok=ok,
+        nproc=nproc,
     )
 
 
@@ -120,10 +130,21 @@ def tok_run(s3_data, tmp_path_factory):
     return out
 
 
-def test_kill_and_resume_reproduces_losses_and_sample_order(s3_data, tok_run, tmp_path):
-    out = tmp_path / "killed"
-    p = _tok(s3_data, out, *TOK_ARGS, env={"BRAINOMNI_TEST_KILL_AFTER_STEP": "5"}, ok=False)
+KILL = "BRAINOMNI_TEST_KILL_AFTER_STEP"
+
+
+@pytest.fixture(scope="module")
+def tok_killed(s3_data, tmp_path_factory):
+    """``tok_run`` SIGKILLed after step 5 (its last checkpoint is step 3); tests resume copies."""
+    out = tmp_path_factory.mktemp("tok-killed") / "run"
+    p = _tok(s3_data, out, *TOK_ARGS, env={KILL: "5"}, ok=False)
     assert p.returncode != 0
+    return out
+
+
+def test_kill_and_resume_reproduces_losses_and_sample_order(s3_data, tok_run, tok_killed, tmp_path):
+    out = tmp_path / "killed"
+    shutil.copytree(tok_killed, out)
     steps = sorted(int(d.name.split("-")[1]) for d in (out / "checkpoints").iterdir())
     assert steps == [3]  # mid-epoch (4 steps per epoch); step 6 never started
     assert max(_records(out, "train")) == 5
@@ -151,6 +172,117 @@ def test_kill_and_resume_reproduces_losses_and_sample_order(s3_data, tok_run, tm
     } <= set(val)
 
 
+# Rank 0 of a 1-rank run resuming the 2-rank checkpoint at step 3: checks what was loaded
+# against the checkpoint's own files, then trains on (the test kills it after step 7).
+_RESUME_ON_ONE_RANK = """
+import json, sys
+from pathlib import Path
+import torch
+from safetensors.torch import load_file
+from deepspeed.checkpoint.constants import (BASE_OPTIMIZER_STATE, OPTIMIZER_STATE_DICT,
+    PARAM_SLICE_MAPPINGS, SINGLE_PARTITION_OF_FP32_GROUPS)
+from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+from brainomni.train.config import TrainConfig
+from brainomni.train.trainer import Trainer
+
+out, lr3 = Path(sys.argv[1]), float(sys.argv[2])
+ck = out / "checkpoints" / "step-00000003"
+cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+tr = Trainer(cfg, out, resume=True)
+assert tr.resumed_from == ck and tr.world == 1 and tr.accum == 4, (tr.resumed_from, tr.accum)
+assert tr.step == 3 and tr.engine.global_steps == 3
+ds_state = torch.load(ck / "ds" / "mp_rank_00_model_states.pt", weights_only=True)
+assert tr.scheduler.state_dict() == ds_state["lr_scheduler"]
+assert [g["lr"] for g in tr.engine.optimizer.param_groups] == [lr3, lr3]
+# weights and buffers (the RVQ's EMA statistics) are the checkpoint's fp32 model
+saved = load_file(str(ck / "model.safetensors"))
+state = tr.model.state_dict()
+assert set(state) == set(saved) and any("_codebook.cluster_size" in k for k in saved)
+for k, v in saved.items():
+    assert torch.equal(state[k], v), k
+# Adam moments and master weights are the 2-rank ZeRO partitions, reassembled here
+parts = {}
+for r in range(2):
+    f = ck / "ds" / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt"
+    sd = torch.load(f, weights_only=False)[OPTIMIZER_STATE_DICT]
+    for g, slices in enumerate(sd[PARAM_SLICE_MAPPINGS]):
+        flat = dict(sd[BASE_OPTIMIZER_STATE]["state"][g])
+        assert int(flat.pop("step")) == 3
+        flat["fp32"] = sd[SINGLE_PARTITION_OF_FP32_GROUPS][g]
+        for name, fr in slices.items():
+            for key, t in flat.items():
+                parts.setdefault((name, key), []).append(t.narrow(0, fr.start, fr.numel))
+n = 0
+for name, p in tr.model.named_parameters():
+    for key in ("exp_avg", "exp_avg_sq", "fp32"):
+        got = safe_get_full_fp32_param(p) if key == "fp32" else safe_get_full_optimizer_state(p, key)
+        want = torch.cat(parts[(name, key)]).view_as(p)
+        assert torch.equal(got, want) and got.abs().sum() > 0, (name, key)
+    n += 1
+opt = tr.engine.optimizer.optimizer
+assert all(int(opt.state[g["params"][0]]["step"]) == 3 for g in opt.param_groups)
+print(f"CHECKED {n} parameters", flush=True)
+tr.train()
+"""
+
+
+def test_resume_with_another_number_of_ranks(s3_data, tok_run, tok_killed, tmp_path):
+    """2 ranks (killed after step 5, checkpoint 3) -> 1 rank (killed after step 7, checkpoint
+    6) -> 2 ranks to the end: ZeRO state through universal checkpoints, the step count and LR
+    schedule continue, every sample of each epoch is seen exactly once."""
+    out = tmp_path / "run"
+    shutil.copytree(tok_killed, out)
+    ref = _records(tok_run, "train")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        KILL: "7",
+    }
+    p = subprocess.run(
+        [sys.executable, "-c", _RESUME_ON_ONE_RANK, str(out), repr(ref[3]["lr"])],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "CHECKED" in p.stdout, p.stderr[-6000:]
+    assert p.returncode == -9, p.stderr[-6000:]  # killed after step 7
+    assert (out / "checkpoints" / "step-00000003" / "ds-universal" / "zero").is_dir()
+    assert (
+        json.loads((out / "checkpoints" / "step-00000006" / "meta.json").read_text())["world"] == 1
+    )
+    p = _tok(s3_data, out, *TOK_ARGS, "--resume")
+    assert "(step 6, saved with 1 ranks, now 2)" in p.stderr
+    got = _records(out, "train")
+    assert sorted(got) == list(range(1, 9))
+    # the same LR at every step as the unbroken run (global batch and schedule unchanged)
+    assert [got[s]["lr"] for s in got] == [ref[s]["lr"] for s in got]
+    # steps 1-3 ran before the checkpoint; step 4's loss is that of the checkpoint's weights
+    # on the epoch's remaining samples, split into other micro-batches: close, not identical
+    assert all(got[s] == ref[s] for s in (1, 2, 3))
+    assert got[4]["loss"] == pytest.approx(ref[4]["loss"], rel=2e-3)
+    assert all(np.isfinite(r["loss"]) for r in got.values())
+    assert 8 in _records(out, "val")
+    # ranks per step: 2 (steps 1-3), 1 (4-6), 2 (7-8); the logs keep the last record per
+    # step, and the killed runs' records after their checkpoint were redone
+    world = {s: 2 if s <= 3 or s >= 7 else 1 for s in range(1, 9)}
+    logs = {r: _samples(out, r) for r in (0, 1)}
+    all_keys = {
+        k for r in (0, 1) for s in (1, 2, 3, 4) for mb in _samples(tok_run, r)[s] for k in mb
+    }
+    assert len(all_keys) == 32
+    for epoch in ((1, 2, 3, 4), (5, 6, 7, 8)):  # 4 steps x 8 samples per epoch
+        keys = [k for s in epoch for r in range(world[s]) for mb in logs[r][s] for k in mb]
+        assert len(keys) == len(set(keys)) == 32 and set(keys) == all_keys
+
+
 @pytest.mark.parametrize("stage", [1, 3])
 def test_zero_stages_run(s3_data, tmp_path, stage):
     out = tmp_path / f"z{stage}"
@@ -160,6 +292,13 @@ def test_zero_stages_run(s3_data, tmp_path, stage):
         == stage
     )
     assert 2 in _records(out, "train") and 2 in _records(out, "val")
+    # one more step on 1 rank: the 2-rank ZeRO state goes through a universal checkpoint (the
+    # trainer stops if the loaded model differs from the checkpoint's model.safetensors)
+    args = ["--zero-stage", str(stage), "max_steps=3", "val_every=2", "ckpt_every=2"]
+    p = _tok(s3_data, out, *args, "--resume", nproc=1)
+    assert "(step 2, saved with 2 ranks, now 1)" in p.stderr
+    assert (out / "checkpoints" / "step-00000002" / "ds-universal" / "zero").is_dir()
+    assert 3 in _records(out, "train") and 3 in _records(out, "val")
 
 
 _LOAD_NO_DS = """
