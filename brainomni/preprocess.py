@@ -319,6 +319,7 @@ class _Cleaner:
                 on_input=self.stats.update_input,
                 on_spectrum=self.stats.update_spectrum,
                 offset=self.offset,
+                reuse_output=True,  # each block is consumed (and copied by the writer) here
             ):
                 self.stats.update_output(y)
                 if not op.is_identity:

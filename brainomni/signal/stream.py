@@ -107,6 +107,7 @@ class BlockFilter:
         on_input: Callable[[np.ndarray], None] | None = None,
         on_spectrum: Callable[[slice, np.ndarray], None] | None = None,
         offset: np.ndarray | None = None,
+        reuse_output: bool = False,
     ) -> None:
         if n_times <= 0:
             raise ValueError("n_times must be positive")
@@ -117,13 +118,20 @@ class BlockFilter:
         self.on_input = on_input
         self.on_spectrum = on_spectrum
         self.offset = None if offset is None else np.asarray(offset, dtype=np.float64)[:, None]
+        # the yielded block is overwritten by the next one (callers that consume each block
+        # before asking for the next): saves a fresh, page-faulting allocation per block
+        self.reuse_output = reuse_output
 
     @property
     def n_blocks(self) -> int:
         return -(-self.n_out // self.plan.hop_out)
 
     def run(self, read: ReadFn) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(out_start, y)`` with ``y`` float32 of shape (C, n) covering the output."""
+        """Yield ``(out_start, y)`` with ``y`` float32 of shape (C, n) covering the output.
+
+        Block-sized arrays are allocated once (two input buffers used in turn, so the overlap
+        with the previous block can be copied across): arrays this large bypass the heap,
+        and fresh ones cost a page fault per 4 KB on every block."""
         p = self.plan
         n, c = self.n_times, self.n_channels
         m, hop, nfft = p.margin_in, p.hop_in, p.nfft_in
@@ -134,12 +142,17 @@ class BlockFilter:
         buf: np.ndarray | None = None  # padded block, only at the recording's two ends
         have_start, have_stop = 0, 0  # real samples [have_start, have_stop) held
         held = np.empty((c, 0), dtype=np.float32)
+        width = min(nfft, n)
+        pool = [
+            np.empty((c, width), dtype=np.float32) for _ in range(2 if self.n_blocks > 1 else 1)
+        ]
+        y_pool = np.empty((c, p.hop_out), dtype=np.float32) if self.reuse_output else None
         for b in range(self.n_blocks):
             s, e = b * hop - m, b * hop - m + nfft  # block span in input coordinates
             rs, re = max(s, 0), min(e, n)
             # Real samples: reuse the overlap with the previous block, read the rest.
             keep_from = max(rs, have_start)
-            real = np.empty((c, re - rs), dtype=np.float32)
+            real = pool[b % len(pool)][:, : re - rs]
             if have_stop > keep_from:
                 k0 = keep_from - have_start
                 k1 = have_stop - have_start
@@ -169,7 +182,11 @@ class BlockFilter:
                     self.on_input(real[:, cs - rs : ce - rs])
             out_start = b * p.hop_out
             n_keep = min(p.hop_out, self.n_out - out_start)
-            y = np.empty((c, n_keep), dtype=np.float32)
+            y = (
+                y_pool[:, :n_keep]
+                if y_pool is not None
+                else np.empty((c, n_keep), dtype=np.float32)
+            )
             for c0 in range(0, c, chunk):
                 sl = slice(c0, min(c, c0 + chunk))
                 X = sfft.rfft(block[sl], axis=-1, workers=1)
@@ -219,10 +236,12 @@ def run_chain(
     on_input: Callable[[np.ndarray], None] | None = None,
     on_spectrum: Callable[[slice, np.ndarray], None] | None = None,
     offset: np.ndarray | None = None,
+    reuse_output: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Run the stages of :func:`~brainomni.signal.design.plan_chain` as one stream.
 
-    The hooks see the first stage's input (the raw recording). Yields ``(out_start, y)``.
+    The hooks see the first stage's input (the raw recording). Yields ``(out_start, y)``;
+    with ``reuse_output`` each ``y`` is valid only until the next one is asked for.
     """
     _tune_malloc()
     stream: Iterator[tuple[int, np.ndarray]] | None = None
@@ -234,6 +253,7 @@ def run_chain(
             on_input=on_input if i == 0 else None,
             on_spectrum=on_spectrum if i == 0 else None,
             offset=offset if i == 0 else None,
+            reuse_output=reuse_output and i + 1 == len(plans),
         )
         stream = bf.run(read)
         if i + 1 < len(plans):

@@ -146,13 +146,30 @@ class RecordingStoreWriter:
         return zarr.open_group(where, mode="w", zarr_format=3, storage_options=self.storage_options)
 
     def append(self, y: np.ndarray) -> None:
-        """Append consecutive samples (C, n); writes happen on whole chunks."""
+        """Append consecutive samples (C, n); writes happen on whole chunks. ``y`` is not
+        kept: the caller may reuse it."""
         if y.shape[0] != self.n_channels:
             raise ValueError(f"expected {self.n_channels} channels, got {y.shape[0]}")
-        self._buf.append(np.asarray(y, dtype=np.float32))
-        self._buffered += y.shape[1]
-        if self._buffered >= self.chunk:
+        y = np.asarray(y, dtype=np.float32)
+        if self._buffered:  # complete the pending chunk first
+            take = min(self.chunk - self._buffered, y.shape[1])
+            self._buf.append(np.array(y[:, :take]))
+            self._buffered += take
+            y = y[:, take:]
+            if self._buffered < self.chunk:
+                return
             self._flush(final=False)
+        n = (y.shape[1] // self.chunk) * self.chunk  # whole chunks straight from ``y``
+        if n:
+            self._write(y[:, :n])
+        if y.shape[1] > n:
+            self._buf = [np.array(y[:, n:])]
+            self._buffered = y.shape[1] - n
+
+    def _write(self, data: np.ndarray) -> None:
+        end = min(self._written + data.shape[1], self.n_times)
+        self._signal[:, self._written : end] = data[:, : end - self._written]
+        self._written = end
 
     def _flush(self, *, final: bool) -> None:
         if not self._buf:
@@ -160,9 +177,7 @@ class RecordingStoreWriter:
         data = self._buf[0] if len(self._buf) == 1 else np.concatenate(self._buf, axis=1)
         n = data.shape[1] if final else (data.shape[1] // self.chunk) * self.chunk
         if n:
-            end = min(self._written + n, self.n_times)
-            self._signal[:, self._written : end] = data[:, : end - self._written]
-            self._written = end
+            self._write(data[:, :n])
         rest = data[:, n:]
         self._buf = [rest] if rest.shape[1] else []
         self._buffered = rest.shape[1]
