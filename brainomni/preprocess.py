@@ -324,13 +324,16 @@ class _Cleaner:
                 self.stats.update_output(y)
                 if not op.is_identity:
                     op.apply(y)
-                if not np.all(np.isfinite(y)):
+                sq = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+                # a NaN or inf anywhere in the block makes its channel's sum of squares
+                # non-finite (float64 squares of float32 values cannot overflow)
+                if not np.all(np.isfinite(sq)):
                     raise RecordingFailed(
                         f"{self.ref.uri}: non-finite samples (NaN/inf) in the signal; the "
                         "file is corrupt or a channel is broken",
                         error_class="NonFiniteSignal",
                     )
-                self.sumsq += np.einsum("ij,ij->i", y, y, dtype=np.float64)
+                self.sumsq += sq
                 writer.append(y)
                 if bar is not None:
                     bar.update(y.shape[1])

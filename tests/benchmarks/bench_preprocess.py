@@ -11,10 +11,14 @@ as FIF (split files past 2 GB, as MNE writes them):
 - 64-channel EEG (the EDF file's 10-10 channels, declared at 1 kHz)
 
 Each recording is processed in a fresh subprocess pinned to one thread; CPU time is
-user+sys from getrusage (imports included), peak RSS is the process's VmHWM. Figures are compared with the official
+user+sys from getrusage (imports included), peak RSS is the process's VmHWM. The input is
+read once beforehand (page cache, as a re-run over local files would find it) and each case
+runs ``--repeat`` times: the table gives the median (and the spread) because this VM's CPU
+time moves by +-20 % with the host's page-cache and memory state. Figures are compared with the official
 code's (issue 2) and with the targets.
 
     python tests/benchmarks/bench_preprocess.py [--minutes 60] [--workdir DIR] [--only NAME]
+                                                [--repeat 3]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,6 +109,14 @@ print(json.dumps({"outcome": res.outcome, "reason": res.reason, "wall_s": wall,
 """
 
 
+def _warm(path: Path) -> None:
+    """Read the input (and its split parts) once so every run finds it in the page cache."""
+    for p in sorted(path.parent.glob(path.stem.removesuffix("_raw") + "_raw*.fif")):
+        with open(p, "rb") as f:
+            while f.read(64 * 2**20):
+                pass
+
+
 def run_one(path: Path, workdir: Path) -> dict:
     env = dict(
         os.environ,
@@ -128,6 +141,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0, help="recording length to build")
     ap.add_argument("--workdir", default="bench-out/preprocess", help="where inputs/stores go")
     ap.add_argument("--only", action="append", choices=sorted(CASES), help="run only these")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case (median reported)")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +150,14 @@ def main() -> None:
         t = time.perf_counter()
         path = build(name, args.minutes, workdir)
         built = time.perf_counter() - t
-        r = run_one(path, workdir)
+        _warm(path)
+        runs = []
+        for _ in range(max(1, args.repeat)):
+            runs.append(run_one(path, workdir))
+            for f in workdir.glob("*.zarr"):
+                shutil.rmtree(f, ignore_errors=True)
+        runs.sort(key=lambda r: r["cpu_s"])
+        r = runs[len(runs) // 2]  # the median run
         hours = r["duration_s"] / 3600
         official, target = CASES[name][3], CASES[name][4]
         cpu_h = r["cpu_s"] / hours
@@ -145,6 +166,7 @@ def main() -> None:
             "outcome": r["outcome"],
             "hours": round(hours, 3),
             "cpu_s_per_hour": round(cpu_h, 2),
+            "cpu_s_per_hour_runs": [round(x["cpu_s"] / hours, 2) for x in runs],
             "wall_s": round(r["wall_s"], 1),
             "peak_rss_gb": round(r["peak_rss_gb"], 3),
             "channels": r["channels"],
@@ -155,16 +177,13 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-        for f in workdir.glob("*.zarr"):
-            import shutil
-
-            shutil.rmtree(f, ignore_errors=True)
-    print("\n| case | h | CPU-s / rec-hour | official | target | peak RSS GB |")
+    print("\n| case | h | CPU-s / rec-hour (median; runs) | official | target | peak RSS GB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
+        spread = ", ".join(str(x) for x in r["cpu_s_per_hour_runs"])
         print(
-            f"| {r['case']} | {r['hours']} | {r['cpu_s_per_hour']} | {r['vs_official']} | "
-            f"{r['vs_target']} | {r['peak_rss_gb']} |"
+            f"| {r['case']} | {r['hours']} | {r['cpu_s_per_hour']} ({spread}) | "
+            f"{r['vs_official']} | {r['vs_target']} | {r['peak_rss_gb']} |"
         )
     print(f"\nRSS target for neuromag306_1kHz: <= {RSS_TARGET_GB} GB")
 

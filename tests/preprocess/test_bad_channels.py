@@ -131,3 +131,17 @@ def test_output_spectrum_on_real_ctf_geometry(tmp_path):
     assert line_in > 30 and line_out < 0 and line_in - line_out > 35  # line below the floor
     assert np.all(10 * np.log10(p[f >= 122] / ref) < -40)  # above the band
     assert 10 * np.log10(p[np.argmin(np.abs(f - 110))] / ref) < -6  # -6 dB at 108 Hz (MNE)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_fail_the_recording(real_eeg, tmp_path, bad):
+    """A NaN or inf sample (a corrupt file) ends as a recorded failure with its class, and
+    no store is left behind."""
+    data = real_eeg.get_data().copy()
+    data[5, 4000] = bad
+    path = _write(real_eeg, data, tmp_path / "nonfinite_raw.fif")
+    out = tmp_path / "rec.zarr"
+    res = preprocess_recording(str(path), out=str(out), config=CleanConfig(line_freq=50.0))
+    assert (res.outcome, res.error_class) == ("failed", "NonFiniteSignal")
+    assert "NaN/inf" in res.reason and str(path) in res.reason
+    assert not out.exists()

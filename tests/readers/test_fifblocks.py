@@ -1,5 +1,6 @@
-"""The direct FIF block reader equals MNE's ``get_data`` bit for bit, on the real FIF files
-and on FIF files built from them in every sample format, split across files, cropped and
+"""The direct FIF block reader gives MNE's ``get_data`` values (bit for bit for integer and
+double buffers, within 4 float32 ulps for float buffers), on the real FIF files and on FIF
+files built from them in every sample format, split across files, cropped and
 concatenated; it stands aside where it does not apply."""
 
 from __future__ import annotations
@@ -24,17 +25,27 @@ def _picks(raw) -> np.ndarray:
     return mne.pick_types(raw.info, meg=True, eeg=True, exclude=[])
 
 
-def _check(raw, spans) -> None:
+def _check(raw, spans, *, exact: bool) -> None:
     picks = _picks(raw)
     reader = fif_block_reader(raw, picks)
     assert reader is not None, "the reader declined a plain FIF file"
-    offset = raw.get_data(picks=picks, start=0, stop=1)
+    # a large offset (1000x the signal) makes float32 arithmetic work hardest
+    offset = raw.get_data(picks=picks, start=0, stop=1) + 1e3 * raw.get_data(
+        picks=picks, start=0, stop=min(raw.n_times, 500)
+    ).std(axis=1, keepdims=True)
     try:
         for a, b in spans:
             mine = np.full((picks.size, b - a), np.nan, dtype=np.float32)
             reader.read_into(mine, a, b, offset)
-            ref = (raw.get_data(picks=picks, start=a, stop=b) - offset).astype(np.float32)
-            np.testing.assert_array_equal(mine, ref, err_msg=f"samples [{a}, {b})")
+            ref = raw.get_data(picks=picks, start=a, stop=b)
+            want = (ref - offset).astype(np.float32)
+            if exact:
+                np.testing.assert_array_equal(mine, want, err_msg=f"samples [{a}, {b})")
+            else:  # independent bound: 4 float32 ulps of the larger of |x cal| and |offset|
+                ulp = np.spacing(np.maximum(np.abs(ref), np.abs(offset)).astype(np.float32))
+                err = np.abs(mine.astype(np.float64) - want)
+                assert np.all(err <= 4 * ulp), f"samples [{a}, {b}): {np.max(err / ulp)} ulps"
+                assert np.any(mine != 0)
     finally:
         reader.close()
 
@@ -43,7 +54,7 @@ def _check(raw, spans) -> None:
 def test_real_fif_files(rel):
     raw = mne.io.read_raw_fif(meeg_file(rel), allow_maxshield=True, verbose="error")
     n = raw.n_times
-    _check(raw, [(0, n), (0, 1), (n - 1, n), (n // 3, n // 3 + 7), (n // 2, n)])
+    _check(raw, [(0, n), (0, 1), (n - 1, n), (n // 3, n // 3 + 7), (n // 2, n)], exact=False)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +90,7 @@ def test_every_sample_format_and_split_files(built, fmt):
     for _ in range(20):
         a = int(rng.integers(0, n - 1))
         spans.append((a, int(rng.integers(a + 1, min(n, a + 2000) + 1))))
-    _check(raw, spans)
+    _check(raw, spans, exact=fmt != "single")
 
 
 def test_cropped_and_concatenated(built):
@@ -89,7 +100,7 @@ def test_cropped_and_concatenated(built):
     raw = mne.concatenate_raws([a, b], verbose="error")  # appends to ``a`` in place
     n = raw.n_times
     assert n == k + b.n_times
-    _check(raw, [(0, n), (k - 10, k + 10), (k, k + 1), (n - 300, n)])
+    _check(raw, [(0, n), (k - 10, k + 10), (k, k + 1), (n - 300, n)], exact=False)
 
 
 def test_declines_where_it_does_not_apply(built):
@@ -102,19 +113,26 @@ def test_declines_where_it_does_not_apply(built):
     assert fif_block_reader(edf, np.arange(3)) is None
 
 
-def test_preprocess_store_is_identical_with_and_without_it(built, tmp_path, monkeypatch):
-    """End to end: the store written through the direct reader equals MNE's path exactly."""
+@pytest.mark.parametrize("fmt", ["single", "double"])
+def test_preprocess_store_with_and_without_it(built, tmp_path, monkeypatch, fmt):
+    """End to end: the store written through the direct reader equals MNE's path (exactly
+    for double buffers; for float buffers within float32 rounding of the signal)."""
     import zarr
 
     import brainomni.readers.fifblocks as fb
     from brainomni.preprocess import preprocess_recording
 
-    src = str(built["single"])
+    src = str(built[fmt])
     fast = preprocess_recording(src, out=str(tmp_path / "fast.zarr"))
     monkeypatch.setattr(fb, "fif_block_reader", lambda *a, **k: None)
     slow = preprocess_recording(src, out=str(tmp_path / "mne.zarr"))
     assert fast.outcome == slow.outcome == "ok"
     a = zarr.open_group(str(tmp_path / "fast.zarr"))["signal"][:]
     b = zarr.open_group(str(tmp_path / "mne.zarr"))["signal"][:]
-    np.testing.assert_array_equal(a, b)
+    if fmt == "double":
+        np.testing.assert_array_equal(a, b)
+    else:
+        scale = np.abs(b).max(axis=1, keepdims=True)
+        bad = np.argwhere(np.abs(a - b) > 1e-5 * scale)
+        assert bad.size == 0, (bad[:5], a[tuple(bad[0])], b[tuple(bad[0])], scale[bad[0][0]])
     assert fast.qc["bad_channels"] == slow.qc["bad_channels"]
