@@ -457,7 +457,7 @@ class _Cleaner:
 
 
 def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
-    from .stores.recording import RecordingStoreWriter
+    from .stores.recording import RecordingStoreWriter, row_chunk_for
 
     c = _Cleaner(opened, ref, res, table, config, bads)
     op1 = _spatial(c.info, table, sorted(c.known), config, ref.uri)
@@ -467,6 +467,7 @@ def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
         n_times=c.n_out,
         sfreq=config.sfreq,
         storage_options=target_so,
+        row_chunk=row_chunk_for(table.types),
     )
     try:
         t = time.perf_counter()

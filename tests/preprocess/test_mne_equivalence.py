@@ -164,3 +164,42 @@ def test_second_pass_for_a_meg_bad_reads_and_rewrites_only_meg(tiled, tmp_path):
     scale = np.abs(sb).max(axis=1, keepdims=True)
     assert np.max(np.abs(sa - sb) / scale) <= 1e-4
     assert a.qc["rms"] == pytest.approx(b.qc["rms"], rel=1e-4)
+
+
+def test_row_chunks_align_with_modality_groups():
+    from brainomni.stores.recording import ROW_CHUNK, row_chunk_for
+
+    assert row_chunk_for([2, 2, 1] * 102 + [0] * 60) == 102  # Neuromag 306 + 60 EEG
+    assert row_chunk_for([2] * 273 + [0] * 8) == 91  # CTF 275 (273 kept) + 8 EEG
+    assert row_chunk_for([0] * 60 + [1] * 306) == 60  # EEG first
+    assert row_chunk_for([2] * 125) == ROW_CHUNK  # one group
+    assert row_chunk_for([2] * 271 + [0] * 4) == ROW_CHUNK  # no divisor in 32..128
+    assert row_chunk_for([2, 0] * 40) == ROW_CHUNK  # interleaved groups
+
+
+def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
+    """On the real Neuromag geometry the EEG rows start on a chunk edge, so the in-place
+    pass for a detected EEG bad reads and rewrites EEG chunks only."""
+    import brainomni.stores.recording as rec
+
+    seen = {}
+    original = rec.rewrite_signal
+
+    def spy(writer, fn, rows=None, reads=None):
+        rc = writer._signal.chunks[0]
+        seen["write"] = {int(r) // rc for r in rows}
+        seen["read"] = {int(r) // rc for r in reads}
+        seen["rc"] = rc
+        return original(writer, fn, rows=rows, reads=reads)
+
+    monkeypatch.setattr(rec, "rewrite_signal", spy)
+    path = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    res = preprocess_recording(str(path), out=str(tmp_path / "a.zarr"))
+    assert "EEG 053" in res.qc["interpolated"] and res.timings.get("second_pass_s")
+    types = np.asarray(open_recording(str(tmp_path / "a.zarr"))["sensor_type"][:])
+    rc = seen["rc"]
+    assert rc == 102
+    eeg_chunks = {int(r) // rc for r in np.flatnonzero(types == 0)}
+    meg_chunks = {int(r) // rc for r in np.flatnonzero(types != 0)}
+    assert not eeg_chunks & meg_chunks
+    assert seen["write"] <= eeg_chunks and seen["read"] <= eeg_chunks
