@@ -324,9 +324,9 @@ class _Cleaner:
                 self.stats.update_output(y)
                 if not op.is_identity:
                     op.apply(y)
-                sq = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+                sq = _sum_squares(y)
                 # a NaN or inf anywhere in the block makes its channel's sum of squares
-                # non-finite (float64 squares of float32 values cannot overflow)
+                # non-finite (_sum_squares redoes an overflowing block in float64)
                 if not np.all(np.isfinite(sq)):
                     raise RecordingFailed(
                         f"{self.ref.uri}: non-finite samples (NaN/inf) in the signal; the "
@@ -491,6 +491,18 @@ def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
     finally:
         if c.fast is not None:
             c.fast.close()
+
+
+def _sum_squares(y: np.ndarray) -> np.ndarray:
+    """Per-channel sum of squares of a float32 block, in float64.
+
+    BLAS dot products (SIMD, several accumulators: ~1e-7 relative) at a fifth of the cost
+    of a float64 einsum; a block whose float32 sums overflow while its samples are finite
+    is redone in float64. A NaN or inf sample leaves its channel's sum non-finite."""
+    sq = np.fromiter((np.dot(r, r) for r in y), dtype=np.float64, count=y.shape[0])
+    if not np.all(np.isfinite(sq)) and np.all(np.isfinite(y)):
+        sq = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+    return sq
 
 
 def _psd_summary(freqs, psd, table, bads) -> dict[str, Any]:

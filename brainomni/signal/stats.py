@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.signal import get_window
 
 PSD_EVERY = 4  # Welch uses every 4th 1-s segment of the output
 
@@ -46,8 +45,9 @@ class ChannelStats:
         self.n_in = 0
         # Welch on the output
         self.seg_out = int(round(sfreq_out))
-        # periodic Hamming, as scipy (and so MNE's psd_array_welch) builds it
-        self._win = get_window("hamming", self.seg_out).astype(np.float32)
+        # periodic Hamming, as scipy's get_window (and so MNE's psd_array_welch) builds it
+        n = np.arange(self.seg_out)
+        self._win = (0.54 - 0.46 * np.cos(2 * np.pi * n / self.seg_out)).astype(np.float32)
         self._carry_out = np.empty((n_channels, 0), dtype=np.float32)
         self.psd_sum = np.zeros((n_channels, self.seg_out // 2 + 1))
         self.psd_count = 0

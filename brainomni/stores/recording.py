@@ -54,8 +54,10 @@ def row_chunk_for(types) -> int:
     A correction pass mixes channels within a modality group (EEG; MEG = MAG + GRAD) and
     rewrites whole row chunks, so when the rows hold two contiguous groups (MEG then EEG,
     as FIF, CTF and most files order them) the chunk height is a divisor of the first
-    group's size between 32 and 128 (the largest), which puts the boundary on a chunk edge:
-    a fix to the EEG rows then reads and writes only EEG chunks. Otherwise ``ROW_CHUNK``.
+    group's size between 32 and 128, which puts the boundary on a chunk edge: a fix to the
+    EEG rows then reads and writes only EEG chunks. Among those, the one that pads the
+    second group's last chunk least (zarr stores edge chunks whole), then the largest.
+    Otherwise ``ROW_CHUNK``.
     """
     t = np.asarray(types)
     if t.size == 0:
@@ -63,10 +65,10 @@ def row_chunk_for(types) -> int:
     eeg = (t == 0).astype(np.int8)
     edges = np.flatnonzero(np.diff(eeg)) + 1
     if edges.size == 1:
-        b = int(edges[0])
-        for c in range(min(128, b), 31, -1):
-            if b % c == 0:
-                return c
+        b, rest = int(edges[0]), int(t.size - edges[0])
+        fits = [c for c in range(32, min(128, b) + 1) if b % c == 0]
+        if fits:
+            return min(fits, key=lambda c: ((-rest) % c, -c))
     return ROW_CHUNK
 
 

@@ -169,8 +169,9 @@ def test_second_pass_for_a_meg_bad_reads_and_rewrites_only_meg(tiled, tmp_path):
 def test_row_chunks_align_with_modality_groups():
     from brainomni.stores.recording import ROW_CHUNK, row_chunk_for
 
-    assert row_chunk_for([2, 2, 1] * 102 + [0] * 60) == 102  # Neuromag 306 + 60 EEG
-    assert row_chunk_for([2] * 273 + [0] * 8) == 91  # CTF 275 (273 kept) + 8 EEG
+    # Neuromag 306 + 60 EEG: 34 divides 306, and 60 EEG rows pad the last chunk by 8 only
+    assert row_chunk_for([2, 2, 1] * 102 + [0] * 60) == 34
+    assert row_chunk_for([2] * 273 + [0] * 8) == 39  # CTF 275 (273 kept) + 8 EEG
     assert row_chunk_for([0] * 60 + [1] * 306) == 60  # EEG first
     assert row_chunk_for([2] * 125) == ROW_CHUNK  # one group
     assert row_chunk_for([2] * 271 + [0] * 4) == ROW_CHUNK  # no divisor in 32..128
@@ -198,7 +199,7 @@ def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
     assert "EEG 053" in res.qc["interpolated"] and res.timings.get("second_pass_s")
     types = np.asarray(open_recording(str(tmp_path / "a.zarr"))["sensor_type"][:])
     rc = seen["rc"]
-    assert rc == 102
+    assert rc == 34
     eeg_chunks = {int(r) // rc for r in np.flatnonzero(types == 0)}
     meg_chunks = {int(r) // rc for r in np.flatnonzero(types != 0)}
     assert not eeg_chunks & meg_chunks

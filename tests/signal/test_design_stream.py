@@ -105,3 +105,25 @@ def test_memory_bound_shapes_blocks():
     for p in (few, many):
         assert p.hop_in % p.ratio.down == 0 and p.margin_in % p.ratio.down == 0
         assert p.hop_in > 0 and p.nfft_in == p.hop_in + 2 * p.margin_in
+
+
+def test_kernel_disk_cache(tmp_path, monkeypatch):
+    """Designed kernels are kept on disk for the next process; the cached kernel equals a
+    fresh design, and a damaged cache file is ignored and replaced."""
+    from brainomni.signal import design
+
+    monkeypatch.setenv("BRAINOMNI_CACHE_DIR", str(tmp_path))
+    args = (256.0, 0.1, 96.0, (50.0, 100.0), 1.0)
+    fresh = design._design_kernel(*args)
+    design._kernel.cache_clear()
+    first = design._kernel(*args)
+    files = list((tmp_path / "kernels").glob("*.npy"))
+    assert len(files) == 1
+    np.testing.assert_array_equal(first, fresh)
+    design._kernel.cache_clear()
+    np.testing.assert_array_equal(design._kernel(*args), fresh)  # from disk
+    files[0].write_bytes(b"not a numpy file")
+    design._kernel.cache_clear()
+    np.testing.assert_array_equal(design._kernel(*args), fresh)
+    assert np.load(files[0], allow_pickle=False).shape == fresh.shape  # rewritten
+    design._kernel.cache_clear()
