@@ -2,7 +2,8 @@
 
     python pipelines/tokenize_shards.py --tokenizer exports/tok \
         --manifest manifests/brainomni-omni/1.0.0/manifest.json \
-        --dest s3://bucket/tokens/v1 [--address auto] [--batch-size 16]
+        --dest s3://bucket/tokens/v1 [--address auto] [--batch-size 16] \
+        [--overlap 0.25] [--shards-root URL] [--no-verify]
 
 One task per shard (:func:`brainomni.tokenize.tokenize_shard`); ``DEST/manifest.json`` is
 written last. Reruns skip shards already tokenized by the same tokenizer. The tokenizer
@@ -26,6 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dest", required=True, help="token shards destination (folder or URL)")
     p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--overlap", type=float, default=0.25, help="window overlap ratio")
+    p.add_argument(
+        "--shards-root", default=None, help="where the signal shards are (default: manifest's)"
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
@@ -49,6 +55,9 @@ def main(argv=None) -> int:
         args.dest,
         splits=[s for s in args.splits.split(",") if s] or None,
         batch_size=args.batch_size,
+        overlap_ratio=args.overlap,
+        shards_root=args.shards_root,
+        verify_sha256=not args.no_verify,
         map_fn=map_fn,
     )
     print(json.dumps({"splits": m["splits"], "content_hash": m["content_hash"]}, indent=1))

@@ -132,3 +132,27 @@ def test_no_pipeline_shadows_a_stdlib_module():
     like a standard module (tokenize.py did) would break every entry point."""
     names = {p.stem for p in (ROOT / "pipelines").glob("*.py")} - {"__init__"}
     assert not names & set(sys.stdlib_module_names)
+
+
+def test_tokenize_pipeline_passes_the_same_options_as_the_cli(monkeypatch):
+    """``pipelines/tokenize_shards.py`` and ``brainomni tokenize`` give tokenize_corpus the
+    same options (overlap, shards root, sha256 checks)."""
+    import importlib.util
+
+    import brainomni.tokenize as tk
+
+    seen = {}
+
+    def fake(tokenizer, manifest, dest, **kw):
+        seen.update(kw)
+        return {"splits": {}, "content_hash": "x"}
+
+    monkeypatch.setattr(tk, "tokenize_corpus", fake)
+    spec = importlib.util.spec_from_file_location("tok_pipe", ROOT / "pipelines/tokenize_shards.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["--tokenizer", "t", "--manifest", "m", "--dest", "d", "--executor", "local"]
+    extra = ["--overlap", "0.5", "--shards-root", "s3://b/x", "--no-verify"]
+    assert mod.main(args + extra) == 0
+    assert seen["overlap_ratio"] == 0.5 and seen["shards_root"] == "s3://b/x"
+    assert seen["verify_sha256"] is False and seen["map_fn"] is map
