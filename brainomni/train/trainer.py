@@ -445,6 +445,8 @@ class Trainer:
         while self.step < self.total_steps:
             acc: dict[str, float] = {}
             keys = []
+            # the LR this step's update uses (the scheduler moves on inside engine.step())
+            lr = float(self.engine.get_lr()[0])
             for _ in range(self.accum):
                 batch = next(it)
                 out = self._forward(batch)
@@ -458,7 +460,7 @@ class Trainer:
             vals = torch.tensor(list(acc.values()), dtype=torch.float64)
             dist.all_reduce(vals)
             last = {k: float(v) / self.world for k, v in zip(acc, vals, strict=True)}
-            last["lr"] = float(self.scheduler.get_last_lr()[0])
+            last["lr"] = lr
             if sample_log is not None:
                 sample_log.write(json.dumps({"step": self.step, "keys": keys}) + "\n")
             if self.rank == 0:

@@ -185,7 +185,7 @@ from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_st
 from brainomni.train.config import TrainConfig
 from brainomni.train.trainer import Trainer
 
-out, lr3 = Path(sys.argv[1]), float(sys.argv[2])
+out, lr4 = Path(sys.argv[1]), float(sys.argv[2])  # the LR step 4 uses
 ck = out / "checkpoints" / "step-00000003"
 cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
 tr = Trainer(cfg, out, resume=True)
@@ -193,7 +193,7 @@ assert tr.resumed_from == ck and tr.world == 1 and tr.accum == 4, (tr.resumed_fr
 assert tr.step == 3 and tr.engine.global_steps == 3
 ds_state = torch.load(ck / "ds" / "mp_rank_00_model_states.pt", weights_only=True)
 assert tr.scheduler.state_dict() == ds_state["lr_scheduler"]
-assert [g["lr"] for g in tr.engine.optimizer.param_groups] == [lr3, lr3]
+assert [g["lr"] for g in tr.engine.optimizer.param_groups] == [lr4, lr4]
 # weights and buffers (the RVQ's EMA statistics) are the checkpoint's fp32 model
 saved = load_file(str(ck / "model.safetensors"))
 state = tr.model.state_dict()
@@ -245,7 +245,7 @@ def test_resume_with_another_number_of_ranks(s3_data, tok_run, tok_killed, tmp_p
         KILL: "7",
     }
     p = subprocess.run(
-        [sys.executable, "-c", _RESUME_ON_ONE_RANK, str(out), repr(ref[3]["lr"])],
+        [sys.executable, "-c", _RESUME_ON_ONE_RANK, str(out), repr(ref[4]["lr"])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -281,6 +281,23 @@ def test_resume_with_another_number_of_ranks(s3_data, tok_run, tok_killed, tmp_p
     for epoch in ((1, 2, 3, 4), (5, 6, 7, 8)):  # 4 steps x 8 samples per epoch
         keys = [k for s in epoch for r in range(world[s]) for mb in logs[r][s] for k in mb]
         assert len(keys) == len(set(keys)) == 32 and set(keys) == all_keys
+
+
+def test_logged_lr_is_the_lr_each_step_used(tok_run):
+    """metrics.jsonl's ``lr`` at step s is what the update of step s used: the schedule of
+    the run's own DeepSpeed config, stepped s - 1 times on a fresh optimizer."""
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+    ds = json.loads((tok_run / "config.json").read_text())["deepspeed"]
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=ds["optimizer"]["params"]["lr"])
+    sched = WarmupCosineLR(opt, **ds["scheduler"]["params"])
+    recs = _records(tok_run, "train")
+    for step in sorted(recs):
+        assert recs[step]["lr"] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), step
+        opt.step()
+        sched.step()
+    assert recs[1]["lr"] < recs[2]["lr"]  # warming up
 
 
 @pytest.mark.parametrize("stage", [1, 3])
