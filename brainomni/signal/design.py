@@ -73,7 +73,10 @@ def _impulse_response(filt: np.ndarray | None) -> np.ndarray:
     return np.array([1.0]) if filt is None else np.asarray(filt, dtype=np.float64)
 
 
-def _kernel_cache_dir() -> Path | None:
+KERNEL_DESIGN = 1  # bump when _design_kernel changes: keys of cached kernels change with it
+
+
+def _kernel_cache_dir() -> Path:
     d = os.environ.get("BRAINOMNI_CACHE_DIR")
     base = Path(d) if d else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return (base if d else base / "brainomni") / "kernels"
@@ -88,16 +91,18 @@ def _kernel(
     Designing it imports scipy.signal and scipy.stats through MNE (about 0.4 CPU-s, a
     twentieth of cleaning a one-hour recording), so designed kernels are kept on disk
     (``$BRAINOMNI_CACHE_DIR`` or ``~/.cache/brainomni/kernels``, plain ``.npy``, keyed by
-    the parameters and MNE's version) for the next process. An unusable cache is ignored.
+    the parameters, MNE's version and ``KERNEL_DESIGN``) for the next process, loaded
+    without pickle. An unusable cache is ignored.
     """
     import mne
 
     key = hashlib.sha256(
-        json.dumps([sfreq, l_freq, h_freq, list(notch), notch_tb, mne.__version__]).encode()
+        json.dumps(
+            [KERNEL_DESIGN, sfreq, l_freq, h_freq, list(notch), notch_tb, mne.__version__]
+        ).encode()
     ).hexdigest()[:32]
-    cache = _kernel_cache_dir()
-    path = cache / f"{key}.npy" if cache is not None else None
-    if path is not None and path.is_file():
+    path = _kernel_cache_dir() / f"{key}.npy"
+    if path.is_file():
         try:
             h = np.load(path, allow_pickle=False)
             if h.ndim == 1 and h.size % 2 == 1 and np.all(np.isfinite(h)):
@@ -106,15 +111,14 @@ def _kernel(
         except (OSError, ValueError):
             pass
     h = _design_kernel(sfreq, l_freq, h_freq, notch, notch_tb)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, h, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+    try:  # atomic: concurrent workers may write the same key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, h, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:  # read-only home, full disk: design again next time
+        pass
     return h
 
 
