@@ -19,6 +19,22 @@ import scipy.fft as sfft
 PSD_EVERY = 4  # Welch uses every 4th 1-s segment of the output
 
 
+def _frames(carry: np.ndarray, x: np.ndarray, L: int, add) -> np.ndarray:
+    """Feed ``carry`` + ``x`` (consecutive samples) to ``add`` as whole frames (C, k, L),
+    without copying ``x`` (the frames are a strided view); returns the new carry."""
+    if carry.shape[1]:  # complete the pending frame first
+        take = min(L - carry.shape[1], x.shape[1])
+        head = np.concatenate([carry, x[:, :take]], axis=1)
+        x = x[:, take:]
+        if head.shape[1] < L:
+            return head
+        add(head[:, None, :])
+    k = x.shape[1] // L
+    if k:
+        add(x[:, : k * L].reshape(x.shape[0], k, L))
+    return np.array(x[:, k * L :], dtype=np.float32)
+
+
 class ChannelStats:
     """Accumulates the statistics of one recording."""
 
@@ -63,19 +79,7 @@ class ChannelStats:
     def update_input(self, x: np.ndarray) -> None:
         """Raw samples (C, n), consecutive across calls."""
         self.n_in += x.shape[1]
-        L, carry = self.win_in, self._carry_in.shape[1]
-        if carry:  # complete the pending window first (no copy of the whole block)
-            take = min(L - carry, x.shape[1])
-            head = np.concatenate([self._carry_in, x[:, :take]], axis=1)
-            x = x[:, take:]
-            if head.shape[1] < L:
-                self._carry_in = head
-                return
-            self._add_windows(head[:, None, :])
-        n_win = x.shape[1] // L
-        if n_win:  # a strided view: windows are read in place
-            self._add_windows(x[:, : n_win * L].reshape(x.shape[0], n_win, L))
-        self._carry_in = np.array(x[:, n_win * L :], dtype=np.float32)
+        self._carry_in = _frames(self._carry_in, x, self.win_in, self._add_windows)
 
     def _add_windows(self, w: np.ndarray) -> None:
         """``w`` (C, W, L): per-window extremes, and how many samples sit at them.
@@ -159,23 +163,12 @@ class ChannelStats:
     def update_output(self, y: np.ndarray) -> None:
         """Filtered output (C, n) at ``sfreq_out``, consecutive across calls."""
         self.n_out += y.shape[1]
-        L, carry = self.seg_out, self._carry_out.shape[1]
-        if carry:  # complete the pending segment first (no copy of the whole block)
-            take = min(L - carry, y.shape[1])
-            head = np.concatenate([self._carry_out, y[:, :take]], axis=1)
-            y = y[:, take:]
-            if head.shape[1] < L:
-                self._carry_out = head
-                return
-            self._add_segments(head[:, None, :], 1)
-        n_seg = y.shape[1] // L
-        if n_seg:
-            self._add_segments(y[:, : n_seg * L].reshape(y.shape[0], n_seg, L), n_seg)
-        self._carry_out = np.array(y[:, n_seg * L :], dtype=np.float32)
+        self._carry_out = _frames(self._carry_out, y, self.seg_out, self._add_segments)
 
-    def _add_segments(self, segs: np.ndarray, n_seg: int) -> None:
+    def _add_segments(self, segs: np.ndarray) -> None:
         """Consecutive 1-s segments (C, n_seg, L): one in PSD_EVERY goes into the Welch sum
         (an even subsample, plenty for a per-channel PSD)."""
+        n_seg = segs.shape[1]
         segs = segs[:, self._seg_phase :: PSD_EVERY]
         self._seg_phase = (self._seg_phase - n_seg) % PSD_EVERY
         if segs.shape[1] == 0:
