@@ -276,9 +276,10 @@ def open_recording(uri: str, storage_options: dict | None = None):
 def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None, reads=None) -> None:
     """Apply ``fn(y) -> y`` (C, n) in place over an uncommitted store's signal.
 
-    ``rows``: the channels ``fn`` changes (None = all): only their row chunks are written
-    back. ``reads``: the channels ``fn`` needs (None = all): only their row chunks are read;
-    the other rows of ``y`` are zeros.
+    ``rows``: the channels whose new values are kept (None = all): only their row chunks are
+    written back, and the other rows of those chunks keep their stored values whatever
+    ``fn`` did to them. ``reads``: the channels ``fn`` needs (None = all): only their row
+    chunks (and the written ones) are read; the other rows of ``y`` are zeros.
     """
     writer._flush(final=True)
     sig = writer._signal
@@ -287,18 +288,29 @@ def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None, reads=None) -> N
     def chunks_of(sel):
         return sorted({int(r) // rc for r in (range(n) if sel is None else sel)})
 
-    write_groups, read_groups = chunks_of(rows), chunks_of(reads)
+    write_groups = chunks_of(rows)
+    read_groups = sorted(set(chunks_of(reads)) | set(write_groups))
+    spans = [(g * rc, min(n, (g + 1) * rc)) for g in range(-(-n // rc))]
+    unread = [spans[g] for g in range(len(spans)) if g not in set(read_groups)]
+    kept = set(range(n)) if rows is None else {int(r) for r in rows}
+    # rows that share a written chunk with changed rows but must not change
+    guard = np.array(
+        [r for g in write_groups for r in range(*spans[g]) if r not in kept], dtype=np.intp
+    )
     step = writer.chunk * 4
+    buf = np.zeros((n, min(step, writer.n_times)), dtype=np.float32)
     for a in range(0, writer.n_times, step):
         b = min(writer.n_times, a + step)
-        if len(read_groups) * rc >= n:
-            y = np.asarray(sig[:, a:b])
-        else:
-            y = np.zeros((n, b - a), dtype=np.float32)
-            for g in read_groups:
-                lo, hi = g * rc, min(n, (g + 1) * rc)
-                y[lo:hi] = sig[lo:hi, a:b]
+        y = buf[:, : b - a]
+        for lo, hi in unread:  # zeros, whatever fn wrote there last time
+            y[lo:hi] = 0.0
+        for g in read_groups:
+            lo, hi = spans[g]
+            y[lo:hi] = sig[lo:hi, a:b]
+        saved = y[guard] if guard.size else None
         y = fn(y)
+        if saved is not None:
+            y[guard] = saved
         for g in write_groups:
-            lo, hi = g * rc, min(n, (g + 1) * rc)
+            lo, hi = spans[g]
             sig[lo:hi, a:b] = y[lo:hi]

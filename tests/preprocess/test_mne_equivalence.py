@@ -204,3 +204,36 @@ def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
     meg_chunks = {int(r) // rc for r in np.flatnonzero(types != 0)}
     assert not eeg_chunks & meg_chunks
     assert seen["write"] <= eeg_chunks and seen["read"] <= eeg_chunks
+
+
+def test_second_pass_keeps_other_groups_bads_in_shared_chunks(tiled, tmp_path, monkeypatch):
+    """A known MEG bad (interpolated in the first pass) that shares a row chunk with the EEG
+    rows keeps its value when the second pass fixes a detected EEG bad."""
+    import brainomni.stores.recording as rec
+
+    monkeypatch.setattr(rec, "row_chunk_for", lambda types: 64)  # rows 256-319: MEG + EEG
+    path = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    names = open_recording_names(path)
+    meg_bad = names[300]  # a MEG channel in the mixed chunk row
+    cfg = CleanConfig(line_freq=50.0)
+    a = preprocess_recording(str(path), out=str(tmp_path / "a.zarr"), config=cfg, bads=(meg_bad,))
+    assert a.timings.get("second_pass_s") and "EEG 053" in a.qc["interpolated"]
+    b = preprocess_recording(
+        str(path),
+        out=str(tmp_path / "b.zarr"),
+        config=cfg.with_(detect_bads=False),
+        bads=tuple(a.qc["interpolated"]),
+    )
+    assert b.outcome == "ok" and meg_bad in b.qc["interpolated"]
+    sa = open_recording(str(tmp_path / "a.zarr"))["signal"][:]
+    sb = open_recording(str(tmp_path / "b.zarr"))["signal"][:]
+    scale = np.abs(sb).max(axis=1, keepdims=True)
+    assert np.max(np.abs(sa - sb) / scale) <= 1e-4
+
+
+def open_recording_names(path):
+    from brainomni.readers import open_raw
+    from brainomni.sensors import build_sensor_table
+
+    with open_raw(str(path)) as o:
+        return build_sensor_table(o.raw.info).names
