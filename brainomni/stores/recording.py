@@ -291,19 +291,16 @@ def rewrite_signal(writer: RecordingStoreWriter, fn, rows=None, reads=None) -> N
     write_groups = chunks_of(rows)
     read_groups = sorted(set(chunks_of(reads)) | set(write_groups))
     spans = [(g * rc, min(n, (g + 1) * rc)) for g in range(-(-n // rc))]
-    unread = [spans[g] for g in range(len(spans)) if g not in set(read_groups)]
     kept = set(range(n)) if rows is None else {int(r) for r in rows}
     # rows that share a written chunk with changed rows but must not change
     guard = np.array(
         [r for g in write_groups for r in range(*spans[g]) if r not in kept], dtype=np.intp
     )
     step = writer.chunk * 4
-    buf = np.zeros((n, min(step, writer.n_times)), dtype=np.float32)
     for a in range(0, writer.n_times, step):
         b = min(writer.n_times, a + step)
-        y = buf[:, : b - a]
-        for lo, hi in unread:  # zeros, whatever fn wrote there last time
-            y[lo:hi] = 0.0
+        # fresh zeros each time: large ones are untouched zero pages until a row is used
+        y = np.zeros((n, b - a), dtype=np.float32)
         for g in read_groups:
             lo, hi = spans[g]
             y[lo:hi] = sig[lo:hi, a:b]
