@@ -17,21 +17,12 @@ import json
 import logging
 
 from brainomni.executors.ray_executor import ray_map
-from brainomni.tokenize import tokenize_corpus
+from brainomni.tokenize import add_corpus_arguments, tokenize_from_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
-    p.add_argument("--manifest", required=True, help="manifest of the 30-s signal shards")
-    p.add_argument("--dest", required=True, help="token shards destination (folder or URL)")
-    p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap ratio")
-    p.add_argument(
-        "--shards-root", default=None, help="where the signal shards are (default: manifest's)"
-    )
-    p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
+    add_corpus_arguments(p)
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
@@ -49,17 +40,7 @@ def main(argv=None) -> int:
         if args.executor == "local"
         else ray_map(args.address, args.num_cpus, cpus_per_task=args.cpus_per_task)
     )
-    m = tokenize_corpus(
-        args.tokenizer,
-        args.manifest,
-        args.dest,
-        splits=[s for s in args.splits.split(",") if s] or None,
-        batch_size=args.batch_size,
-        overlap_ratio=args.overlap,
-        shards_root=args.shards_root,
-        verify_sha256=not args.no_verify,
-        map_fn=map_fn,
-    )
+    m = tokenize_from_args(args, map_fn=map_fn)
     print(json.dumps({"splits": m["splits"], "content_hash": m["content_hash"]}, indent=1))
     return 0
 

@@ -115,31 +115,17 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _conf_tokenize(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
-    p.add_argument("--manifest", required=True, help="manifest of the 30-s signal shards")
-    p.add_argument("--dest", required=True, help="where token shards + manifest go (URL)")
-    p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap ratio")
-    p.add_argument("--shards-root", default=None)
-    p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
+    from brainomni.tokenize import add_corpus_arguments
+
+    add_corpus_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true")
 
 
 def _run_tokenize(args: argparse.Namespace) -> int:
-    from brainomni.tokenize import tokenize_corpus
+    from brainomni.tokenize import tokenize_from_args
 
     logging.getLogger("brainomni").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    m = tokenize_corpus(
-        args.tokenizer,
-        args.manifest,
-        args.dest,
-        splits=[s for s in args.splits.split(",") if s] or None,
-        batch_size=args.batch_size,
-        overlap_ratio=args.overlap,
-        shards_root=args.shards_root,
-        verify_sha256=not args.no_verify,
-    )
+    m = tokenize_from_args(args)
     print(
         json.dumps(
             {

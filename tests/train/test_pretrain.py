@@ -201,10 +201,15 @@ assert set(state) == set(saved) and any("_codebook.cluster_size" in k for k in s
 for k, v in saved.items():
     assert torch.equal(state[k], v), k
 # Adam moments and master weights are the 2-rank ZeRO partitions, reassembled here
+from deepspeed.runtime.fp16.loss_scaler import LossScaler
+from deepspeed.runtime.zero.config import ZeroStageEnum
+from deepspeed.utils.tensor_fragment import fragment_address
+DS_GLOBALS = [LossScaler, ZeroStageEnum, fragment_address]
 parts = {}
 for r in range(2):
     f = ck / "ds" / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt"
-    sd = torch.load(f, weights_only=False)[OPTIMIZER_STATE_DICT]
+    with torch.serialization.safe_globals(DS_GLOBALS):  # no arbitrary unpickling
+        sd = torch.load(f, weights_only=True)[OPTIMIZER_STATE_DICT]
     for g, slices in enumerate(sd[PARAM_SLICE_MAPPINGS]):
         flat = dict(sd[BASE_OPTIMIZER_STATE]["state"][g])
         assert int(flat.pop("step")) == 3
