@@ -116,3 +116,27 @@ def test_ctf_every_grade_keeps_273_gradiometers(ctf_grades) -> None:
         np.testing.assert_array_equal(t.pos, tables[0].pos)
         np.testing.assert_array_equal(t.ori, tables[0].ori)
         assert not any("unsupported" in d.reason for d in t.dropped)
+
+
+@pytest.mark.parametrize("grade", [1, 2, 3])
+def test_ctf_compensated_store_matches_mne(grade, ctf_grades, tmp_path) -> None:
+    """The cleaned store of a compensated CTF file = MNE's whole-file chain on the same file
+    (README tolerance; grade 0 is the shared .ds itself, in tests/preprocess)."""
+    from brainomni.preprocess import preprocess_recording
+    from brainomni.signal.config import CleanConfig
+    from brainomni.stores.recording import open_recording
+    from tests.preprocess.conftest import tile_recording
+    from tests.preprocess.test_mne_equivalence import _compare, _mne_chain
+
+    path = tile_recording(ctf_grades[grade], tmp_path / "tiled_raw.fif", 60_000)
+    cfg = CleanConfig(detect_bads=False, eeg_reference="none", line_freq=50.0)
+    res = preprocess_recording(str(path), out=str(tmp_path / "r.zarr"), config=cfg)
+    assert res.outcome == "ok", res.reason
+    assert res.table.summary() == {"EEG": 8, "MAG": 0, "GRAD": 273}
+    g = open_recording(str(tmp_path / "r.zarr"))
+    assert g.attrs["qc"]["meg_compensation_grade"] == grade
+    med, worst = _compare(
+        g["signal"][:], _mne_chain(path, g.attrs["ch_names"]), g["sensor_type"][:]
+    )
+    print(f"grade {grade}: relative RMS error median {med:.2e}, worst {worst:.2e}")
+    assert med <= 1e-3 and worst <= 1e-2, (med, worst)
