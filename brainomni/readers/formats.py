@@ -10,8 +10,8 @@ Quirks recorded here (measured with MNE 1.13):
   recordings open instead of raising; split files (``name-1.fif``, BIDS ``_split-02``) are
   staged beside the first part.
 - Neuroscan CNT: MNE's ``data_format="auto"`` needs the header's sample count; when it is 0
-  (``scan41_short.cnt``) auto raises, and ``int32`` reads garbage (about 1 V medians). See
-  :mod:`brainomni.readers.cnt` for the rule used.
+  (``scan41_short.cnt``) auto raises, and ``int32`` reads garbage (about 1 V medians). An
+  explicit width is always passed, decided from header fields (:mod:`brainomni.readers.cnt`).
 - ANT Neuro ``.cnt`` files share the extension; they are RIFF containers and are told apart by
   their first four bytes.
 - EDF/BDF/GDF with mixed per-channel sampling rates: MNE upsamples the slower channels
@@ -218,7 +218,7 @@ def edf_preload_reason(raw: BaseRaw) -> str | None:
 
 
 def cnt_reader_kwargs(path: str) -> dict[str, Any]:
-    """Neuroscan CNT: the ``data_format`` to pass (see :func:`brainomni.readers.cnt.cnt_data_format`)."""
+    """Neuroscan CNT: the explicit ``data_format`` (:func:`brainomni.readers.cnt.cnt_data_format`)."""
     from brainomni.readers.cnt import cnt_data_format
 
     return {"data_format": cnt_data_format(path)}
