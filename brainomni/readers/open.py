@@ -267,6 +267,8 @@ def _probe(raw: BaseRaw, path: str) -> None:
     try:
         raw.get_data(start=0, stop=1)
         raw.get_data(start=n - 1, stop=n)
+    except RecordingOutcome:
+        raise
     except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
         name = "Malformed" if isinstance(exc, _PROGRAMMING_ERRORS) else type(exc).__name__
         raise RecordingFailed(
@@ -276,9 +278,49 @@ def _probe(raw: BaseRaw, path: str) -> None:
         ) from exc
 
 
+_GUARDED: dict[type, type] = {}
+
+
+def _guard_reads(raw: BaseRaw, spec: Format, path: str) -> None:
+    """Make every later block read of ``raw`` turn a reader exception into an outcome.
+
+    Damage past the probed samples (a KIT file cut in half reads its first and last sample but
+    fails on a whole block with ``ValueError: cannot reshape``) surfaces only while cleaning.
+    MNE reads through ``type(raw)._read_segment_file`` (its ``_ReadSegmentFileProtector`` calls
+    the class attribute), so the raw gets a subclass whose reads map any exception to
+    :class:`RecordingFailed` naming the file; the data and every isinstance check are
+    unchanged (``_brainomni_reader_class`` names the reader's own class). Preloaded raws never
+    call it.
+    """
+    cls = type(raw)
+    if cls not in _GUARDED:
+        base_read = cls._read_segment_file
+
+        def _read_segment_file(self, data, idx, fi, start, stop, cals, mult):
+            try:
+                return base_read(self, data, idx, fi, start, stop, cals, mult)
+            except RecordingOutcome:
+                raise
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
+                fname = getattr(self, "_filenames", [path])[fi] if fi is not None else path
+                name = "Malformed" if isinstance(exc, _PROGRAMMING_ERRORS) else type(exc).__name__
+                raise RecordingFailed(
+                    f"{fname}: samples [{start}, {stop}) do not read ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); the data part is truncated or corrupt",
+                    error_class=f"ReadError.{name}",
+                ) from exc
+
+        attrs = {"_read_segment_file": _read_segment_file, "_brainomni_reader_class": cls}
+        _GUARDED[cls] = type(cls.__name__, (cls,), attrs)
+    raw.__class__ = _GUARDED[cls]
+
+
 def _open_local(spec: Format, path: str, staged: bool) -> OpenedRaw:
     _check_local(spec, path)
     raw, reader_name = _read(spec, path)
+    _guard_reads(raw, spec, path)
     if len(raw.ch_names) == 0:
         raise SkipRecording(
             f"{path}: no signal channels (the file holds only annotations, e.g. an EDF+ hypnogram)"
@@ -293,7 +335,7 @@ def _open_local(spec: Format, path: str, staged: bool) -> OpenedRaw:
         logger.info("preloading %s: %s", path, reason)
         try:
             raw.load_data(verbose="error")
-        except MemoryError:
+        except (MemoryError, RecordingOutcome):
             raise
         except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
             raise _reader_failure(exc, spec, path) from exc
