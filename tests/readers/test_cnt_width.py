@@ -101,3 +101,34 @@ def test_the_wrong_width_would_be_garbage(tmp_path, reference) -> None:
 def test_original_file_rule() -> None:
     # sample count 0 (MNE's auto raises); its SCAN 4.3 tag block says 16 bit
     assert cnt_width_rule(str(meeg_file(SRC))) == ("int16", "scan43-flag")
+
+
+def _header_only(path, *, n_ch: int, n_samples: int, event_offset: int, size: int) -> None:
+    """A sparse file with just the SETUP fields the rule reads (no real samples)."""
+    head = bytearray(900 + 75 * n_ch)
+    struct.pack_into("<H", head, 370, n_ch)
+    struct.pack_into("<i", head, 864, n_samples)
+    struct.pack_into("<I", head, 886, event_offset % 2**32)
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+def test_event_offset_wrapped_past_4_gib(tmp_path) -> None:
+    """Over 4 GiB the uint32 event-table offset wraps; the header count still decides."""
+    n_ch, n = 64, 20_000_000  # 64 ch x 20 M samples x 4 bytes = 5.12 GB
+    start = 900 + 75 * n_ch
+    for width, name in ((4, "int32"), (2, "int16")):
+        end = start + n_ch * n * width
+        path = tmp_path / f"big{width}.cnt"
+        _header_only(path, n_ch=n_ch, n_samples=n, event_offset=end, size=end + 100)
+        assert cnt_width_rule(str(path)) == (name, "header-count")
+
+
+def test_size_rule_when_only_16_bit_divides(tmp_path) -> None:
+    n_ch = 32
+    start = 900 + 75 * n_ch
+    path = tmp_path / "odd.cnt"
+    end = start + n_ch * 2 * 1001  # 1001 16-bit samples: not a whole number of 32-bit ones
+    _header_only(path, n_ch=n_ch, n_samples=0, event_offset=end, size=end + 50)
+    assert cnt_width_rule(str(path)) == ("int16", "size")
