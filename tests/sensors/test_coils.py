@@ -140,3 +140,28 @@ def test_ctf_compensated_store_matches_mne(grade, ctf_grades, tmp_path) -> None:
     )
     print(f"grade {grade}: relative RMS error median {med:.2e}, worst {worst:.2e}")
     assert med <= 1e-3 and worst <= 1e-2, (med, worst)
+
+
+@pytest.mark.parametrize(
+    "coil",
+    ["QUSPIN_ZFOPM_MAG", "QUSPIN_ZFOPM_MAG2", "FIELDLINE_OPM_MAG_GEN1", "KERNEL_OPM_MAG_GEN1"],
+)
+def test_opm_is_mag_oriented_along_its_sensing_direction(coil: str) -> None:
+    import mne
+    from mne.io.constants import FIFF
+
+    from brainomni.records import MAG
+
+    info = mne.create_info(["OPM1", "OPM2"], 1000.0, "mag")
+    rng = np.random.default_rng(1)
+    sensing = rng.normal(size=(2, 3))
+    with info._unlock():
+        for ch, s in zip(info["chs"], sensing, strict=True):
+            ch["coil_type"] = getattr(FIFF, f"FIFFV_COIL_{coil}")
+            ch["loc"][:3] = rng.normal(size=3) * 0.1
+            ch["loc"][3:9] = rng.normal(size=6)  # transverse axes: not the orientation
+            ch["loc"][9:12] = 2.5 * s
+    table = build_sensor_table(info)
+    assert list(table.types) == [MAG, MAG]
+    expected = sensing / np.linalg.norm(sensing, axis=1, keepdims=True)
+    np.testing.assert_allclose(table.ori, expected, atol=1e-6)
