@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from .errors import RecordingFailed, RecordingOutcome, SkipRecording
 from .records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, RecordingRef, SensorTable
+from .sensors.coils import meg_compensation_grade
 from .signal.config import DEFAULT_CONFIG, CleanConfig
 
 log = logging.getLogger(__name__)
@@ -427,6 +428,7 @@ class _Cleaner:
             "interpolated": [names[i] for i in sorted(bads)],
             "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
             "n_channels": table.summary(),
+            "meg_compensation_grade": meg_compensation_grade(self.raw.info),  # as stored
             "flat_seconds": {names[i]: float(flat_s[i]) for i in np.flatnonzero(flat_s)},
             "flat_seconds_total": float(np.sum(flat_s)),
             "clipped_fraction": float(np.mean(clip)) if n else 0.0,

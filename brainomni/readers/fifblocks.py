@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from brainomni.errors import RecordingFailed
+
 log = logging.getLogger(__name__)
 
 # FIFF tag types of raw data buffers (short, int, float, double, dau_pack16) -> dtypes
@@ -132,9 +134,10 @@ class FifBlockReader:
                 continue
             count = (last - first) * nchan
             if ent.pos + 16 + count * dt.itemsize > len(mm):
-                raise OSError(
+                raise RecordingFailed(
                     f"{f['filename']}: data buffer at byte {ent.pos} runs past the end of the "
-                    "file (truncated)"
+                    "file (truncated); copy the complete file",
+                    error_class="TruncatedFile",
                 )
             buf = np.frombuffer(mm, dtype=dt, count=count, offset=ent.pos + 16)
             buf = buf.reshape(last - first, nchan)
@@ -176,7 +179,8 @@ def fif_block_reader(raw, picks, *, check_samples: int = 2048):
         from mne.io.fiff.raw import Raw as FifRaw
     except ImportError:  # pragma: no cover
         return None
-    if type(raw) is not FifRaw or raw.preload:
+    # open_raw wraps the reader's class to guard its reads (readers/open.py _guard_reads)
+    if getattr(type(raw), "_brainomni_reader_class", type(raw)) is not FifRaw or raw.preload:
         return None
     if getattr(raw, "_comp", None) is not None or getattr(raw, "_projector", None) is not None:
         return None

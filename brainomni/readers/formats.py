@@ -10,8 +10,8 @@ Quirks recorded here (measured with MNE 1.13):
   recordings open instead of raising; split files (``name-1.fif``, BIDS ``_split-02``) are
   staged beside the first part.
 - Neuroscan CNT: MNE's ``data_format="auto"`` needs the header's sample count; when it is 0
-  (``scan41_short.cnt``) auto raises, and ``int32`` reads garbage (about 1 V medians). See
-  :mod:`brainomni.readers.cnt` for the rule used.
+  (``scan41_short.cnt``) auto raises, and ``int32`` reads garbage (about 1 V medians). An
+  explicit width is always passed, decided from header fields (:mod:`brainomni.readers.cnt`).
 - ANT Neuro ``.cnt`` files share the extension; they are RIFF containers and are told apart by
   their first four bytes.
 - EDF/BDF/GDF with mixed per-channel sampling rates: MNE upsamples the slower channels
@@ -68,7 +68,9 @@ class Format:
     ``resolve_kwargs`` adds reader arguments decided from the local file itself;
     ``needs_preload`` forces preloading for every file of the format, ``preload_reason``
     decides it per file after opening; ``optional_packages`` maps an importable module to the
-    pip install line that provides it.
+    pip install line that provides it; ``skip_reason`` marks formats that hold no EEG/MEG
+    (eye tracking, fNIRS): they are recorded as skipped without being read;
+    ``takes_preload`` is False for readers without a ``preload`` argument (FieldTrip).
     """
 
     key: str
@@ -83,6 +85,8 @@ class Format:
     needs_preload: bool = False
     preload_reason: PreloadFn | None = None
     optional_packages: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    skip_reason: str | None = None
+    takes_preload: bool = True
 
 
 # --------------------------------------------------------------------------- companions
@@ -218,7 +222,7 @@ def edf_preload_reason(raw: BaseRaw) -> str | None:
 
 
 def cnt_reader_kwargs(path: str) -> dict[str, Any]:
-    """Neuroscan CNT: the ``data_format`` to pass (see :func:`brainomni.readers.cnt.cnt_data_format`)."""
+    """Neuroscan CNT: the explicit ``data_format`` (:func:`brainomni.readers.cnt.cnt_data_format`)."""
     from brainomni.readers.cnt import cnt_data_format
 
     return {"data_format": cnt_data_format(path)}
@@ -226,6 +230,14 @@ def cnt_reader_kwargs(path: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the registry
 
+
+def _hint(*packages: str) -> Mapping[str, str]:
+    return MappingProxyType(
+        {p: f"pip install {p}  (or: pip install 'brainomni[ingest]')" for p in packages}
+    )
+
+
+_FNIRS = "fNIRS recording ({}): no EEG/MEG channels"
 _MFF_HINT = {
     "mffpy": "pip install mffpy  (or: pip install 'brainomni[ingest]')",
     "defusedxml": "pip install defusedxml  (or: pip install 'brainomni[ingest]')",
@@ -272,7 +284,7 @@ _FORMATS: tuple[Format, ...] = (
         "EEGLAB .set (+ .fdt when the data is not embedded)",
         (".set",),
         companions=same_stem(".fdt", role="EEGLAB data file"),
-        optional_packages=MappingProxyType({"pymatreader": "pip install pymatreader"}),
+        optional_packages=_hint("pymatreader"),
     ),
     Format("cnt", "read_raw_cnt", "Neuroscan CNT", (".cnt",), resolve_kwargs=cnt_reader_kwargs),
     Format(
@@ -280,7 +292,7 @@ _FORMATS: tuple[Format, ...] = (
         "read_raw_ant",
         "ANT Neuro CNT (RIFF)",
         (),
-        optional_packages=MappingProxyType({"antio": "pip install antio"}),
+        optional_packages=_hint("antio"),
     ),
     Format(
         "egi_mff",
@@ -292,6 +304,53 @@ _FORMATS: tuple[Format, ...] = (
         optional_packages=MappingProxyType(_MFF_HINT),
     ),
     Format("egi", "read_raw_egi", "EGI simple binary", (".egi", ".raw")),
+    Format(
+        "mef",
+        "read_raw_mef",
+        "MEF3 session folder (.mefd)",
+        (".mefd",),
+        folder=True,
+        optional_packages=_hint("pymef"),
+    ),
+    Format("fil", "read_raw_fil", "FIL/Cerca OPM (BIDS *_meg.bin + sidecars)", ("_meg.bin",)),
+    Format("bci2k", "read_raw_bci2k", "BCI2000 .dat (told from Curry by its header)", ()),
+    Format(
+        "nicolet",
+        "read_raw_nicolet",
+        "Nicolet .data (+ .head)",
+        (".data",),
+        kwargs=MappingProxyType({"ch_type": "eeg"}),
+        companions=same_stem(".head", required=True, role="Nicolet header"),
+    ),
+    Format(
+        "nsx", "read_raw_nsx", "Blackrock NSx", (".ns1", ".ns2", ".ns3", ".ns4", ".ns5", ".ns6")
+    ),
+    Format(
+        "fieldtrip",
+        "read_raw_fieldtrip",
+        "FieldTrip raw data structure (.mat)",
+        (".mat",),
+        kwargs=MappingProxyType({"info": None}),
+        optional_packages=_hint("pymatreader"),
+        takes_preload=False,
+    ),
+    Format(
+        "eyelink",
+        "read_raw_eyelink",
+        "EyeLink eye tracker (.asc)",
+        (".asc",),
+        skip_reason="eye-tracking recording (EyeLink .asc): no EEG/MEG channels",
+    ),
+    Format("snirf", "read_raw_snirf", "SNIRF", (".snirf",), skip_reason=_FNIRS.format("SNIRF")),
+    Format("nirx", "read_raw_nirx", "NIRx", (".hdr",), skip_reason=_FNIRS.format("NIRx")),
+    Format("boxy", "read_raw_boxy", "BOXY", (".txt",), skip_reason=_FNIRS.format("BOXY .txt")),
+    Format(
+        "hitachi",
+        "read_raw_hitachi",
+        "Hitachi ETG (.csv)",
+        (".csv",),
+        skip_reason=_FNIRS.format("Hitachi .csv"),
+    ),
     Format(
         "nihon_kohden",
         "read_raw_nihon",
@@ -316,6 +375,7 @@ _FORMATS: tuple[Format, ...] = (
         companions=same_stem(
             ".cdt.dpa", ".cdt.dpo", ".cdt.cef", ".dap", ".rs3", ".cef", role="Curry header"
         ),
+        optional_packages=_hint("curryreader"),
     ),
     Format(
         "persyst",
@@ -340,15 +400,26 @@ def get_format(key: str) -> Format:
         raise ValueError(f"unknown format {key!r}; known: {', '.join(sorted(FORMATS))}") from None
 
 
-def _is_riff(uri: str, storage_options: dict | None) -> bool:
-    """True when the file starts with a RIFF/RF64 tag (ANT Neuro CNT). False if unreadable."""
+def _head(uri: str, storage_options: dict | None, n: int = 16) -> bytes:
+    """The first ``n`` bytes of a file (empty when unreadable)."""
     try:
         import fsspec
 
         with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-            return f.read(4) in (b"RIFF", b"RF64")
+            return f.read(n)
     except (OSError, ValueError):
-        return False
+        return b""
+
+
+def _is_riff(uri: str, storage_options: dict | None) -> bool:
+    """True when the file starts with a RIFF/RF64 tag (ANT Neuro CNT). False if unreadable."""
+    return _head(uri, storage_options, 4) in (b"RIFF", b"RF64")
+
+
+def _is_bci2000(uri: str, storage_options: dict | None) -> bool:
+    """True when a ``.dat`` starts with a BCI2000 header (``BCI2000V= ...`` or the older
+    ``HeaderLen=``); Curry ``.dat`` files are headerless binary."""
+    return _head(uri, storage_options).startswith((b"BCI2000V", b"HeaderLen="))
 
 
 def detect_format(path_or_uri: str, *, storage_options: dict | None = None) -> str:
@@ -356,15 +427,19 @@ def detect_format(path_or_uri: str, *, storage_options: dict | None = None) -> s
     bytes). Folder formats are recognised by their suffix (``.ds``, ``.mff``); BTi/4D by the
     4D data-file naming (``c,rfDC``, ``e,rfhp1.0Hz``...). Unknown names give ``"generic"``
     (``mne.io.read_raw``). BrainVision recordings are opened through their ``.vhdr``; a bare
-    ``.eeg`` is taken as Nihon Kohden.
+    ``.eeg`` is taken as Nihon Kohden; a ``.dat`` is Curry unless it starts with a BCI2000
+    header; ``*_meg.bin`` is FIL/Cerca OPM, any other ``.bin`` ARTEMIS123.
     """
-    name = posixpath.basename(str(path_or_uri).replace("\\", "/").rstrip("/"))
+    uri = str(path_or_uri)
+    name = posixpath.basename(uri.replace("\\", "/").rstrip("/"))
     low = name.lower()
     if _BTI_NAME.match(name):
         return "bti"
     for ext, key in _BY_EXT:
         if low.endswith(ext):
-            if key == "cnt" and _is_riff(str(path_or_uri), storage_options):
+            if key == "cnt" and _is_riff(uri, storage_options):
                 return "ant"
+            if key == "curry" and low.endswith(".dat") and _is_bci2000(uri, storage_options):
+                return "bci2k"
             return key
     return GENERIC

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,21 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _EDF_BYTES = {"edf": 2, "bdf": 3}
+# Exceptions that are programming errors in our code; raised by a third-party reader on a
+# damaged file they are a data problem, recorded as "ReadError.Malformed" (the original class
+# is named in the reason), never as an outcome class of their own.
+_PROGRAMMING_ERRORS = (TypeError, AttributeError, KeyError, IndexError, NameError)
+
+# BIDS datatypes and entities that hold no scalp EEG or MEG (intracranial EEG, fNIRS, eye
+# tracking, motion, physiology, behaviour): such recordings are skipped, not read.
+_NOT_EEG_MEG = (
+    (re.compile(r"(?:^|/)(?P<what>ieeg)/"), "BIDS datatype {} (intracranial EEG: sEEG/ECoG)"),
+    (re.compile(r"_(?P<what>ieeg)\.[^/]*$"), "BIDS suffix _{} (intracranial EEG: sEEG/ECoG)"),
+    (re.compile(r"_acq-(?P<what>ecog|seeg|ieeg|dbs)_", re.I), "acquisition {} (intracranial)"),
+    (re.compile(r"(?:^|/)(?P<what>nirs)/|_nirs\.[^/]*$"), "BIDS fNIRS recording"),
+    (re.compile(r"(?:^|/)(?P<what>eyetrack|motion|beh)/"), "BIDS datatype {} (no EEG/MEG)"),
+    (re.compile(r"_(?P<what>physio|eyetrack|motion)\.[^/]*$"), "BIDS {} recording (no EEG/MEG)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,19 @@ def recording_line_freq(raw: BaseRaw) -> float | None:
 
 def _is_url(uri: str) -> bool:
     return "://" in uri
+
+
+def not_eeg_meg_reason(uri: str, spec: Format | None = None) -> str | None:
+    """Why ``uri`` holds no EEG/MEG and is skipped unread (from its format or its BIDS path:
+    datatype ``ieeg``/``nirs``/``eyetrack``..., ``acq-ecog``/``acq-seeg``), else ``None``."""
+    if spec is not None and spec.skip_reason:
+        return spec.skip_reason
+    path = uri.replace("\\", "/")
+    for pattern, reason in _NOT_EEG_MEG:
+        m = pattern.search(path)
+        if m:
+            return reason.format(m.group("what"))
+    return None
 
 
 # --------------------------------------------------------------------------- checks
@@ -187,7 +216,9 @@ def _read(spec: Format, path: str) -> tuple[BaseRaw, str]:
     try:
         if spec.resolve_kwargs is not None:
             kwargs.update(spec.resolve_kwargs(path))
-        raw = reader(path, preload=False, verbose="error", **kwargs)
+        if spec.takes_preload:
+            kwargs["preload"] = False
+        raw = reader(path, verbose="error", **kwargs)
     except RecordingOutcome:
         raise
     # A reader fed a damaged or foreign file can raise almost anything (ValueError, KeyError,
@@ -212,6 +243,13 @@ def _reader_failure(exc: BaseException, spec: Format, path: str) -> RecordingFai
             error_class="MissingCompanion",
         )
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, _PROGRAMMING_ERRORS):
+        return RecordingFailed(
+            f"{path}: cannot read as {spec.description}: the reader failed on this file's "
+            f"content ({type(exc).__name__}: {detail[:300]}); the file is corrupt, truncated "
+            "or not this format (pass --format KEY if it is another one)",
+            error_class="ReadError.Malformed",
+        )
     if spec.key == GENERIC and isinstance(exc, ValueError) and "Unsupported" in str(exc):
         return RecordingFailed(
             f"{path}: not a format MNE can read ({detail})", error_class="UnsupportedFormat"
@@ -229,17 +267,60 @@ def _probe(raw: BaseRaw, path: str) -> None:
     try:
         raw.get_data(start=0, stop=1)
         raw.get_data(start=n - 1, stop=n)
+    except RecordingOutcome:
+        raise
     except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
+        name = "Malformed" if isinstance(exc, _PROGRAMMING_ERRORS) else type(exc).__name__
         raise RecordingFailed(
             f"{path}: header reads but the samples do not ({type(exc).__name__}: "
             f"{str(exc)[:200]}); the data part is truncated or corrupt",
-            error_class=f"ReadError.{type(exc).__name__}",
+            error_class=f"ReadError.{name}",
         ) from exc
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def _guard_reads(raw: BaseRaw, spec: Format, path: str) -> None:
+    """Make every later block read of ``raw`` turn a reader exception into an outcome.
+
+    Damage past the probed samples (a KIT file cut in half reads its first and last sample but
+    fails on a whole block with ``ValueError: cannot reshape``) surfaces only while cleaning.
+    MNE reads through ``type(raw)._read_segment_file`` (its ``_ReadSegmentFileProtector`` calls
+    the class attribute), so the raw gets a subclass whose reads map any exception to
+    :class:`RecordingFailed` naming the file; the data and every isinstance check are
+    unchanged (``_brainomni_reader_class`` names the reader's own class). Preloaded raws never
+    call it.
+    """
+    cls = type(raw)
+    if cls not in _GUARDED:
+        base_read = cls._read_segment_file
+
+        def _read_segment_file(self, data, idx, fi, start, stop, cals, mult):
+            try:
+                return base_read(self, data, idx, fi, start, stop, cals, mult)
+            except RecordingOutcome:
+                raise
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
+                fname = getattr(self, "_filenames", [path])[fi] if fi is not None else path
+                name = "Malformed" if isinstance(exc, _PROGRAMMING_ERRORS) else type(exc).__name__
+                raise RecordingFailed(
+                    f"{fname}: samples [{start}, {stop}) do not read ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); the data part is truncated or corrupt",
+                    error_class=f"ReadError.{name}",
+                ) from exc
+
+        attrs = {"_read_segment_file": _read_segment_file, "_brainomni_reader_class": cls}
+        _GUARDED[cls] = type(cls.__name__, (cls,), attrs)
+    raw.__class__ = _GUARDED[cls]
 
 
 def _open_local(spec: Format, path: str, staged: bool) -> OpenedRaw:
     _check_local(spec, path)
     raw, reader_name = _read(spec, path)
+    _guard_reads(raw, spec, path)
     if len(raw.ch_names) == 0:
         raise SkipRecording(
             f"{path}: no signal channels (the file holds only annotations, e.g. an EDF+ hypnogram)"
@@ -254,7 +335,7 @@ def _open_local(spec: Format, path: str, staged: bool) -> OpenedRaw:
         logger.info("preloading %s: %s", path, reason)
         try:
             raw.load_data(verbose="error")
-        except MemoryError:
+        except (MemoryError, RecordingOutcome):
             raise
         except Exception as exc:  # noqa: BLE001 - reader internals on damaged data
             raise _reader_failure(exc, spec, path) from exc
@@ -282,10 +363,14 @@ def open_raw(
     staged (a per-call subfolder, removed on exit; default the system temp folder).
 
     Raises :class:`RecordingFailed` for anything unreadable (the reason names the file and the
-    fix) and :class:`SkipRecording` for a readable file without signal channels.
+    fix) and :class:`SkipRecording` for a readable file without signal channels, and, without
+    reading it, for a recording that holds no EEG/MEG (:func:`not_eeg_meg_reason`).
     """
     key = fmt or detect_format(uri, storage_options=storage_options)
     spec = get_format(key)
+    skip = not_eeg_meg_reason(uri, spec)
+    if skip is not None:
+        raise SkipRecording(f"{uri}: {skip}; not read", error_class="NotEEGMEG")
     if not _is_url(uri):
         path = os.path.abspath(os.path.expanduser(uri)).rstrip(os.sep) or os.sep
         opened = _open_local(spec, path, staged=False)

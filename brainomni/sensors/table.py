@@ -1,7 +1,8 @@
 """The sensor table of one recording: which channels are kept, their type (EEG 0, MAG 1,
 GRAD 2), position and orientation, and why every other channel was dropped.
 
-MEG sensor types come from the coil type, not from MNE's channel type: axial gradiometers
+MEG sensor types come from the coil type (:mod:`brainomni.sensors.coils`: every MNE coil typed
+deliberately, from the base coil without the CTF compensation grade), not MNE's channel type: axial gradiometers
 (CTF, KIT/Yokogawa/Ricoh, ARTEMIS123, BTi/4D MAGNES gradiometers...) carry MNE type ``mag`` but
 are GRAD; Neuromag planar gradiometers (VectorView, Neuromag-122) are GRAD; Neuromag, BTi/4D,
 BabyMEG and OPM magnetometers are MAG. Orientation is the coil normal ``loc[9:12]`` for
@@ -21,7 +22,6 @@ group left is a :class:`~brainomni.errors.SkipRecording`.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +31,7 @@ import numpy as np
 
 from brainomni.errors import SkipRecording
 from brainomni.records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, Dropped, SensorTable
+from brainomni.sensors.coils import MAGNETOMETER, PLANAR, REFERENCE, base_coil, coil_class
 from brainomni.sensors.names import MONTAGE, match_montage, non_eeg_kind, resolve_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,42 +66,6 @@ _BIDS_TYPES = {
     "RESP": "resp",
 }
 
-_PLANAR, _AXIAL, _MAGNETOMETER, _REFERENCE = "planar", "axial", "magnetometer", "reference"
-
-
-@functools.lru_cache(maxsize=1)
-def _coil_names() -> dict[int, tuple[str, ...]]:
-    from mne.io.constants import FIFF
-
-    names: dict[int, list[str]] = {}
-    for key, value in FIFF.items():
-        if key.startswith("FIFFV_COIL_"):
-            names.setdefault(int(value), []).append(key[len("FIFFV_COIL_") :])
-    return {k: tuple(v) for k, v in names.items()}
-
-
-@functools.lru_cache(maxsize=256)
-def coil_class(coil_type: int) -> str | None:
-    """``"planar"``, ``"axial"``, ``"magnetometer"``, ``"reference"`` or ``None`` (not a
-    supported MEG coil) for a FIFF coil type, decided from the FIFF constant names so that
-    new vendors' coils (``*_OPM_MAG_*``, ``*_GRAD``) classify without code changes."""
-    from mne.io.constants import FIFF
-
-    names = _coil_names().get(int(coil_type), ())
-    if not names or any("MCG" in n and "AXIAL" not in n for n in names):
-        return None
-    if any("REF" in n or "_R_" in n for n in names):
-        return _REFERENCE
-    if coil_type in (FIFF.FIFFV_COIL_NM_122, FIFF.FIFFV_COIL_NM_24) or any(
-        "PLANAR" in n for n in names
-    ):
-        return _PLANAR
-    if any("GRAD" in n or "AXIAL" in n for n in names):
-        return _AXIAL
-    if any("MAG" in n for n in names):
-        return _MAGNETOMETER
-    return None
-
 
 def _finite_nonzero(xyz: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(xyz)) and np.any(xyz != 0.0))
@@ -118,20 +83,20 @@ def _ci_get(mapping: Mapping[str, Any] | None, name: str) -> Any:
 
 def _meg_row(ch: Mapping[str, Any]) -> tuple[int, np.ndarray, np.ndarray] | str:
     """(type id, pos, unit ori) for a MEG channel, or the reason it is dropped."""
-    cls = coil_class(int(ch["coil_type"]))
+    cls = coil_class(int(ch["coil_type"]))  # from the base coil: CTF grades are ignored
     if cls is None:
-        return f"unsupported MEG coil type {int(ch['coil_type'])}"
-    if cls == _REFERENCE:
+        return f"unsupported MEG coil type {base_coil(ch['coil_type'])} (stored {ch['coil_type']})"
+    if cls == REFERENCE:
         return "MEG reference sensor"
     loc = np.asarray(ch["loc"], dtype=np.float64)
     pos = loc[0:3]
-    ori = loc[3:6] if cls == _PLANAR else loc[9:12]
+    ori = loc[3:6] if cls == PLANAR else loc[9:12]
     if not _finite_nonzero(pos):
         return "MEG sensor without a position in the file"
     norm = float(np.linalg.norm(ori)) if np.all(np.isfinite(ori)) else 0.0
     if norm < 1e-6:
         return "MEG sensor without an orientation in the file"
-    return (MAG if cls == _MAGNETOMETER else GRAD), pos, ori / norm
+    return (MAG if cls == MAGNETOMETER else GRAD), pos, ori / norm
 
 
 def build_sensor_table(

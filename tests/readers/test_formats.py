@@ -43,7 +43,15 @@ from tests.conftest import meeg_file
         ("x.nedf", "nedf"),
         ("x.bin", "artemis123"),
         ("x.lay", "persyst"),
-        ("x.snirf", "generic"),
+        ("x.snirf", "snirf"),
+        ("sub-01_task-rest_meg.bin", "fil"),
+        ("x.asc", "eyelink"),
+        ("x.cdt", "curry"),
+        ("x.mefd", "mef"),
+        ("x.ns5", "nsx"),
+        ("x.data", "nicolet"),
+        ("x.mat", "fieldtrip"),
+        ("x.xyz", "generic"),
     ],
 )
 def test_detect_format_by_name(name: str, key: str) -> None:
