@@ -92,7 +92,12 @@ def ledger_schema() -> Any:
 def rows_table(rows: Iterable[LedgerRow]) -> Any:
     import pyarrow as pa
 
-    return pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=ledger_schema())
+    # columns straight from the slots: dataclasses.asdict deep-copies every field (~1 ms a
+    # row; 200,000 rows took minutes)
+    names = [f.name for f in dataclasses.fields(LedgerRow)]
+    rows = list(rows)
+    cols = {n: [getattr(r, n) for r in rows] for n in names}
+    return pa.Table.from_pydict(cols, schema=ledger_schema())
 
 
 def table_rows(table: Any) -> list[LedgerRow]:
@@ -166,22 +171,45 @@ def read_ledger(
     return rows if raw else dedupe(rows)
 
 
-def compact(dest: str, storage_options: Mapping[str, Any] | None = None) -> list[LedgerRow]:
+def compact(
+    dest: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    received: Iterable[LedgerRow] = (),
+) -> list[LedgerRow]:
     """Fold the parts into ``DEST/ledger.parquet`` (one row per recording); the rows.
 
-    The compacted file is written (atomically) before any folded part is removed, so a kill
-    in between only leaves parts that dedupe away on the next read.
+    ``received`` are rows the driver already holds (the executors hand every task's row
+    back): a part named after one of them is not read again, only removed. At 200,000
+    recordings that is the difference between 200,000 small reads and none; the parts of
+    an earlier, killed driver are still read. The compacted file is written (atomically)
+    before any folded part is removed, so a kill in between only leaves parts that dedupe
+    away on the next read. Parts are removed in batches (one bulk request per 1,000 keys
+    on object stores).
     """
     fs, path = get_fs(dest, storage_options)
     parts = _part_paths(fs, path)
-    rows = read_ledger(dest, storage_options)
-    atomic_write_bytes(join_url(dest, LEDGER_FILE), _parquet_bytes(rows), storage_options)
+    have = {part_name(r.recording_id, r.attempt): r for r in received}
+    rows: list[LedgerRow] = []
+    compacted = f"{path}/{LEDGER_FILE}"
+    fs.invalidate_cache(compacted)
+    if retry(lambda: fs.exists(compacted), what="ledger exists"):
+        rows += table_rows(_read_parquet(fs, compacted))
+    n_read = 0
     for part in parts:
-        retry(lambda p=part: fs.rm_file(p), what="remove ledger part")
+        if part.rsplit("/", 1)[-1] not in have:
+            rows += table_rows(_read_parquet(fs, part))
+            n_read += 1
+    rows = dedupe([*rows, *have.values()])
+    atomic_write_bytes(join_url(dest, LEDGER_FILE), _parquet_bytes(rows), storage_options)
+    for i in range(0, len(parts), 1000):
+        batch = parts[i : i + 1000]
+        retry(lambda b=batch: fs.rm(b), what="remove ledger parts")
     logger.info(
-        "ledger %s: %d rows (%d parts folded)",
+        "ledger %s: %d rows (%d parts folded, %d read)",
         to_url(fs, f"{path}/{LEDGER_FILE}"),
         len(rows),
         len(parts),
+        n_read,
     )
     return rows

@@ -105,13 +105,17 @@ def freeze(
     frozen list differs and ``recrawl`` is not set.
     """
     so = dict(dest_storage_options or {})
-    result, options = CrawlResult(), {}
-    for source in sources:
+    options: dict[str, dict] = {}
+    refs: list[RecordingRef] = []
+    crawl_skipped: list[tuple[RecordingRef, str]] = []
+    for source in sources:  # accumulated in place: ``a + b`` per source would be quadratic
         found = crawl_fn(source)
+        so_src = dict(source.storage_options)
         for ref in found.recordings:  # refs carry no storage options: keep the source's
-            options.setdefault(ref.recording_id, dict(source.storage_options))
-        result = result + found
-    refs = list(result.recordings)
+            options.setdefault(ref.recording_id, so_src)
+        refs.extend(found.recordings)
+        crawl_skipped.extend(found.skipped)
+    result = CrawlResult(refs, crawl_skipped)
     if limit is not None:
         refs = refs[:limit]
     ids = [r.recording_id for r in refs]

@@ -226,6 +226,13 @@ def make_plan(
     """Read every store's attributes and cut the windows into shards (see module doc)."""
     with ThreadPoolExecutor(max(1, threads)) as ex:
         infos = list(ex.map(lambda u: read_recording_info(u, storage_options), stores))
+    return plan_from_infos(infos, config, split_config)
+
+
+def plan_from_infos(
+    infos: list[RecordingInfo], config: PackConfig, split_config: SplitConfig
+) -> PackPlan:
+    """The plan of recordings whose store attributes are ``infos`` (see :func:`make_plan`)."""
     kept: list[RecordingInfo] = []
     dropped: list[dict[str, Any]] = []
     seen: dict[str, str] = {}

@@ -93,9 +93,13 @@ def crawl(source: Source | str, *, checksums: bool = True) -> CrawlResult:
 
 def crawl_many(sources: list[Source], *, checksums: bool = True) -> CrawlResult:
     """Crawl several sources; refuses two sources that yield the same recording id."""
-    total = CrawlResult()
-    for source in sources:
-        total = total + crawl(source, checksums=checksums)
+    recordings: list = []
+    skipped: list = []
+    for source in sources:  # accumulated in place (``a + b`` per source is quadratic)
+        found = crawl(source, checksums=checksums)
+        recordings.extend(found.recordings)
+        skipped.extend(found.skipped)
+    total = CrawlResult(recordings, skipped)
     counts = Counter(r.recording_id for r in total.recordings)
     dup = sorted(i for i, n in counts.items() if n > 1)[:5]
     if dup:

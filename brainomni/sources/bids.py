@@ -51,6 +51,17 @@ _NEUROMAG_SPLIT_RE = re.compile(r"_meg-\d+$")
 ENTITY_FIELDS = ("subject", "session", "task", "run", "acquisition")
 
 
+def entities_from_fname(fname: str) -> dict[str, str]:
+    """BIDS entities of a file name: ``mne_bids.get_entities_from_fname(on_error="ignore")``
+    without its per-call overhead (its ``verbose`` wrapper and per-call tables cost ~45 us;
+    a crawl of 200,000 recordings parses about a million names). Same regular expression
+    and key map, imported from mne-bids so the two cannot drift; tested equal."""
+    from mne_bids.path import ALLOWED_PATH_ENTITIES_SHORT, param_regex
+
+    base = fname.rsplit("/", 1)[-1]
+    return {ALLOWED_PATH_ENTITIES_SHORT.get(k, k): v for k, v in param_regex.findall(base)}
+
+
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     rel: str  # relative path of the recording (file or folder)
@@ -79,8 +90,6 @@ def crawl_bids(
     used only where no sidecar gives ``PowerLineFrequency``. ``checksums=False`` skips
     content hashing of local files (the ``checksum`` field is then ``None``).
     """
-    from mne_bids import get_entities_from_fname
-
     wanted = tuple(m.lower() for m in modalities)
     bad = sorted(set(wanted) - set(MODALITIES))
     if bad:
@@ -88,14 +97,11 @@ def crawl_bids(
     listing = Listing.take(url, storage_options, checksums=checksums)
     ds_name, ds_version = _identity(listing, name, version)
     participants = _participants(listing)
-    sidecars = _SidecarIndex(listing, get_entities_from_fname)
+    sidecars = _SidecarIndex(listing, entities_from_fname)
+    listing.prefetch(sidecars.needed(), what="sidecars")
     result = CrawlResult()
     for cand in _candidates(listing, wanted):
-        entities = {
-            k: v
-            for k, v in get_entities_from_fname(cand.name, on_error="ignore").items()
-            if v is not None
-        }
+        entities = {k: v for k, v in entities_from_fname(cand.name).items() if v is not None}
         base = RecordingRef(
             uri=listing.url(listing.abs(cand.rel)),
             format=cand.fmt,
@@ -270,8 +276,18 @@ class _SidecarIndex:
             folder, _, fname = rel.rpartition("/")
             stem = fname[: -len(ext)]
             bids_suffix = stem.rsplit("_", 1)[-1]
-            ents = {k: v for k, v in parse(fname, on_error="ignore").items() if v is not None}
+            ents = {k: v for k, v in parse(fname).items() if v is not None}
             self.by_key.setdefault((folder, bids_suffix, ext), []).append((rel, ents))
+
+    def needed(self) -> list[str]:
+        """Sidecars a crawl reads: JSON and ``channels.tsv`` files, ``participants.tsv``."""
+        out = [
+            rel
+            for (_, suffix, ext), found in self.by_key.items()
+            if ext == ".json" or suffix in ("channels", "participants")
+            for rel, _ in found
+        ]
+        return sorted(out)
 
     def applicable(
         self,

@@ -88,9 +88,23 @@ class Listing:
         return self.abs(rel) in self.files
 
     def under(self, rel_dir: str) -> list[str]:
-        """Relative paths of every file inside folder ``rel_dir`` (recursive)."""
+        """Relative paths of every file inside folder ``rel_dir`` (recursive).
+
+        A binary search in the sorted paths (``files`` is sorted at construction): a crawl
+        asks this once per folder recording (CTF ``.ds``, EGI ``.mff``, BTi, split FIF), so a
+        scan of every file each time would make the crawl quadratic."""
+        import bisect
+
         prefix = self.abs(rel_dir) + "/"
-        return [self.rel(p) for p in self.files if p.startswith(prefix)]
+        paths = self._cache.get("sorted-paths")
+        if paths is None:
+            paths = self._cache["sorted-paths"] = list(self.files)
+        out = []
+        for p in paths[bisect.bisect_left(paths, prefix) :]:
+            if not p.startswith(prefix):
+                break
+            out.append(self.rel(p))
+        return out
 
     # ------------------------------------------------------------------ sizes and checksums
 
@@ -138,9 +152,33 @@ class Listing:
         key = "text:" + rel
         if key not in self._cache:
             path = self.abs(rel)
-            raw = retry(lambda: self.fs.cat_file(path), what=f"read {self.url(path)}")
+            raw = self._cache.pop("raw:" + rel, None)
+            if raw is None:
+                raw = retry(lambda: self.fs.cat_file(path), what=f"read {self.url(path)}")
             self._cache[key] = raw.decode("utf-8-sig")
         return self._cache[key]
+
+    def prefetch(self, rels: Iterable[str], *, what: str = "files", batch: int = 512) -> None:
+        """Fetch many small files at once into the cache that :meth:`read_text` reads.
+
+        On object stores ``fs.cat`` runs a batch's requests concurrently: a crawl reads a
+        sidecar or two per recording, and one request at a time would take hours at
+        200,000 recordings. A file that fails here is left to :meth:`read_text`, which
+        reads it alone (with retries) and reports it."""
+        rels = [r for r in rels if "text:" + r not in self._cache and "raw:" + r not in self._cache]
+        if is_local(self.fs) or not rels:
+            return
+        for i in range(0, len(rels), batch):
+            chunk = rels[i : i + batch]
+            paths = [self.abs(r) for r in chunk]
+            try:
+                got = retry(lambda p=paths: self.fs.cat(p, on_error="return"), what=f"read {what}")
+            except Exception:  # noqa: BLE001 - read one by one later, where errors are named
+                continue
+            for rel, path in zip(chunk, paths, strict=True):
+                data = got.get(path) if isinstance(got, dict) else None
+                if isinstance(data, bytes):
+                    self._cache["raw:" + rel] = data
 
     def read_json(self, rel: str) -> dict[str, Any]:
         key = "json:" + rel
@@ -158,13 +196,18 @@ class Listing:
         """Rows of a BIDS TSV file (header line, tab-separated, no quoting)."""
         key = "tsv:" + rel
         if key not in self._cache:
+            import csv
+
             lines = [ln for ln in self.read_text(rel).splitlines() if ln.strip()]
             rows: list[dict[str, str]] = []
             if lines:
-                header = [h.strip() for h in lines[0].split("\t")]
-                for ln in lines[1:]:
-                    cells = [c.strip() for c in ln.split("\t")]
-                    cells += [""] * (len(header) - len(cells))
-                    rows.append(dict(zip(header, cells[: len(header)], strict=True)))
+                # the csv module splits in C: ~5x faster than str.split per cell at 64+ rows
+                table = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+                header = [h.strip() for h in next(table)]
+                width = len(header)
+                for cells in table:
+                    cells = [c.strip() for c in cells[:width]]
+                    cells += [""] * (width - len(cells))
+                    rows.append(dict(zip(header, cells, strict=True)))
             self._cache[key] = rows
         return self._cache[key]

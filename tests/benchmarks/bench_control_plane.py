@@ -1,0 +1,77 @@
+"""Control plane at internet scale: every driver-side step on generated metadata.
+
+    PYTHONPATH=. python tests/benchmarks/bench_control_plane.py            # 200,000 recordings
+    PYTHONPATH=. python tests/benchmarks/bench_control_plane.py --n 20000  # a tenth
+
+Runs every step (see ``tests/benchmarks/control_plane.py``) at ``--n`` and at ``--n / 4``
+in one process, side by side, and prints each step's seconds at both scales and the growth
+ratio (4.0 is linear), the driver's peak RSS, and the issue's targets: the plan (crawl and
+plan, ledger fold, splits, pack plan) <= 60 s, manifest load <= 3 s, loader start <= 5 s,
+driver RSS <= 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import control_plane as cp  # noqa: E402
+
+PLAN_STEPS = ("crawl+plan", "ledger fold", "splits", "pack plan", "pack plan hash")
+TARGETS = {"plan": 60.0, "manifest load": 3.0, "loader start": 5.0}
+
+
+def measure(n: int, work: str, world: int) -> tuple[dict[str, float], dict]:
+    times: dict[str, float] = {}
+
+    def timer(name, fn):
+        gc.collect()
+        t = time.perf_counter()
+        out = fn()
+        times[name] = time.perf_counter() - t
+        print(f"  n={n:>7}  {name:<18} {times[name]:8.2f} s", flush=True)
+        return out
+
+    info = cp.run_all(n, work, world=world, timer=timer)
+    times["plan"] = sum(times[s] for s in PLAN_STEPS)
+    return times, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=200_000, help="recordings (default 200,000)")
+    ap.add_argument("--world", type=int, default=512, help="loader world size (default 512)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        small_t, small = measure(args.n // 4, os.path.join(work, "small"), args.world)
+        big_t, big = measure(args.n, os.path.join(work, "big"), args.world)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"\nscale: {big['recordings']} recordings in {big['datasets']} datasets, "
+        f"{big['subjects']} subjects, {big['windows']} windows in {big['shards']} shards, "
+        f"ledger {big['ledger_rows']} rows, loader world {args.world}"
+    )
+    print("\n| step | n/4 (s) | n (s) | growth (4 = linear) | target |")
+    print("|---|---|---|---|---|")
+    for name in [*big_t]:
+        target = TARGETS.get(name)
+        ok = (
+            ""
+            if target is None
+            else f"<= {target:g} s: {'met' if big_t[name] <= target else 'MISSED'}"
+        )
+        ratio = big_t[name] / max(small_t[name], 1e-6)
+        print(f"| {name} | {small_t[name]:.2f} | {big_t[name]:.2f} | {ratio:.2f} | {ok} |")
+    print(f"\ndriver peak RSS: {rss:.2f} GB (target <= 2 GB: {'met' if rss <= 2 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The control plane grows linearly: every driver-side step at 1/200 and 1/100 of the
+internet scale (1,000 and 2,000 recordings; see ``tests/benchmarks/control_plane.py``).
+
+Growth is measured in Python function calls (cProfile's count), not seconds: the count is
+deterministic for given inputs, so the test does not depend on the machine or its load. A
+quadratic step doubles its per-item work when the input doubles (ratio ~4); a linear one
+stays at ~2 (fixed costs make it lower).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
+
+import control_plane as cp  # noqa: E402
+
+
+def _counts(n: int, work: str) -> tuple[dict[str, int], dict]:
+    calls: dict[str, int] = {}
+
+    def timer(name, fn):
+        prof = cProfile.Profile()
+        out = prof.runcall(fn)
+        calls[name] = pstats.Stats(prof).total_calls
+        return out
+
+    info = cp.run_all(n, work, world=64, timer=timer)
+    return calls, info
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("control-plane")
+    return _counts(1000, str(root / "a")), _counts(2000, str(root / "b"))
+
+
+def test_every_step_is_linear(scaled):
+    (small, info_s), (big, info_b) = scaled
+    assert info_b["recordings"] == 2 * info_s["recordings"] == 2000
+    assert info_b["ledger_rows"] == 2000 and info_b["windows"] == 20000
+    assert set(small) == set(big)
+    ratios = {k: big[k] / small[k] for k in small}
+    assert all(r <= 2.25 for r in ratios.values()), ratios
+
+
+def test_steps_see_all_the_work(scaled):
+    """The generated corpus flows through every step: nothing is dropped on the way."""
+    _, (_, info) = scaled
+    assert info["tasks"] == info["recordings"]  # nothing done yet: every recording to run
+    assert info["leakage"]["ok"] and info["leakage"]["entries"] == info["recordings"]
+    assert info["subjects"] == info["leakage"]["subjects"] == 500
+    assert info["loader_samples_per_epoch"] > 0
+    assert info["diff_lines"] >= 1  # the second version's changed shards are reported
+
+
+def test_entities_parser_equals_mne_bids():
+    from mne_bids import get_entities_from_fname
+
+    from brainomni.sources.bids import entities_from_fname
+
+    names = [
+        "sub-01_ses-02_task-rest_run-1_eeg.vhdr",
+        "sub-01_task-rest_split-01_meg.fif",
+        "task-rest_eeg.json",
+        "sub-01_ses-1_space-CapTrak_electrodes.tsv",
+        "weird_file.txt",
+        "sub-01_desc-x_acq-ecog_ieeg.edf",
+        "sub-01_recording-eye1_physio.tsv.gz",
+        "sub-A1_task-a-b_run-3_meg.ds",
+        "sub-01_tracksys-x_foo-bar_eeg.set",
+    ]
+    for n in names:
+        want = {k: v for k, v in get_entities_from_fname(n, on_error="ignore").items() if v}
+        assert entities_from_fname(n) == want, n
