@@ -14,7 +14,6 @@ Checksums (the ``checksum`` field of :class:`~brainomni.records.RecordingRef`):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -134,37 +133,44 @@ class Listing:
     # ------------------------------------------------------------------ small reads (cached)
 
     def read_text(self, rel: str) -> str:
-        """Text of a small file (sidecars), cached for the life of the listing."""
+        """Text of a small file (sidecars), cached for the life of the listing.
+
+        Decoded by :func:`brainomni.sources.sidecars.decode` (UTF-8, then Latin-1; the one
+        used is in :meth:`encoding`); raises :class:`~brainomni.sources.sidecars.SidecarError`
+        for a file too large or binary to be a sidecar.
+        """
+        from brainomni.sources.sidecars import MAX_SIDECAR_BYTES, decode
+
         key = "text:" + rel
         if key not in self._cache:
             path = self.abs(rel)
-            raw = retry(lambda: self.fs.cat_file(path), what=f"read {self.url(path)}")
-            self._cache[key] = raw.decode("utf-8-sig")
+            where = self.url(path)
+            size = int(self.files.get(path, {}).get("size") or 0)
+            if size > MAX_SIDECAR_BYTES:  # checked before reading anything
+                raw = b"\x00" * (MAX_SIDECAR_BYTES + 1)
+            else:
+                raw = retry(lambda: self.fs.cat_file(path), what=f"read {where}")
+            self._cache[key], self._cache["encoding:" + rel] = decode(raw, where)
         return self._cache[key]
 
+    def encoding(self, rel: str) -> str | None:
+        """The decoding :meth:`read_text` used for ``rel`` (``None`` before it was read)."""
+        return self._cache.get("encoding:" + rel)
+
     def read_json(self, rel: str) -> dict[str, Any]:
+        """A JSON object sidecar; :class:`~brainomni.sources.sidecars.SidecarError` otherwise."""
+        from brainomni.sources.sidecars import parse_json
+
         key = "json:" + rel
         if key not in self._cache:
-            try:
-                value = json.loads(self.read_text(rel))
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"invalid JSON in {redact(self.url(self.abs(rel)))}: {exc}"
-                ) from exc
-            self._cache[key] = value if isinstance(value, dict) else {}
+            self._cache[key] = parse_json(self.read_text(rel), self.url(self.abs(rel)))
         return self._cache[key]
 
     def read_tsv(self, rel: str) -> list[dict[str, str]]:
         """Rows of a BIDS TSV file (header line, tab-separated, no quoting)."""
+        from brainomni.sources.sidecars import parse_tsv
+
         key = "tsv:" + rel
         if key not in self._cache:
-            lines = [ln for ln in self.read_text(rel).splitlines() if ln.strip()]
-            rows: list[dict[str, str]] = []
-            if lines:
-                header = [h.strip() for h in lines[0].split("\t")]
-                for ln in lines[1:]:
-                    cells = [c.strip() for c in ln.split("\t")]
-                    cells += [""] * (len(header) - len(cells))
-                    rows.append(dict(zip(header, cells[: len(header)], strict=True)))
-            self._cache[key] = rows
+            self._cache[key] = parse_tsv(self.read_text(rel))
         return self._cache[key]
