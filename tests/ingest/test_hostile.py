@@ -176,3 +176,20 @@ def test_hostile_dataset_through_the_ray_ingest(hostile, tmp_path: Path, capsys)
     assert "failures (20), by error class:" in printed
     for cls, e in table.items():
         assert f"{cls:<28} {e['count']:5d}" in printed
+
+
+def test_cnt_failure_reason_is_mnes_message(tmp_path: Path) -> None:
+    """read_raw_cnt re-raises with a traceback as its message: the reason shows MNE's own
+    message (the chained exception's), not a ``File "..."`` line."""
+    import mne
+
+    from brainomni.preprocess import preprocess_recording
+
+    path = tmp_path / "cut.cnt"
+    path.write_bytes(meeg_file("CNT/scan41_short.cnt").read_bytes()[:1000])
+    with pytest.raises(Exception) as e:  # noqa: PT011 - whatever MNE raises
+        mne.io.read_raw_cnt(path, verbose="error")
+    inner = str(e.value.__cause__ or e.value.__context__)
+    res = preprocess_recording(str(path))
+    assert res.outcome == "failed" and res.error_class.startswith("ReadError.")
+    assert inner and inner in res.reason and 'File "' not in res.reason
