@@ -139,17 +139,14 @@ class Listing:
         used is in :meth:`encoding`); raises :class:`~brainomni.sources.sidecars.SidecarError`
         for a file too large or binary to be a sidecar.
         """
-        from brainomni.sources.sidecars import MAX_SIDECAR_BYTES, decode
+        from brainomni.sources.sidecars import check_size, decode
 
         key = "text:" + rel
         if key not in self._cache:
             path = self.abs(rel)
             where = self.url(path)
-            size = int(self.files.get(path, {}).get("size") or 0)
-            if size > MAX_SIDECAR_BYTES:  # checked before reading anything
-                raw = b"\x00" * (MAX_SIDECAR_BYTES + 1)
-            else:
-                raw = retry(lambda: self.fs.cat_file(path), what=f"read {where}")
+            check_size(int(self.files.get(path, {}).get("size") or 0), where)  # before reading
+            raw = retry(lambda: self.fs.cat_file(path), what=f"read {where}")
             self._cache[key], self._cache["encoding:" + rel] = decode(raw, where)
         return self._cache[key]
 

@@ -1,10 +1,10 @@
 """BIDS sidecars (JSON/TSV) read as untrusted input: bounded, decoded with a stated
 fallback, parsed without guessing.
 
-Decoding: UTF-8 (a leading byte-order mark is dropped), and when that fails Latin-1, which
-maps every byte to a character, so a stray ``\\xff`` from a Windows editor never stops a
-crawl. The decoding used is recorded (``encoding``: ``utf-8``, ``utf-8-bom`` or
-``latin-1``): in the crawled recording's ``extra`` (``sidecar_encoding.<file>``) for
+Decoding: UTF-8 (a leading byte-order mark is dropped; UTF-16 only with its byte-order
+mark), and when that fails Latin-1, which maps every byte to a character, so a stray
+``\\xff`` from a Windows editor never stops a crawl. The decoding used is recorded
+(``encoding``: ``utf-8``, ``utf-8-bom``, ``utf-16`` or ``latin-1``): in the crawled recording's ``extra`` (``sidecar_encoding.<file>``) for
 ``channels.tsv``/``*_eeg.json``, and in the store's QC (``qc.sidecars``) for
 ``electrodes.tsv``/``coordsystem.json``. Text with NUL bytes is a binary file, not a
 sidecar (:class:`SidecarError`, ``SidecarDecodeError``); so is one over
@@ -50,14 +50,27 @@ class SidecarError(RecordingFailed):
     """A sidecar that cannot be used; ``error_class`` says how (see the module docstring)."""
 
 
-def decode(raw: bytes, where: str) -> tuple[str, str]:
-    """``(text, encoding)`` of a sidecar's bytes; ``where`` names the file in errors."""
-    if len(raw) > MAX_SIDECAR_BYTES:
+def check_size(size: int, where: str) -> None:
+    """Refuse a sidecar larger than :data:`MAX_SIDECAR_BYTES` (call before reading it)."""
+    if size > MAX_SIDECAR_BYTES:
         raise SidecarError(
-            f"{redact(where)}: {len(raw)} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar "
+            f"{redact(where)}: {size} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar "
             "may have; it is not a BIDS sidecar (replace it)",
             error_class="SidecarTooLarge",
         )
+
+
+def decode(raw: bytes, where: str) -> tuple[str, str]:
+    """``(text, encoding)`` of a sidecar's bytes; ``where`` names the file in errors."""
+    check_size(len(raw), where)
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its byte-order mark
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if "\x00" not in text:
+                return text, "utf-16"
     if b"\x00" in raw:
         raise SidecarError(
             f"{redact(where)}: holds NUL bytes, so it is binary, not a JSON/TSV sidecar "
@@ -149,8 +162,7 @@ class Electrodes:
 def _read_bytes(fs: Any, path: str, where: str) -> bytes:
     try:
         size = fs.size(path)
-        if size is not None and int(size) > MAX_SIDECAR_BYTES:
-            return b"\x00" * (MAX_SIDECAR_BYTES + 1)  # decode() reports it, no big read
+        check_size(int(size or 0), where)
         with fs.open(path, "rb") as fh:
             return fh.read(MAX_SIDECAR_BYTES + 1)
     except OSError as exc:

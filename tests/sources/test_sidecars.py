@@ -49,6 +49,7 @@ def test_decode_fallback_is_stated() -> None:
     assert decode(b"\xef\xbb\xbf" + text.encode("utf-8"), "f") == (text, "utf-8-bom")
     raw = text.encode("latin-1") + b"\xff"  # not UTF-8: every byte kept as Latin-1
     assert decode(raw, "f") == (raw.decode("latin-1"), "latin-1")
+    assert decode(text.encode("utf-16"), "f") == (text, "utf-16")  # BOM written by Python
     with pytest.raises(SidecarError, match="/data/x_channels.tsv.*NUL") as e:
         decode(b"name\x00\x01", "/data/x_channels.tsv")
     assert e.value.error_class == "SidecarDecodeError"
@@ -98,6 +99,30 @@ def test_unusable_sidecars_become_that_recordings_failure(tmp_path: Path) -> Non
     assert set(skipped) == {"participants.tsv", "dataset_description.json"}
     assert "not valid JSON" in skipped["dataset_description.json"]
     assert CRAWL_ERROR_KEY not in dict(refs["03"].extra)
+
+
+def test_oversized_sidecar_is_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
+    from brainomni.sources import sidecars
+    from brainomni.sources.listing import Listing
+
+    monkeypatch.setattr(sidecars, "MAX_SIDECAR_BYTES", 1000)
+    root = _bids(tmp_path / "ds", ("01", "02"))
+    big = root / "sub-01/eeg/sub-01_task-rest_channels.tsv"
+    big.write_bytes(b"name\ttype\n" + b"C3\tEEG\n" * 200)
+    reads: list[str] = []
+    real_cat = Listing.read_text.__globals__["retry"]
+
+    def spy(fn, *a, **k):
+        reads.append(k.get("what", ""))
+        return real_cat(fn, *a, **k)
+
+    monkeypatch.setitem(Listing.read_text.__globals__, "retry", spy)
+    refs = {r.subject: r for r in crawl_bids(str(root), checksums=False).recordings}
+    problem = crawl_problem(refs["01"].extra)
+    assert problem.error_class == "SidecarTooLarge"
+    assert f"{big.stat().st_size} bytes" in problem.reason
+    assert not any("sub-01_task-rest_channels.tsv" in w for w in reads)  # never read
+    assert crawl_problem(refs["02"].extra) is None
 
 
 # --------------------------------------------------------------------------- electrodes (defect 4)
