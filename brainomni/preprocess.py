@@ -56,6 +56,7 @@ class PreprocessResult:
     timings: dict[str, float] = field(default_factory=dict)
     bytes_in: int | None = None
     transient: bool = False  # a failure caused by a passing object-store error
+    sidecars: dict[str, Any] = field(default_factory=dict)  # how electrodes.tsv was read
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``brainomni inspect --json``."""
@@ -183,7 +184,7 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
                 error_class="TooShort",
             )
         electrodes = load_electrodes(ref.electrodes_uri, storage_options)
-        res.qc["sidecars"] = electrodes.qc() if electrodes is not None else {}
+        res.sidecars = electrodes.qc() if electrodes is not None else {}
         try:
             table = build_sensor_table(
                 raw.info,
@@ -454,7 +455,7 @@ def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
             t = time.perf_counter()
             c.correct(writer, op1, all_bads)
             res.timings["second_pass_s"] = round(time.perf_counter() - t, 4)
-        res.qc = {**c.qc(all_bads, rep), "sidecars": res.qc.get("sidecars", {})}
+        res.qc = {**c.qc(all_bads, rep), "sidecars": res.sidecars}
         marker = {
             "config_hash": config.hash,
             "source_checksum": ref.checksum,
