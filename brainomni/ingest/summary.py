@@ -29,6 +29,7 @@ FIXES: dict[str, str] = {
     "SidecarDecodeError": "a sidecar is binary, not text: replace it with the real TSV/JSON",
     "SidecarTooLarge": "a sidecar is far too large to be one: replace it",
     "SidecarUnreadable": "a sidecar could not be read: check permissions/storage and rerun",
+    "Unreadable": "a data file could not be read: check permissions/storage and rerun",
     "BadSidecarJSON": "fix the JSON sidecar named in the reason (or remove it)",
     "BadElectrodes": "fix the electrodes.tsv row named in the reason (numbers or n/a)",
     "BadCoordinateUnits": "set EEGCoordinateUnits in coordsystem.json to m, cm, mm or n/a",

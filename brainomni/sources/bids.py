@@ -150,11 +150,17 @@ def crawl_bids(
             meta = {"line_freq": line_freq, "extra": _crawl_error(listing, cand, exc)}
             logger.warning("%s", meta["extra"][0][1])
         extra = [*meta.pop("extra"), *participants.get(f"sub-{entities['subject']}", ())]
+        try:
+            checksum = listing.checksum(files)
+        except OSError as exc:  # unreadable data file (retries spent): a failed row, not a crash
+            checksum = None
+            if CRAWL_ERROR_KEY not in dict(extra):
+                extra = [*_crawl_error(listing, cand, exc, what="a file of"), *extra]
         result.recordings.append(
             dataclasses.replace(
                 base,
                 size=listing.size(files),
-                checksum=listing.checksum(files),
+                checksum=checksum,
                 extra=tuple(extra),
                 **meta,
             )
@@ -174,17 +180,17 @@ def crawl_bids(
 # --------------------------------------------------------------------------- identity
 
 
-def _crawl_error(listing: Listing, cand: _Candidate, exc: BaseException) -> list[tuple[str, str]]:
+def _crawl_error(
+    listing: Listing, cand: _Candidate, exc: BaseException, what: str = "a sidecar of"
+) -> list[tuple[str, str]]:
     if isinstance(exc, SidecarError):
         reason, error_class = exc.reason, exc.error_class
     else:
-        reason, error_class = (
-            f"{type(exc).__name__}: {exc}",
-            f"SidecarUnreadable.{type(exc).__name__}",
-        )
+        kind = "SidecarUnreadable" if what == "a sidecar of" else "Unreadable"
+        reason, error_class = f"{type(exc).__name__}: {exc}", f"{kind}.{type(exc).__name__}"
     where = redact(listing.url(listing.abs(cand.rel)))
     return [
-        (CRAWL_ERROR_KEY, f"{where}: a sidecar of this recording is unusable: {reason}"),
+        (CRAWL_ERROR_KEY, f"{where}: {what} this recording is unusable: {redact(reason)}"),
         (CRAWL_ERROR_CLASS_KEY, error_class),
     ]
 

@@ -125,6 +125,25 @@ def test_oversized_sidecar_is_refused_before_reading(tmp_path: Path, monkeypatch
     assert crawl_problem(refs["02"].extra) is None
 
 
+def test_unreadable_data_file_is_that_recordings_failure(tmp_path: Path, monkeypatch) -> None:
+    from brainomni.sources.listing import Listing
+
+    root = _bids(tmp_path / "ds", ("01", "02"))
+    real = Listing.file_checksum
+
+    def deny(self, rel):
+        if rel.startswith("sub-01/"):
+            raise PermissionError(13, "Permission denied", rel)
+        return real(self, rel)
+
+    monkeypatch.setattr(Listing, "file_checksum", deny)
+    refs = {r.subject: r for r in crawl_bids(str(root)).recordings}
+    problem = crawl_problem(refs["01"].extra)
+    assert problem.error_class == "Unreadable.PermissionError"
+    assert "sub-01_task-rest_eeg.edf" in problem.reason and refs["01"].checksum is None
+    assert crawl_problem(refs["02"].extra) is None and refs["02"].checksum.startswith("sha256:")
+
+
 # --------------------------------------------------------------------------- electrodes (defect 4)
 
 ROWS = [("Fz", 0.0, 60.0, 60.0), ("Cz", 0.0, 0.0, 90.0), ("Pz", 0.0, -60.0, 60.0)]
