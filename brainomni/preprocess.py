@@ -31,6 +31,7 @@ from .errors import RecordingFailed, RecordingOutcome, SkipRecording
 from .records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, RecordingRef, SensorTable
 from .sensors.coils import meg_compensation_grade
 from .signal.config import DEFAULT_CONFIG, CleanConfig
+from .sources.sidecars import crawl_problem, load_electrodes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class PreprocessResult:
     timings: dict[str, float] = field(default_factory=dict)
     bytes_in: int | None = None
     transient: bool = False  # a failure caused by a passing object-store error
+    sidecars: dict[str, Any] = field(default_factory=dict)  # how electrodes.tsv was read
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``brainomni inspect --json``."""
@@ -80,44 +82,6 @@ class PreprocessResult:
         }
 
 
-def _load_electrodes(
-    uri: str | None, storage_options: dict | None
-) -> dict[str, list[float]] | None:
-    """BIDS ``electrodes.tsv`` -> name: xyz in metres (units from ``coordsystem.json``)."""
-    if not uri:
-        return None
-    import csv
-    import io
-    import json
-    import posixpath
-
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    with fs.open(path, "rb") as f:
-        text = f.read().decode("utf-8-sig")
-    scale = 1.0
-    folder = posixpath.dirname(path)
-    try:
-        cands = [p for p in fs.ls(folder, detail=False) if p.endswith("coordsystem.json")]
-        if cands:
-            with fs.open(cands[0], "rb") as f:
-                cs = json.loads(f.read())
-            unit = str(cs.get("EEGCoordinateUnits", "m")).lower()
-            scale = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}.get(unit, 1.0)
-    except (OSError, ValueError):
-        pass
-    out: dict[str, list[float]] = {}
-    for row in csv.DictReader(io.StringIO(text), delimiter="\t"):
-        try:
-            xyz = [float(row["x"]) * scale, float(row["y"]) * scale, float(row["z"]) * scale]
-        except (KeyError, TypeError, ValueError):
-            continue
-        if all(np.isfinite(xyz)):
-            out[row["name"]] = xyz
-    return out or None
-
-
 def _kept_info(raw, table: SensorTable):
     """MNE Info of the kept channels, with the sensor table's EEG positions applied."""
     import mne
@@ -127,7 +91,7 @@ def _kept_info(raw, table: SensorTable):
     info = mne.pick_info(raw.info, list(map(int, table.picks)), verbose="error")
     with info._unlock():
         for i, ch in enumerate(info["chs"]):
-            if table.types[i] == EEG and table.pos_source[i] != "file":
+            if table.types[i] == EEG and table.pos_source[i] != "file":  # incl. rescaled
                 ch["loc"][:3] = table.pos[i]
                 ch["loc"][3:6] = 0.0
                 ch["coord_frame"] = FIFF.FIFFV_COORD_HEAD
@@ -202,6 +166,9 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
     from .readers import open_raw
     from .sensors import build_sensor_table
 
+    problem = crawl_problem(ref.extra)  # a sidecar the crawler could not use
+    if problem is not None:
+        raise problem
     t_open = time.perf_counter()
     with open_raw(
         ref.uri, fmt=ref.format, storage_options=storage_options, cache_dir=cache_dir
@@ -217,11 +184,19 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
                 f"{config.min_duration:g} s minimum (one tokenizer latent step); nothing usable",
                 error_class="TooShort",
             )
-        electrodes = _load_electrodes(ref.electrodes_uri, storage_options)
+        electrodes = load_electrodes(ref.electrodes_uri, storage_options)
+        res.sidecars = electrodes.qc() if electrodes is not None else {}
         try:
             table = build_sensor_table(
-                raw.info, channel_types=dict(ref.channel_types) or None, electrodes=electrodes
+                raw.info,
+                channel_types=dict(ref.channel_types) or None,
+                electrodes=electrodes.positions if electrodes is not None else None,
             )
+        except RecordingFailed as exc:  # implausible geometry: name the files
+            where = f" (electrodes: {electrodes.uri})" if electrodes is not None else ""
+            raise RecordingFailed(
+                f"{ref.uri}{where}: {exc.reason}", error_class=exc.error_class
+            ) from exc
         except SkipRecording as skip:
             raise SkipRecording(
                 f"{ref.uri}: {skip.reason}. To keep it, give positions (BIDS electrodes.tsv) "
@@ -429,6 +404,7 @@ class _Cleaner:
             "dropped": [{"name": d.name, "reason": d.reason} for d in table.dropped],
             "n_channels": table.summary(),
             "meg_compensation_grade": meg_compensation_grade(self.raw.info),  # as stored
+            **_position_qc(table),
             "flat_seconds": {names[i]: float(flat_s[i]) for i in np.flatnonzero(flat_s)},
             "flat_seconds_total": float(np.sum(flat_s)),
             "clipped_fraction": float(np.mean(clip)) if n else 0.0,
@@ -481,7 +457,7 @@ def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
             t = time.perf_counter()
             c.correct(writer, op1, all_bads)
             res.timings["second_pass_s"] = round(time.perf_counter() - t, 4)
-        res.qc = c.qc(all_bads, rep)
+        res.qc = {**c.qc(all_bads, rep), "sidecars": res.sidecars}
         marker = {
             "config_hash": config.hash,
             "source_checksum": ref.checksum,
@@ -494,6 +470,14 @@ def _clean(opened, ref, res, table, target, target_so, config, bads, progress):
     finally:
         if c.fast is not None:
             c.fast.close()
+
+
+def _position_qc(table: SensorTable) -> dict[str, Any]:
+    """Where the EEG positions came from (per-source counts) and whether they are mixed
+    (file / electrodes.tsv / template in one recording: allowed, but flagged)."""
+    eeg = [s for s, t in zip(table.pos_source, table.types, strict=True) if t == EEG]
+    counts = {k: eeg.count(k) for k in sorted(set(eeg))}
+    return {"eeg_pos_sources": counts, "eeg_pos_mixed": len(counts) > 1}
 
 
 def _sum_squares(y: np.ndarray) -> np.ndarray:

@@ -5,7 +5,10 @@ schedules more than a node's memory allows); at most ``max_in_flight`` are submi
 once. The task calls :func:`brainomni.ingest.task.run_task` unchanged, which retries
 transient object-store errors itself and writes the recording's ledger part. A worker that
 dies (out of memory, a crashing reader) is retried by Ray ``max_retries`` times and then
-recorded as a ``failed`` row; any other exception is a bug and fails the job.
+recorded as a ``failed`` row. :func:`run_task` records every exception of a recording as its
+row; one that still escapes a task (e.g. the ledger part could not be written, or the
+task's argument could not be deserialised) is recorded by the driver as a ``failed`` row
+(``TaskError.<Class>``) and the job goes on: no recording can stop the driver.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brainomni.ingest.ledger import LedgerRow, write_part
-from brainomni.ingest.task import IngestTask, base_row, now_iso, run_task
+from brainomni.ingest.task import IngestTask, base_row, now_iso, remove_partial, run_task
 from brainomni.storage import redact
 
 logger = logging.getLogger(__name__)
@@ -101,8 +104,8 @@ class RayExecutor:
                     task = pending.pop(ref)
                     try:
                         row = ray.get(ref)
-                    except RayTaskError:
-                        raise  # a bug in the task: fail loudly
+                    except RayTaskError as exc:  # escaped run_task: recorded, job goes on
+                        row = self._error_row(task, exc)
                     except ray.exceptions.RayError as exc:  # worker/node died, retries spent
                         row = self._dead_row(task, exc)
                     on_result(row)
@@ -113,6 +116,22 @@ class RayExecutor:
                 self.shutdown_s = round(time.perf_counter() - t1, 3)
 
     @staticmethod
+    def _error_row(task: IngestTask, exc: BaseException) -> LedgerRow:
+        cause = getattr(exc, "cause", None) or exc
+        logger.error("task for %s raised: %s", redact(task.ref.uri), redact(str(exc)))
+        row = base_row(task, worker="?")
+        row.outcome, row.error_class = "failed", f"TaskError.{type(cause).__name__}"
+        detail = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+        row.reason = redact(
+            f"{task.ref.uri}: the task raised {type(cause).__name__} ({detail}); the driver "
+            "log has the traceback; rerun the job to retry this recording"
+        )
+        row.finished_at = now_iso()
+        remove_partial(task)
+        write_part(task.dest, row, dict(task.dest_storage_options))
+        return row
+
+    @staticmethod
     def _dead_row(task: IngestTask, exc: BaseException) -> LedgerRow:
         row = base_row(task, worker="?")
         row.outcome, row.error_class = "failed", f"WorkerDied.{type(exc).__name__}"
@@ -121,6 +140,7 @@ class RayExecutor:
             "memory or a crash in a reader; raise --task-memory or inspect the recording"
         )
         row.finished_at = now_iso()
+        remove_partial(task)  # a killed worker leaves its .tmp folder
         write_part(task.dest, row, dict(task.dest_storage_options))
         return row
 

@@ -90,6 +90,8 @@ def run_job(job: IngestJob, executor: Executor) -> dict[str, Any]:
         executor.run(p.tasks, on_result)
         logger.info(progress.line())
     t_run = time.perf_counter() - t0 - t_plan
+    # every task has ended: any half-written store left (a killed worker) is an orphan
+    orphans += clean_orphans(job.dest, so)
     rows = compact(job.dest, so, received=received)
     crawl_skips: dict[str, int] = {}
     for _, reason in p.skipped:

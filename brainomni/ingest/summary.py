@@ -13,6 +13,67 @@ from .ledger import ALREADY_DONE, LedgerRow
 
 SUMMARY_FILE = "summary.json"
 
+# What to do about each failure class (the row's reason has the details). Keys are exact
+# error classes or the prefix before a dot (``ReadError.ValueError`` -> ``ReadError``).
+FIXES: dict[str, str] = {
+    "EmptyFile": "the file is empty: copy it again from the source",
+    "TruncatedFile": "the file is shorter than its header says: copy it again",
+    "CorruptHeader": "the header is damaged: copy the file again or drop it",
+    "ReadError": "corrupt, truncated or not this format: copy it again or drop it",
+    "MissingCompanion": "copy the recording with all its companion files",
+    "MissingFile": "the file listed by the crawl is gone: recrawl (--recrawl)",
+    "MissingDependency": "install the optional reader package named in the reason",
+    "UnsupportedFormat": "convert it to a format MNE reads (FIF, EDF, BrainVision...)",
+    "UnsafeCompanion": "a companion path leaves the recording's folder: fix the header",
+    "StageError": "object storage error while copying: rerun the job",
+    "SidecarDecodeError": "a sidecar is binary, not text: replace it with the real TSV/JSON",
+    "SidecarTooLarge": "a sidecar is far too large to be one: replace it",
+    "SidecarUnreadable": "a sidecar could not be read: check permissions/storage and rerun",
+    "Unreadable": "a data file could not be read: check permissions/storage and rerun",
+    "BadSidecarJSON": "fix the JSON sidecar named in the reason (or remove it)",
+    "BadElectrodes": "fix the electrodes.tsv row named in the reason (numbers or n/a)",
+    "BadCoordinateUnits": "set EEGCoordinateUnits in coordsystem.json to m, cm, mm or n/a",
+    "ImplausibleGeometry": "check position units/values in the file or electrodes.tsv",
+    "NonFiniteSignal": "the signal holds NaN/inf: the file or a channel is broken",
+    "InterpolationError": "bad-channel interpolation failed: inspect the positions",
+    "TooManyBadChannels": "too few good channels: nothing to do unless the marks are wrong",
+    "NoPlaceableChannels": "give positions (electrodes.tsv) or 10-05 channel names",
+    "TooShort": "nothing to do: too short to be used",
+    "WorkerDied": "raise --task-memory, or inspect the recording (a reader crashed)",
+    "TaskError": "the task failed outside the recording's processing: rerun; report if it stays",
+    "Unexpected": "a case the code does not handle: report it with the example file",
+}
+
+
+def fix_for(error_class: str) -> str:
+    """The advice of :data:`FIXES` for an error class (exact, then its prefix)."""
+    if error_class in FIXES:
+        return FIXES[error_class]
+    head = error_class.split(".", 1)[0]
+    return FIXES.get(head, "see the reason of the example row")
+
+
+def failure_table(rows: Sequence[LedgerRow]) -> list[dict[str, Any]]:
+    """One entry per error class of the ``failed`` rows: count, an example recording, its
+    reason and the fix; most frequent first."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.outcome != "failed":
+            continue
+        cls = r.error_class or "unspecified"
+        entry = table.setdefault(
+            cls,
+            {
+                "error_class": cls,
+                "count": 0,
+                "example": r.relpath or r.uri,
+                "reason": r.reason,
+                "fix": fix_for(cls),
+            },
+        )
+        entry["count"] += 1
+    return sorted(table.values(), key=lambda e: (-e["count"], e["error_class"]))
+
 
 def summarize(
     rows: Sequence[LedgerRow],
@@ -41,6 +102,7 @@ def summarize(
         "hours": sum(r.output_hours for r in rows if r.outcome == "ok"),
         "hours_by": {k: dict(sorted(v.items())) for k, v in sorted(hours.items())},
         "drops_by_reason": dict(sorted(fails.items())),
+        "failures": failure_table(rows),
         "crawl_skipped_by_reason": dict(sorted((crawl_skipped or {}).items())),
         "bytes_in": sum(r.bytes_in or 0 for r in rows),
         "bytes_out": sum(r.bytes_out or 0 for r in rows if r.outcome == "ok"),
@@ -70,6 +132,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  drop   {key:<50} {entry['count']:5d}  e.g. {entry['example'][:120]}")
     for reason, n in summary["crawl_skipped_by_reason"].items():
         lines.append(f"  crawl  {reason:<50} {n:5d}")
+    failures = summary.get("failures") or []
+    if failures:
+        lines.append(f"failures ({sum(e['count'] for e in failures)}), by error class:")
+        lines.append(f"  {'error class':<28} {'count':>5}  {'example':<48} fix")
+        for e in failures:
+            lines.append(
+                f"  {e['error_class'][:28]:<28} {e['count']:5d}  {e['example'][-48:]:<48} {e['fix']}"
+            )
     run = summary.get("run") or {}
     if run:
         lines.append(

@@ -2,7 +2,8 @@
 
 :func:`run_task` is plain library code; executors (serial, Ray) call it unchanged. It never
 raises for a bad recording (that is a ``failed`` row); transient object-store errors are
-retried with backoff (:func:`brainomni.storage.retry`); anything else propagates.
+retried with backoff (:func:`brainomni.storage.retry`); anything else is recorded as a
+``failed`` row (``Unexpected.<Class>``), never raised: one recording never stops a job.
 """
 
 from __future__ import annotations
@@ -127,18 +128,69 @@ def _transient(result: Any) -> bool:
     return result.outcome == "failed" and bool(getattr(result, "transient", False))
 
 
+def unexpected_row(row: LedgerRow, task: IngestTask, exc: BaseException) -> LedgerRow:
+    """``row`` as the ``failed`` outcome of an exception no outcome class describes: the job
+    goes on, the row names the recording and the exception class (``Unexpected.<Class>``)."""
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    row.outcome, row.error_class = "failed", f"Unexpected.{type(exc).__name__}"
+    row.reason = redact(
+        f"{task.ref.uri}: unexpected {type(exc).__name__} while processing it ({detail}); "
+        "a case brainomni does not handle yet: report it with this file (the worker log has "
+        "the traceback)"
+    )
+    row.store, row.bytes_out = "", None
+    return row
+
+
 def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -> LedgerRow:
     """Clean ``task.ref`` into ``task.store`` unless already done; its ledger row.
 
     The row is also written as a ledger part under ``task.dest`` (unless ``write_ledger`` is
     False). Staging files live in a per-call folder under ``task.cache_root``, removed after.
-    """
-    from brainomni.preprocess import preprocess_recording
-    from brainomni.stores.recording import is_complete
 
+    Never raises for the recording: bad input ends as the outcome
+    :func:`~brainomni.preprocess.preprocess_recording` returns, and any other exception
+    (a bug met on this input, storage retries spent) is recorded as ``failed`` with
+    ``error_class`` ``Unexpected.<Class>`` (last resort, logged with its traceback) and its
+    half-written store removed. Only writing the ledger part itself can raise.
+    """
     t0 = time.perf_counter()
     row = base_row(task, worker)
     dest_so = dict(task.dest_storage_options)
+    try:
+        row = _process(task, row, dest_so)
+    except Exception as exc:  # noqa: BLE001 - last resort: one recording never kills a job
+        logger.exception("%s: unexpected error", redact(task.ref.uri))
+        row = unexpected_row(row, task, exc)
+        remove_partial(task)
+    row.t_task_s = round(time.perf_counter() - t0, 4)
+    row.finished_at = now_iso()
+    if write_ledger:
+        write_part(task.dest, row, dest_so)
+    return row
+
+
+def remove_partial(task: IngestTask) -> list[str]:
+    """Remove this recording's half-written local store folders (``.<id>.zarr.tmp-*``);
+    their paths. Safe while the job runs: one task per recording at a time."""
+    import glob
+
+    fs, path = get_fs(task.store, dict(task.dest_storage_options))
+    from brainomni.storage import is_local
+
+    if not is_local(fs):
+        return []
+    folder, name = os.path.split(path.rstrip("/"))
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*")))
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
+def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> LedgerRow:
+    from brainomni.preprocess import preprocess_recording
+    from brainomni.stores.recording import is_complete
+
     complete = retry(
         lambda: is_complete(
             task.store,
@@ -197,10 +249,6 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
     if row.outcome == "ok":
         row.store = redact(task.store)
         row.bytes_out = _store_bytes(task.store, dest_so)
-    row.t_task_s = round(time.perf_counter() - t0, 4)
-    row.finished_at = now_iso()
-    if write_ledger:
-        write_part(task.dest, row, dest_so)
     return row
 
 

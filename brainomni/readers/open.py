@@ -228,6 +228,26 @@ def _read(spec: Format, path: str) -> tuple[BaseRaw, str]:
     return raw, reader_name
 
 
+_EXC_LINE_RE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (?P<msg>.+)$")
+
+
+def exception_message(exc: BaseException) -> str:
+    """The first line of the message ``exc`` carries, not a traceback line.
+
+    Some MNE readers (``read_raw_cnt``) re-raise with the inner traceback as the message
+    (``File ".../_utils.py", line 154, in ...`` first): the ``SomeError: message`` line is
+    taken from it, else the message of the chained exception."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if lines and lines[0].startswith(('File "', "Traceback")):
+        for ln in lines:
+            if m := _EXC_LINE_RE.match(ln):
+                return m["msg"]
+        inner = exc.__cause__ or exc.__context__
+        if inner is not None and inner is not exc:
+            return exception_message(inner)
+    return lines[0] if lines else ""
+
+
 def _reader_failure(exc: BaseException, spec: Format, path: str) -> RecordingFailed:
     hint = _missing_package(exc, spec)
     if hint is not None:
@@ -242,7 +262,7 @@ def _reader_failure(exc: BaseException, spec: Format, path: str) -> RecordingFai
             "recording with all its companion files",
             error_class="MissingCompanion",
         )
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = exception_message(exc)
     if isinstance(exc, _PROGRAMMING_ERRORS):
         return RecordingFailed(
             f"{path}: cannot read as {spec.description}: the reader failed on this file's "
@@ -273,7 +293,7 @@ def _probe(raw: BaseRaw, path: str) -> None:
         name = "Malformed" if isinstance(exc, _PROGRAMMING_ERRORS) else type(exc).__name__
         raise RecordingFailed(
             f"{path}: header reads but the samples do not ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); the data part is truncated or corrupt",
+            f"{exception_message(exc)[:200]}); the data part is truncated or corrupt",
             error_class=f"ReadError.{name}",
         ) from exc
 

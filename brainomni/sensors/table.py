@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brainomni.errors import SkipRecording
+from brainomni.errors import RecordingFailed, SkipRecording
 from brainomni.records import EEG, GRAD, MAG, SENSOR_TYPE_NAMES, Dropped, SensorTable
 from brainomni.sensors.coils import MAGNETOMETER, PLANAR, REFERENCE, base_coil, coil_class
 from brainomni.sensors.names import MONTAGE, match_montage, non_eeg_kind, resolve_names
@@ -41,7 +41,16 @@ logger = logging.getLogger(__name__)
 
 POS_FILE, POS_ELECTRODES = "file", "electrodes.tsv"
 POS_MONTAGE = f"montage:{MONTAGE}"
+# MNE places 2-D layout positions (Neuroscan CNT's setup) on a sphere of radius 1 m
+# (mne.channels.layout._topo_to_sphere); they are scaled to MNE's default head radius.
+HEAD_RADIUS_M = 0.095  # mne.defaults.HEAD_SIZE_DEFAULT
+POS_FILE_UNIT_SPHERE = f"file:unit-sphere*{HEAD_RADIUS_M}"
 DEFAULT_MIN_CHANNELS = 2
+# A plausible head (check_geometry): every sensor within this distance of its group's median
+# position (an adult head is ~0.1 m in radius, a MEG helmet ~0.12 m), and a group of two or
+# more sensors spread over at least MIN_SPREAD_M.
+MAX_HEAD_RADIUS_M = 0.3
+MIN_SPREAD_M = 1e-3
 
 # BIDS channels.tsv "type" -> our category ("meg" trusts the coil type).
 _BIDS_TYPES = {
@@ -169,6 +178,8 @@ def build_sensor_table(
                 dropped[idx] = f"EEG channel without a position ({unmatched[name]})"
 
     _enforce_minimum(info, rows, dropped, min_channels)
+    _scale_unit_sphere(rows)
+    check_geometry(info, rows)
     if not rows:
         counts = Counter(r.split(" (")[0] for r in dropped.values())
         top = ", ".join(f"{n} {r}" for r, n in counts.most_common(4))
@@ -177,6 +188,80 @@ def build_sensor_table(
             f"{len(dropped)} dropped ({top})"
         )
     return _assemble(info, rows, dropped)
+
+
+def check_geometry(info: Info, rows: Mapping[int, tuple]) -> None:
+    """Raise :class:`RecordingFailed` (``ImplausibleGeometry``) unless the kept sensors'
+    positions look like a head, per modality group (EEG; MEG = MAG + GRAD): all finite and
+    representable in float32, all within :data:`MAX_HEAD_RADIUS_M` of the group's median
+    position (the median, not the mean, so one absurd row cannot move the centre), and not
+    all coincident (spread under :data:`MIN_SPREAD_M`). The reason names the offending
+    channels and where their positions came from (file, electrodes.tsv, template).
+
+    Wrong units are the usual cause: millimetre values read as metres put electrodes
+    ~85 m from the head centre.
+    """
+    for group, members in (("EEG", (EEG,)), ("MEG", (MAG, GRAD))):
+        idx = sorted(i for i, r in rows.items() if r[0] in members)
+        if idx:
+            _check_group(
+                group,
+                [str(info["chs"][i]["ch_name"]) for i in idx],
+                np.array([rows[i][1] for i in idx], dtype=np.float64).reshape(-1, 3),
+                [str(rows[i][3]) for i in idx],
+            )
+
+
+def _check_group(group: str, names: list[str], pos: np.ndarray, sources: list[str]) -> None:
+    def fail(bad: np.ndarray, what: str) -> None:
+        listed = ", ".join(f"{names[k]} ({sources[k]}: {_fmt_xyz(pos[k])})" for k in bad[:5])
+        more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+        raise RecordingFailed(
+            f"implausible {group} sensor positions: {what}: {listed}{more}. Check the "
+            "position units (EEGCoordinateUnits in coordsystem.json) and values",
+            error_class="ImplausibleGeometry",
+        )
+
+    f32_max = float(np.finfo(np.float32).max)
+    finite = np.all(np.isfinite(pos), axis=1) & np.all(np.abs(pos) < f32_max, axis=1)
+    if not finite.all():
+        fail(np.flatnonzero(~finite), "not finite in float32")
+    centre = np.median(pos, axis=0)
+    dist = np.linalg.norm(pos - centre, axis=1)
+    far = np.flatnonzero(dist > MAX_HEAD_RADIUS_M)
+    if far.size:
+        fail(
+            far[np.argsort(-dist[far], kind="stable")],
+            f"{far.size} of {len(names)} more than {MAX_HEAD_RADIUS_M} m from the median "
+            f"position (up to {float(dist.max()):.3g} m)",
+        )
+    if len(names) >= 2 and float(dist.max()) < MIN_SPREAD_M:
+        fail(np.arange(len(names)), f"all {len(names)} within {MIN_SPREAD_M * 1e3:g} mm")
+
+
+def _scale_unit_sphere(rows: dict[int, tuple]) -> None:
+    """EEG positions from the file that all lie on the unit sphere (|p| = 1 +- 1%, at least
+    3 of them: MNE's projection of a 2-D layout, no head size) are scaled to
+    :data:`HEAD_RADIUS_M`; their ``pos_source`` says so. Anything else is left to
+    :func:`check_geometry`."""
+    idx = [i for i, r in rows.items() if r[0] == EEG and r[3] == POS_FILE]
+    if len(idx) < 3:
+        return
+    norms = np.linalg.norm(np.array([rows[i][1] for i in idx], dtype=np.float64), axis=1)
+    if np.all(np.abs(norms - 1.0) < 0.01):
+        for i in idx:
+            t, pos, ori, _ = rows[i]
+            rows[i] = (
+                t,
+                np.asarray(pos, dtype=np.float64) * HEAD_RADIUS_M,
+                ori,
+                POS_FILE_UNIT_SPHERE,
+            )
+        logger.info("EEG positions on the unit sphere scaled to a %g m head", HEAD_RADIUS_M)
+
+
+def _fmt_xyz(xyz: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in xyz) + ") m"
 
 
 def _enforce_minimum(
@@ -200,8 +285,11 @@ def _assemble(info: Info, rows: dict[int, tuple], dropped: dict[int, str]) -> Se
     types = np.array([rows[i][0] for i in picks], dtype=np.int8)
     pos = np.array([rows[i][1] for i in picks], dtype=np.float32).reshape(-1, 3)
     ori = np.array([rows[i][2] for i in picks], dtype=np.float32).reshape(-1, 3)
-    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(ori))):  # pragma: no cover
-        raise AssertionError("sensor table built non-finite positions")
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(ori))):  # check_geometry ran
+        raise RecordingFailed(
+            "sensor table built non-finite positions or orientations",
+            error_class="ImplausibleGeometry",
+        )
     return SensorTable(
         names=[info["chs"][i]["ch_name"] for i in picks],
         types=types,

@@ -16,6 +16,13 @@ Sidecars follow the BIDS inheritance principle: a ``*_eeg.json``/``*_meg.json`` 
 when its entities are a subset of the recording's and it sits in the recording's folder or
 a parent up to the root; JSON files are merged from the root down, TSV files (``channels``,
 ``electrodes``) are taken from the most specific level.
+
+Sidecars are untrusted (:mod:`brainomni.sources.sidecars`): decoded as UTF-8, else Latin-1
+(a non-UTF-8 file is noted in the recording's ``extra`` as ``sidecar_encoding.<file>``). A
+recording whose own sidecar is unusable (not JSON, binary, unreadable) is still listed, with
+the problem in ``extra`` (``crawl_error``): its task ends as a failed ledger row naming the
+file. An unusable ``dataset_description.json`` or ``participants.tsv`` is ignored and listed
+among the skipped entries with its reason. Neither stops the crawl.
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ from brainomni.sources.base import (
     suffix_of,
 )
 from brainomni.sources.listing import Listing
+from brainomni.sources.sidecars import (
+    CRAWL_ERROR_CLASS_KEY,
+    CRAWL_ERROR_KEY,
+    ENCODING_KEY_PREFIX,
+    SidecarError,
+)
 from brainomni.storage import redact
 
 logger = logging.getLogger(__name__)
@@ -95,11 +108,24 @@ def crawl_bids(
     if bad:
         raise ValueError(f"modalities must be among {MODALITIES}, got {bad}")
     listing = Listing.take(url, storage_options, checksums=checksums)
-    ds_name, ds_version = _identity(listing, name, version)
-    participants = _participants(listing)
+    problems: list[tuple[str, str]] = []  # dataset-level sidecars left unused, with reasons
+    ds_name, ds_version = _identity(listing, name, version, problems)
+    participants = _participants(listing, problems)
     sidecars = _SidecarIndex(listing, entities_from_fname)
     listing.prefetch(sidecars.needed(), what="sidecars")
     result = CrawlResult()
+    for rel, why in problems:
+        result.skipped.append(
+            (
+                RecordingRef(
+                    uri=listing.url(listing.abs(rel)),
+                    dataset=ds_name,
+                    dataset_version=ds_version,
+                    relpath=rel,
+                ),
+                why,
+            )
+        )
     for cand in _candidates(listing, wanted):
         entities = {k: v for k, v in entities_from_fname(cand.name).items() if v is not None}
         base = RecordingRef(
@@ -122,13 +148,25 @@ def crawl_bids(
             result.skipped.append((base, reason))
             continue
         files = _recording_files(listing, cand, entities)
-        meta = sidecars.metadata(cand, entities, default_line_freq=line_freq)
+        try:
+            meta = sidecars.metadata(cand, entities, default_line_freq=line_freq)
+        except (SidecarError, OSError) as exc:
+            # this recording's sidecar is unusable: the recording becomes a failed ledger
+            # row (see sidecars.crawl_problem) and the crawl goes on
+            meta = {"line_freq": line_freq, "extra": _crawl_error(listing, cand, exc)}
+            logger.warning("%s", meta["extra"][0][1])
         extra = [*meta.pop("extra"), *participants.get(f"sub-{entities['subject']}", ())]
+        try:
+            checksum = listing.checksum(files)
+        except OSError as exc:  # unreadable data file (retries spent): a failed row, not a crash
+            checksum = None
+            if CRAWL_ERROR_KEY not in dict(extra):
+                extra = [*_crawl_error(listing, cand, exc, what="a file of"), *extra]
         result.recordings.append(
             dataclasses.replace(
                 base,
                 size=listing.size(files),
-                checksum=listing.checksum(files),
+                checksum=checksum,
                 extra=tuple(extra),
                 **meta,
             )
@@ -148,12 +186,40 @@ def crawl_bids(
 # --------------------------------------------------------------------------- identity
 
 
-def _identity(listing: Listing, name: str | None, version: str | None) -> tuple[str, str]:
-    desc = (
-        listing.read_json("dataset_description.json")
-        if listing.exists("dataset_description.json")
-        else {}
-    )
+def _crawl_error(
+    listing: Listing, cand: _Candidate, exc: BaseException, what: str = "a sidecar of"
+) -> list[tuple[str, str]]:
+    if isinstance(exc, SidecarError):
+        reason, error_class = exc.reason, exc.error_class
+    else:
+        kind = "SidecarUnreadable" if what == "a sidecar of" else "Unreadable"
+        reason, error_class = f"{type(exc).__name__}: {exc}", f"{kind}.{type(exc).__name__}"
+    where = redact(listing.url(listing.abs(cand.rel)))
+    return [
+        (CRAWL_ERROR_KEY, f"{where}: {what} this recording is unusable: {redact(reason)}"),
+        (CRAWL_ERROR_CLASS_KEY, error_class),
+    ]
+
+
+def _dataset_sidecar(listing: Listing, rel: str, read: Any, problems: list) -> Any:
+    """``read(rel)`` for a dataset-level sidecar; ``None`` (and a noted problem) when the
+    file is absent or unusable: it never stops the crawl."""
+    if not listing.exists(rel):
+        return None
+    try:
+        return read(rel)
+    except (SidecarError, OSError) as exc:
+        why = exc.reason if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        logger.warning("%s left unused: %s", rel, redact(why))
+        problems.append((rel, f"unusable dataset sidecar, ignored ({redact(why)[:300]})"))
+        return None
+
+
+def _identity(
+    listing: Listing, name: str | None, version: str | None, problems: list
+) -> tuple[str, str]:
+    desc = _dataset_sidecar(listing, "dataset_description.json", listing.read_json, problems)
+    desc = desc or {}
     base = listing.root.rstrip("/").rsplit("/", 1)[-1]
     m = _ACCESSION_RE.match(base)
     ds_name = name or (m["name"] if m else "") or str(desc.get("Name") or "") or base
@@ -170,13 +236,16 @@ def _identity(listing: Listing, name: str | None, version: str | None) -> tuple[
     return ds_name, ds_version
 
 
-def _participants(listing: Listing) -> dict[str, tuple[tuple[str, str], ...]]:
-    if not listing.exists("participants.tsv"):
+def _participants(listing: Listing, problems: list) -> dict[str, tuple[tuple[str, str], ...]]:
+    rows = _dataset_sidecar(listing, "participants.tsv", listing.read_tsv, problems)
+    if not rows:
         return {}
+    enc = listing.encoding("participants.tsv")
+    noted = ((f"{ENCODING_KEY_PREFIX}participants.tsv", enc),) if enc != "utf-8" else ()
     out = {}
-    for row in listing.read_tsv("participants.tsv"):
+    for row in rows:
         pid = row.get("participant_id", "")
-        out[pid] = tuple(
+        out[pid] = noted + tuple(
             (f"participants.{k}", v)
             for k, v in row.items()
             if k != "participant_id" and v not in ("", "n/a")
@@ -312,8 +381,10 @@ class _SidecarIndex:
     ) -> dict[str, Any]:
         listing = self.listing
         sidecar: dict[str, Any] = {}
+        read: list[str] = []
         for rel, _ in self.applicable(cand.rel, entities, cand.modality, ".json"):
             sidecar.update(listing.read_json(rel))
+            read.append(rel)
         line_freq = _as_float(sidecar.get("PowerLineFrequency"))
         extra: list[tuple[str, str]] = [
             (key.lower(), str(sidecar[src]))
@@ -331,7 +402,13 @@ class _SidecarIndex:
             channel_types = tuple(
                 (r["name"], r.get("type", "").upper()) for r in rows if r.get("name")
             )
-            bads = tuple(r["name"] for r in rows if r.get("status", "").lower() == "bad")
+            bads = tuple(
+                r["name"] for r in rows if r.get("name") and r.get("status", "").lower() == "bad"
+            )
+            read.append(channels[-1][0])
+        for rel in read:  # say which sidecars were not UTF-8 (decoded as Latin-1)
+            if (enc := listing.encoding(rel)) not in (None, "utf-8"):
+                extra.append((ENCODING_KEY_PREFIX + rel.rsplit("/", 1)[-1], enc))
         return {
             "line_freq": line_freq if line_freq is not None else default_line_freq,
             "channel_types": channel_types,

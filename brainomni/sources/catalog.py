@@ -102,7 +102,14 @@ class Source:
 def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> list[Source]:
     """Sources listed in a TOML, YAML or plain-text catalog at ``url`` (any fsspec URL)."""
     fs, path = get_fs(url, storage_options)
-    text = retry(lambda: fs.cat_file(path), what=f"read {url}").decode("utf-8")
+    raw = retry(lambda: fs.cat_file(path), what=f"read {url}")
+    try:  # the job's own configuration: no fallback decoding, a clear error instead
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"catalog {redact(url)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "save it as UTF-8"
+        ) from None
     lower = path.lower()
     if lower.endswith(".toml"):
         entries = _toml_entries(text)

@@ -14,7 +14,6 @@ Checksums (the ``checksum`` field of :class:`~brainomni.records.RecordingRef`):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -148,15 +147,28 @@ class Listing:
     # ------------------------------------------------------------------ small reads (cached)
 
     def read_text(self, rel: str) -> str:
-        """Text of a small file (sidecars), cached for the life of the listing."""
+        """Text of a small file (sidecars), cached for the life of the listing.
+
+        Decoded by :func:`brainomni.sources.sidecars.decode` (UTF-8, then Latin-1; the one
+        used is in :meth:`encoding`); raises :class:`~brainomni.sources.sidecars.SidecarError`
+        for a file too large or binary to be a sidecar.
+        """
+        from brainomni.sources.sidecars import check_size, decode
+
         key = "text:" + rel
         if key not in self._cache:
             path = self.abs(rel)
+            where = self.url(path)
+            check_size(int(self.files.get(path, {}).get("size") or 0), where)  # before reading
             raw = self._cache.pop("raw:" + rel, None)
             if raw is None:
-                raw = retry(lambda: self.fs.cat_file(path), what=f"read {self.url(path)}")
-            self._cache[key] = raw.decode("utf-8-sig")
+                raw = retry(lambda: self.fs.cat_file(path), what=f"read {where}")
+            self._cache[key], self._cache["encoding:" + rel] = decode(raw, where)
         return self._cache[key]
+
+    def encoding(self, rel: str) -> str | None:
+        """The decoding :meth:`read_text` used for ``rel`` (``None`` before it was read)."""
+        return self._cache.get("encoding:" + rel)
 
     def prefetch(self, rels: Iterable[str], *, what: str = "files", batch: int = 512) -> None:
         """Fetch many small files at once into the cache that :meth:`read_text` reads.
@@ -165,7 +177,15 @@ class Listing:
         sidecar or two per recording, and one request at a time would take hours at
         200,000 recordings. A file that fails here is left to :meth:`read_text`, which
         reads it alone (with retries) and reports it."""
-        rels = [r for r in rels if "text:" + r not in self._cache and "raw:" + r not in self._cache]
+        from brainomni.sources.sidecars import MAX_SIDECAR_BYTES
+
+        rels = [  # oversized files are left to read_text, which refuses them by name
+            r
+            for r in rels
+            if "text:" + r not in self._cache
+            and "raw:" + r not in self._cache
+            and int(self.files.get(self.abs(r), {}).get("size") or 0) <= MAX_SIDECAR_BYTES
+        ]
         if is_local(self.fs) or not rels:
             return
         for i in range(0, len(rels), batch):
@@ -181,33 +201,19 @@ class Listing:
                     self._cache["raw:" + rel] = data
 
     def read_json(self, rel: str) -> dict[str, Any]:
+        """A JSON object sidecar; :class:`~brainomni.sources.sidecars.SidecarError` otherwise."""
+        from brainomni.sources.sidecars import parse_json
+
         key = "json:" + rel
         if key not in self._cache:
-            try:
-                value = json.loads(self.read_text(rel))
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"invalid JSON in {redact(self.url(self.abs(rel)))}: {exc}"
-                ) from exc
-            self._cache[key] = value if isinstance(value, dict) else {}
+            self._cache[key] = parse_json(self.read_text(rel), self.url(self.abs(rel)))
         return self._cache[key]
 
     def read_tsv(self, rel: str) -> list[dict[str, str]]:
         """Rows of a BIDS TSV file (header line, tab-separated, no quoting)."""
+        from brainomni.sources.sidecars import parse_tsv
+
         key = "tsv:" + rel
         if key not in self._cache:
-            import csv
-
-            lines = [ln for ln in self.read_text(rel).splitlines() if ln.strip()]
-            rows: list[dict[str, str]] = []
-            if lines:
-                # the csv module splits in C: ~5x faster than str.split per cell at 64+ rows
-                table = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-                header = [h.strip() for h in next(table)]
-                width = len(header)
-                for cells in table:
-                    cells = [c.strip() for c in cells[:width]]
-                    cells += [""] * (width - len(cells))
-                    rows.append(dict(zip(header, cells, strict=True)))
-            self._cache[key] = rows
+            self._cache[key] = parse_tsv(self.read_text(rel))
         return self._cache[key]

@@ -146,17 +146,21 @@ class RecordingStoreWriter:
                 fs.rm(path, recursive=True)
             self._work = self.uri
             self._final = self.uri
-        self._group = self._open_group(self._work)
-        self._signal = self._group.create_array(
-            "signal",
-            shape=(n_channels, n_times),
-            chunks=(max(1, min(row_chunk, n_channels)), min(self.chunk, max(1, n_times))),
-            dtype="float32",
-            compressors=[self._codec()] if compress else None,
-            fill_value=0.0,
-            # every chunk is written once, whole: skip zarr's all-fill-value check
-            config={"write_empty_chunks": True},
-        )
+        try:  # a failure here must not leave the temporary folder behind
+            self._group = self._open_group(self._work)
+            self._signal = self._group.create_array(
+                "signal",
+                shape=(n_channels, n_times),
+                chunks=(max(1, min(row_chunk, n_channels)), min(self.chunk, max(1, n_times))),
+                dtype="float32",
+                compressors=[self._codec()] if compress else None,
+                fill_value=0.0,
+                # every chunk is written once, whole: skip zarr's all-fill-value check
+                config={"write_empty_chunks": True},
+            )
+        except BaseException:
+            self.abort()
+            raise
 
     @staticmethod
     def _codec():
