@@ -80,11 +80,17 @@ def run_job(job: IngestJob, executor: Executor) -> dict[str, Any]:
     orphans = clean_orphans(job.dest, so)
     t_plan = time.perf_counter() - t0
     progress = Progress(len(p.tasks), every_s=job.progress_every_s)
+    returned: list[LedgerRow] = []  # every row, also those whose part could not be written
+
+    def on_result(row: LedgerRow) -> None:
+        returned.append(row)
+        progress.update(row)
+
     if p.tasks:
-        executor.run(p.tasks, progress.update)
+        executor.run(p.tasks, on_result)
         logger.info(progress.line())
     t_run = time.perf_counter() - t0 - t_plan
-    rows = compact(job.dest, so)
+    rows = compact(job.dest, so, extra=returned)
     crawl_skips: dict[str, int] = {}
     for _, reason in p.skipped:
         crawl_skips[reason] = crawl_skips.get(reason, 0) + 1

@@ -166,15 +166,22 @@ def read_ledger(
     return rows if raw else dedupe(rows)
 
 
-def compact(dest: str, storage_options: Mapping[str, Any] | None = None) -> list[LedgerRow]:
+def compact(
+    dest: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    extra: Iterable[LedgerRow] = (),
+) -> list[LedgerRow]:
     """Fold the parts into ``DEST/ledger.parquet`` (one row per recording); the rows.
 
-    The compacted file is written (atomically) before any folded part is removed, so a kill
-    in between only leaves parts that dedupe away on the next read.
+    ``extra`` rows (those the job holds in memory, e.g. whose part could not be written while
+    the store was unreachable) are folded in as well. The compacted file is written
+    (atomically) before any folded part is removed, so a kill in between only leaves parts
+    that dedupe away on the next read.
     """
     fs, path = get_fs(dest, storage_options)
     parts = _part_paths(fs, path)
-    rows = read_ledger(dest, storage_options)
+    rows = dedupe([*read_ledger(dest, storage_options, raw=True), *extra])
     atomic_write_bytes(join_url(dest, LEDGER_FILE), _parquet_bytes(rows), storage_options)
     for part in parts:
         retry(lambda p=part: fs.rm_file(p), what="remove ledger part")

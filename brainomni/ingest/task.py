@@ -2,7 +2,9 @@
 
 :func:`run_task` is plain library code; executors (serial, Ray) call it unchanged. It never
 raises for a bad recording (that is a ``failed`` row); transient object-store errors are
-retried with backoff (:func:`brainomni.storage.retry`); anything else propagates.
+retried with backoff for the retry window (:func:`brainomni.storage.retry`), after which the
+recording is a ``failed`` row with error class ``StorageUnavailable``; anything else
+propagates.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 
 from brainomni.records import RecordingRef
 from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
-from brainomni.storage import RetryPolicy, get_fs, is_transient, join_url, redact, retry
+from brainomni.storage import (
+    RetryPolicy,
+    StorageUnavailable,
+    describe_error,
+    get_fs,
+    is_transient,
+    join_url,
+    redact,
+    retry,
+)
 
 from .ledger import ALREADY_DONE, LedgerRow, write_part
 
@@ -133,12 +144,51 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
     The row is also written as a ledger part under ``task.dest`` (unless ``write_ledger`` is
     False). Staging files live in a per-call folder under ``task.cache_root``, removed after.
     """
-    from brainomni.preprocess import preprocess_recording
-    from brainomni.stores.recording import is_complete
-
     t0 = time.perf_counter()
     row = base_row(task, worker)
     dest_so = dict(task.dest_storage_options)
+    try:
+        row = _process(task, row, dest_so)
+    except StorageUnavailable as exc:  # the retry window is spent: a failed row, not a crash
+        _unavailable(row, exc)
+    row.t_task_s = round(time.perf_counter() - t0, 4)
+    row.finished_at = now_iso()
+    if write_ledger:
+        try:
+            write_part(task.dest, row, dest_so)
+        except StorageUnavailable as exc:
+            # The row still reaches the driver (the executor hands it back), which writes it
+            # into the compacted ledger; see run_job.
+            logger.error(
+                "ledger part of %s not written, the job keeps the row: %s",
+                row.recording_id,
+                describe_error(exc),
+            )
+    return row
+
+
+STORAGE_UNAVAILABLE = "StorageUnavailable"
+
+
+def _unavailable(row: LedgerRow, exc: StorageUnavailable) -> None:
+    """Mark ``row`` failed because object storage stayed unavailable for the retry window."""
+    cause = exc.__cause__
+    reason = str(exc)
+    if isinstance(cause, TransientOutcome):  # the reader's own (transient) failure
+        res = cause.result
+        row.format = res.fmt or row.format
+        row.duration_s, row.sfreq_in = res.duration_s, res.sfreq
+        reason = reason.replace(describe_error(cause), res.reason or "")
+    row.outcome, row.error_class = "failed", STORAGE_UNAVAILABLE
+    row.reason = redact(f"{row.uri}: {reason}; rerun the job to retry it")
+    row.store, row.bytes_out = "", None
+
+
+def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> LedgerRow:
+    """The work of :func:`run_task` up to the ledger part (storage errors propagate)."""
+    from brainomni.preprocess import preprocess_recording
+    from brainomni.stores.recording import is_complete
+
     complete = retry(
         lambda: is_complete(
             task.store,
@@ -167,6 +217,9 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
                 out_storage_options=dest_so,
                 cache_dir=cache,
             )
+            if res.outcome == "failed" and (res.error_class or "").endswith(STORAGE_UNAVAILABLE):
+                # a retry inside the reader already waited a whole window: no second one
+                raise StorageUnavailable(res.reason or "") from TransientOutcome(res)
             if _transient(res):
                 raise TransientOutcome(res)
             return res
@@ -176,8 +229,6 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
 
         try:
             res = retry(attempt, task.retry_policy, what=redact(task.ref.uri), classify=classify)
-        except TransientOutcome as exc:  # retries spent: a permanent failure for this run
-            res = exc.result
         finally:
             shutil.rmtree(cache, ignore_errors=True)
         row.tries = tries
@@ -197,10 +248,6 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
     if row.outcome == "ok":
         row.store = redact(task.store)
         row.bytes_out = _store_bytes(task.store, dest_so)
-    row.t_task_s = round(time.perf_counter() - t0, 4)
-    row.finished_at = now_iso()
-    if write_ledger:
-        write_part(task.dest, row, dest_so)
     return row
 
 
