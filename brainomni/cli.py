@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.cmd][1](args)
     except Exception as exc:
-        found = storage_failure(exc)
+        found = storage_failure(exc, endpoint=getattr(args, "endpoint_url", None))
         if getattr(args, "json", False) is True:  # --json always prints JSON
             print(json.dumps(_error_json(args, exc, found[1] if found else None), indent=2))
         if found is None:

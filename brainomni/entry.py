@@ -112,16 +112,17 @@ def install_redaction() -> None:
         _factory_installed = True
 
 
-def setup_logging(level: int | str = logging.WARNING, *, stream: Any = None) -> None:
-    """The one logging setup of an entry point: a stderr (or ``stream``) handler on the root
-    logger at ``level``, with credentials redacted at every level (DEBUG included)."""
+def setup_logging(level: int | str = logging.WARNING) -> None:
+    """The one logging setup of an entry point: a stderr handler on the root logger at
+    ``level`` (as :func:`logging.basicConfig`: nothing changes when the root logger already
+    has handlers, e.g. under pytest or Ray), and credentials redacted at every level, DEBUG
+    included, on every handler (:func:`install_redaction`)."""
     if isinstance(level, str):
         name = level.upper()
         if not isinstance(logging.getLevelName(name), int):
             raise SystemExit(f"--log-level {level!r}: use DEBUG, INFO, WARNING or ERROR")
         level = logging.getLevelName(name)
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=stream)
-    logging.getLogger().setLevel(level)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     install_redaction()
 
 
@@ -176,23 +177,24 @@ def _from_storage(chain: list[BaseException]) -> bool:
     return False
 
 
-def _endpoint(chain: list[BaseException]) -> str:
+def _endpoint(chain: list[BaseException], given: str | None) -> str:
     for e in chain:
         url = (getattr(e, "kwargs", None) or {}).get("endpoint_url")
         if isinstance(url, str) and "://" in url:
             parts = urlsplit(url)
             return redact(f"{parts.scheme}://{parts.netloc}")
-    return endpoint_description()
+    return redact(given) if given else endpoint_description()
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def _one_line(text: str, limit: int = 800) -> str:
     text = " ".join(redact(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def storage_failure(exc: BaseException) -> tuple[int, str] | None:
+def storage_failure(exc: BaseException, *, endpoint: str | None = None) -> tuple[int, str] | None:
     """``(exit code, one line naming the endpoint and the fix)`` for an error about reaching
-    object storage, else ``None`` (any other error keeps its traceback)."""
+    object storage, else ``None`` (any other error keeps its traceback). ``endpoint``: the
+    one the tool was given, when the error does not name it."""
     chain = _chain(exc)
     invalid = next(
         (e for e in chain if isinstance(e, ValueError) and str(e).startswith("Invalid endpoint")),
@@ -205,7 +207,7 @@ def storage_failure(exc: BaseException) -> tuple[int, str] | None:
         )
     if not _from_storage(chain):
         return None
-    endpoint = _endpoint(chain)
+    endpoint = _endpoint(chain, endpoint)
     last = chain[-1]
     names = {cls.__name__ for e in chain for cls in type(e).__mro__}
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:

@@ -492,8 +492,8 @@ def retry(
             if left <= 0 or (policy.attempts is not None and tries >= policy.attempts):
                 raise StorageUnavailable(
                     f"object storage unavailable for {now - first:.0f} s ({tries} tries) "
-                    f"on {label}: {describe_error(exc)}. Check the endpoint "
-                    f"({endpoint_description()}) and the network; the retry window is "
+                    f"on {label}: {describe_error(exc)}. Fix: check the endpoint "
+                    f"({endpoint_description()}) and the network, or rerun later; the retry window is "
                     f"{policy.total_s:g} s (${RETRY_ENV} or --storage-retry-s)"
                 ) from exc
             pause = min(policy.delay(tries - 1), left)
