@@ -1,7 +1,7 @@
 """Object-storage outages and storage errors (issue #15, defect 7), against moto over HTTP.
 
 The store is moto's server behind a small TCP proxy that the tests cut (connections refused,
-live ones dropped) and restore. Retries run on a virtual clock: ``brainomni.storage``'s
+live ones dropped) and restore. Retries run on a virtual clock: ``brainomni.retries``'
 ``_now``/``_sleep`` are replaced so that a retry sleep advances virtual time instantly and
 the proxy comes back once the virtual outage is over. The tests therefore run the real
 retry logic with the *default* 180-s window and the real outage lengths (40 s, 10 min) in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from brainomni import storage
+from brainomni import retries, storage
 from brainomni.entry import EXIT_STORAGE_REFUSED, EXIT_STORAGE_UNREACHABLE
 from brainomni.ingest import IngestJob, SerialExecutor, read_ledger, run_job
 from brainomni.storage import DEFAULT_RETRY_S, RETRY_ENV, RetryPolicy, StorageUnavailable, retry
@@ -141,8 +141,8 @@ def proxy(s3_server) -> Iterator[CuttableProxy]:
 @pytest.fixture
 def vclock(monkeypatch) -> VirtualClock:
     clock = VirtualClock()
-    monkeypatch.setattr(storage, "_now", clock.now)
-    monkeypatch.setattr(storage, "_sleep", clock.sleep)
+    monkeypatch.setattr(retries, "_now", clock.now)
+    monkeypatch.setattr(retries, "_sleep", clock.sleep)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore: no hidden retries of its own
     monkeypatch.delenv(RETRY_ENV, raising=False)  # the default window
     return clock
@@ -416,6 +416,7 @@ def test_verify_tells_unreachable_storage_from_a_corrupt_shard(
     s3_server.put_bytes(f"{bucket}/train/shard-000000.tar", b"not a tar archive" * 40)
     path = _manifest(tmp_path, bucket, b"the bytes the manifest expects")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv(RETRY_ENV, str(DEFAULT_RETRY_S))  # restored after --storage-retry-s
     assert publish.main(["verify", str(path)]) == 1
     assert "FAIL train/shard-000000.tar" in capsys.readouterr().out
 
