@@ -2,6 +2,8 @@
 
 Subcommands: ``inspect`` (outcome, sensor table and QC of one recording, nothing written),
 ``preprocess`` (clean one recording into a Zarr v3 store). Run ``brainomni CMD --help``.
+Object-storage errors end with one line and exit code 3 (unreachable) or 4 (access refused),
+see :mod:`brainomni.entry`; with ``--json`` the command always prints JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+
+from .entry import add_storage_retry_argument, apply_storage_retry, setup_logging, storage_failure
 
 _COMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -156,6 +160,21 @@ def _conf_inspect(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _error_json(args, exc: BaseException, line: str | None) -> dict:
+    """The JSON that ``--json`` prints when the command could not run to an outcome."""
+    from .storage import describe_error, redact
+
+    return {
+        "uri": redact(getattr(args, "source", "") or ""),
+        "outcome": "error",
+        "error": {
+            "class": type(exc).__name__,
+            "kind": "storage" if line else "internal",
+            "message": line or describe_error(exc),
+        },
+    }
+
+
 def _run_inspect(args) -> int:
     res = _run_one(args, None)
     if args.plot and res.outcome == "ok":
@@ -218,13 +237,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="CMD")
     for name, (conf, _) in _COMMANDS.items():
-        conf(sub.add_parser(name, help=_HELP.get(name, ""), description=_HELP.get(name)))
+        sp = sub.add_parser(name, help=_HELP.get(name, ""), description=_HELP.get(name))
+        conf(sp)
+        add_storage_retry_argument(sp)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return _COMMANDS[args.cmd][1](args)
+    setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
+    apply_storage_retry(args.storage_retry_s)
+    try:
+        return _COMMANDS[args.cmd][1](args)
+    except Exception as exc:
+        found = storage_failure(exc, endpoint=getattr(args, "endpoint_url", None))
+        if getattr(args, "json", False) is True:  # --json always prints JSON
+            print(json.dumps(_error_json(args, exc, found[1] if found else None), indent=2))
+        if found is None:
+            raise
+        print(found[1], file=sys.stderr)
+        return found[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,23 +25,32 @@ folders are removed by :func:`clean_staging`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
-import random
 import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
+
+from .redaction import REDACTED, describe_error, redact, register_secret  # noqa: F401
+from .retries import (  # noqa: F401  (re-exported: the storage API)
+    DEFAULT_RETRY_S,
+    RETRY_ENV,
+    RetryPolicy,
+    StorageUnavailable,
+    endpoint_description,
+    is_refused,
+    is_transient,
+    retry,
+)
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 MARKER_NAME = "_COMPLETE"
 MARKER_FORMAT = "brainomni.complete/1"
@@ -61,50 +70,6 @@ _CREDENTIAL_OPTIONS = frozenset(
         "session_token",
     }
 )
-_SECRET_KEY_RE = re.compile(r"(key|secret|token|password|passwd|credential|signature|auth)", re.I)
-_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-_USERINFO_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_QUERY_SECRET_RE = re.compile(
-    r"(?P<k>[?&](?:X-Amz-(?:Signature|Credential|Security-Token)|AWSAccessKeyId|Signature|"
-    r"sig|token|access_token|key|secret))=[^&\s]*",
-    re.I,
-)
-REDACTED = "***"
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-def redact(obj: Any) -> Any:
-    """A copy of ``obj`` safe to log: credentials in URLs, mappings and text replaced.
-
-    Strings lose URL user-info (``s3://KEY:SECRET@bucket``), signed-URL query parameters and
-    any literal value of ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``
-    from the environment. Mappings lose the values of credential-like keys (recursively).
-    """
-    if isinstance(obj, str):
-        text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{REDACTED}@", obj)
-        text = _QUERY_SECRET_RE.sub(lambda m: f"{m['k']}={REDACTED}", text)
-        for var in _SECRET_ENV:
-            value = os.environ.get(var)
-            if value and len(value) >= 4:
-                text = text.replace(value, REDACTED)
-        return text
-    if isinstance(obj, Mapping):
-        return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY_RE.search(k) else redact(v))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(redact(v) for v in obj)
-    return obj
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"ClassName: message"`` with credentials redacted (for ledgers and logs)."""
-    return redact(f"{type(exc).__name__}: {exc}")
-
-
 # --------------------------------------------------------------------------- filesystems
 
 
@@ -193,141 +158,6 @@ def safe_key(key: str) -> str:
     if not parts:
         raise ValueError(f"storage key {key!r} is empty after normalisation")
     return "/".join(parts)
-
-
-# --------------------------------------------------------------------------- retries
-
-_TRANSIENT_NAMES = frozenset(
-    {
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
-        "ResponseStreamingError",
-        "IncompleteReadError",
-        "HTTPClientError",
-        "ProxyConnectionError",
-        "ClientConnectionError",
-        "ServerDisconnectedError",
-        "ClientPayloadError",
-        "ClientOSError",
-        "FSTimeoutError",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "SlowDown",
-        "RequestTimeout",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "InternalError",
-        "RequestThrottled",
-        "ProvisionedThroughputExceededException",
-        "BandwidthLimitExceeded",
-        "EC2ThrottledException",
-    }
-)
-_TRANSIENT_ERRNOS = frozenset(
-    {
-        errno.ETIMEDOUT,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.ECONNREFUSED,
-        errno.EPIPE,
-        errno.EAGAIN,
-    }
-)
-
-
-def _is_transient_one(exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
-        return True
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        code = str((response.get("Error") or {}).get("Code", ""))
-        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        if code in _TRANSIENT_CODES or code in ("500", "502", "503", "504", "429"):
-            return True
-        if isinstance(status, int) and (status >= 500 or status == 429):
-            return True
-    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for object-store errors worth retrying: connection drops, timeouts, 5xx, throttling.
-
-    s3fs turns botocore errors into ``OSError`` subclasses and keeps the original as
-    ``__cause__``, so the cause chain is inspected too. Not-found, permission, validation
-    and decoding errors are permanent.
-    """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            return False
-        if _is_transient_one(cur):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter: attempt ``n`` sleeps up to ``base*2**n`` (capped)."""
-
-    attempts: int = 5  # total tries, the first included
-    base_delay: float = 0.25  # seconds
-    max_delay: float = 8.0  # seconds, cap on one sleep
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.base_delay < 0 or self.max_delay < self.base_delay:
-            raise ValueError("RetryPolicy needs 0 <= base_delay <= max_delay")
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to sleep after failed try number ``attempt`` (0-based)."""
-        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
-        return (rng or random).uniform(0.0, ceiling)
-
-
-def retry(
-    fn: Callable[[], T],
-    policy: RetryPolicy | None = None,
-    *,
-    what: str = "",
-    sleep: Callable[[float], None] = time.sleep,
-    classify: Callable[[BaseException], bool] = is_transient,
-) -> T:
-    """Call ``fn()``; on a transient error (see :func:`is_transient`) retry with backoff.
-
-    A permanent error propagates at once; the last transient error propagates once the
-    attempts are spent. ``what`` names the operation in log lines (redacted).
-    """
-    policy = policy or RetryPolicy()
-    for attempt in range(policy.attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not classify(exc) or attempt + 1 >= policy.attempts:
-                raise
-            pause = policy.delay(attempt)
-            logger.warning(
-                "transient storage error on %s (try %d/%d), retrying in %.2fs: %s",
-                redact(what) or "storage call",
-                attempt + 1,
-                policy.attempts,
-                pause,
-                describe_error(exc),
-            )
-            sleep(pause)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -24,6 +24,12 @@ if not (ROOT / "brainomni").is_dir():
 elif str(ROOT) not in sys.path:  # run from a checkout
     sys.path.insert(0, str(ROOT))
 
+from brainomni.entry import (  # noqa: E402
+    add_storage_retry_argument,
+    apply_storage_retry,
+    entrypoint,
+    setup_logging,
+)
 from brainomni.ingest import IngestJob, PlanChanged, SerialExecutor, format_summary, run_job  # noqa: E402
 from brainomni.ingest.sources_args import SOURCE_KEYS, parse_pairs, sources_from_args  # noqa: E402
 from brainomni.signal.config import CleanConfig  # noqa: E402
@@ -120,15 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between progress lines (default 10)",
     )
-    a("--log-level", default="INFO")
+    a("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (secrets are redacted)")
+    add_storage_retry_argument(p)
     return p
 
 
+@entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
+    apply_storage_retry(args.storage_retry_s)
     import mne
 
     mne.set_log_level("ERROR")
@@ -167,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ingest").error("%s", exc)
         return 2
     print(format_summary(summary))
+    unavailable = summary["drops_by_reason"].get("failed: StorageUnavailable", {}).get("count", 0)
+    if unavailable:
+        print(
+            f"{unavailable} recordings failed because object storage stayed unreachable for "
+            "the whole retry window (--storage-retry-s); rerun the same command to redo them "
+            "(finished recordings are kept)"
+        )
     return 0
 
 

@@ -14,6 +14,12 @@ import json
 import logging
 import sys
 
+from brainomni.entry import (
+    add_storage_retry_argument,
+    apply_storage_retry,
+    entrypoint,
+    setup_logging,
+)
 from brainomni.executors.ray_executor import ray_map
 from brainomni.manifests.catalog import DEFAULT_CATALOG, load_datasets
 from brainomni.pack import PROFILES, get_profile
@@ -34,12 +40,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
+    add_storage_retry_argument(p)
     return p.parse_args(argv)
 
 
+@entrypoint
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(logging.INFO)
+    apply_storage_retry(args.storage_retry_s)
     overrides = {
         k: v
         for k, v in (

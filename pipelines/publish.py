@@ -6,7 +6,9 @@
 
 Exit codes: 0 = what was checked holds (published; every shard verified; the two manifests
 have the same content), 1 = it does not (leakage, version exists, corrupt/missing shard,
-manifests differ), 2 = usage error.
+manifests differ), 2 = usage error, 3 = object storage unreachable (verify: the shards
+could not be read within the retry window, so nothing is said about them), 4 = object
+storage refused access (credentials, permissions, endpoint configuration).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import csv
 import logging
 import sys
 
+from brainomni.entry import (
+    EXIT_STORAGE_REFUSED,
+    EXIT_STORAGE_UNREACHABLE,
+    add_storage_retry_argument,
+    apply_storage_retry,
+    entrypoint,
+    setup_logging,
+)
 from brainomni.manifests.catalog import DEFAULT_CATALOG, load_datasets
 from brainomni.manifests.publish import ManifestExists, diff, load_manifest, publish, verify
 from brainomni.splits import LeakageError
@@ -40,12 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     dif = sub.add_parser("diff", help="sources, hours and configs that changed")
     dif.add_argument("a")
     dif.add_argument("b")
+    add_storage_retry_argument(p)
     return p.parse_args(argv)
 
 
+@entrypoint
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    setup_logging(logging.WARNING)
+    apply_storage_retry(args.storage_retry_s)
     if args.cmd == "publish":
         pairs = []
         if args.downstream_subjects:
@@ -69,8 +82,12 @@ def main(argv=None) -> int:
         rep = verify(load_manifest(args.manifest))
         for p in rep.problems:
             print(f"FAIL {p}")
+        if rep.storage_error:
+            print(f"STORAGE {rep.storage_error}")
         print(f"{rep.checked} shards checked, {len(rep.problems)} problems")
-        return 0 if rep.ok else 1
+        if rep.problems or not rep.storage_error:
+            return 0 if rep.ok else 1
+        return EXIT_STORAGE_REFUSED if rep.storage_refused else EXIT_STORAGE_UNREACHABLE
     changes = diff(load_manifest(args.a), load_manifest(args.b))
     for line in changes:
         print(line)

@@ -16,6 +16,12 @@ import argparse
 import json
 import logging
 
+from brainomni.entry import (
+    add_storage_retry_argument,
+    apply_storage_retry,
+    entrypoint,
+    setup_logging,
+)
 from brainomni.executors.ray_executor import ray_map
 from brainomni.tokenize import add_corpus_arguments, tokenize_from_args
 
@@ -27,14 +33,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
     p.add_argument("--cpus-per-task", type=float, default=2.0)
+    add_storage_retry_argument(p)
     return p.parse_args(argv)
 
 
+@entrypoint
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(logging.INFO)
+    apply_storage_retry(args.storage_retry_s)
     map_fn = (
         map
         if args.executor == "local"

@@ -28,7 +28,13 @@ logger = logging.getLogger(__name__)
 
 # Environment the workers need that a cluster's nodes may not share with the driver
 # (endpoints and region only: credentials come from each node's environment or role).
-FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "RAY_AUTH_MODE")
+FORWARD_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "RAY_AUTH_MODE",
+    "BRAINOMNI_STORAGE_RETRY_S",  # the object-store retry window (--storage-retry-s)
+)
 
 
 def _ingest_one(task: IngestTask) -> LedgerRow:
@@ -36,6 +42,9 @@ def _ingest_one(task: IngestTask) -> LedgerRow:
     import mne
     import ray
 
+    from brainomni.entry import install_redaction
+
+    install_redaction()  # workers log through Ray's handlers: redact credentials there too
     mne.set_log_level("ERROR")
     ctx = ray.get_runtime_context()
     worker = f"{ray.util.get_node_ip_address()}:{ctx.get_node_id()[:8]}:{os.getpid()}"

@@ -80,7 +80,7 @@ def run_job(job: IngestJob, executor: Executor) -> dict[str, Any]:
     orphans = clean_orphans(job.dest, so)
     t_plan = time.perf_counter() - t0
     progress = Progress(len(p.tasks), every_s=job.progress_every_s)
-    received: list[LedgerRow] = []
+    received: list[LedgerRow] = []  # every row, also those whose part could not be written
 
     def on_result(row: LedgerRow) -> None:
         received.append(row)

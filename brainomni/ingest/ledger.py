@@ -180,7 +180,8 @@ def compact(
     """Fold the parts into ``DEST/ledger.parquet`` (one row per recording); the rows.
 
     ``received`` are rows the driver already holds (the executors hand every task's row
-    back): a part named after one of them is not read again, only removed. At 200,000
+    back, also those whose part could not be written while the store was unreachable): a
+    part named after one of them is not read again, only removed. At 200,000
     recordings that is the difference between 200,000 small reads and none; the parts of
     an earlier, killed driver are still read. The compacted file is written (atomically)
     before any folded part is removed, so a kill in between only leaves parts that dedupe

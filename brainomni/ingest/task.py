@@ -2,8 +2,10 @@
 
 :func:`run_task` is plain library code; executors (serial, Ray) call it unchanged. It never
 raises for a bad recording (that is a ``failed`` row); transient object-store errors are
-retried with backoff (:func:`brainomni.storage.retry`); anything else is recorded as a
-``failed`` row (``Unexpected.<Class>``), never raised: one recording never stops a job.
+retried with backoff for the retry window (:func:`brainomni.storage.retry`), after which the
+recording is a ``failed`` row with error class ``StorageUnavailable``; anything else is
+recorded as a ``failed`` row (``Unexpected.<Class>``), never raised: one recording never
+stops a job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from typing import Any
 
 from brainomni.records import RecordingRef
 from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
-from brainomni.storage import RetryPolicy, get_fs, is_transient, join_url, redact, retry
+from brainomni.storage import (
+    RetryPolicy,
+    StorageUnavailable,
+    describe_error,
+    get_fs,
+    is_transient,
+    join_url,
+    redact,
+    retry,
+)
 
 from .ledger import ALREADY_DONE, LedgerRow, write_part
 
@@ -150,15 +161,18 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
 
     Never raises for the recording: bad input ends as the outcome
     :func:`~brainomni.preprocess.preprocess_recording` returns, and any other exception
-    (a bug met on this input, storage retries spent) is recorded as ``failed`` with
+    (a bug met on this input) is recorded as ``failed`` with
     ``error_class`` ``Unexpected.<Class>`` (last resort, logged with its traceback) and its
-    half-written store removed. Only writing the ledger part itself can raise.
+    half-written store removed. A spent storage retry window is a ``StorageUnavailable`` row; a ledger part that cannot
+    be written is logged and the row still reaches the driver.
     """
     t0 = time.perf_counter()
     row = base_row(task, worker)
     dest_so = dict(task.dest_storage_options)
     try:
         row = _process(task, row, dest_so)
+    except StorageUnavailable as exc:  # the retry window is spent: a failed row, not a crash
+        _unavailable(row, exc)
     except Exception as exc:  # noqa: BLE001 - last resort: one recording never kills a job
         logger.exception("%s: unexpected error", redact(task.ref.uri))
         row = unexpected_row(row, task, exc)
@@ -166,7 +180,16 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
     row.t_task_s = round(time.perf_counter() - t0, 4)
     row.finished_at = now_iso()
     if write_ledger:
-        write_part(task.dest, row, dest_so)
+        try:
+            write_part(task.dest, row, dest_so)
+        except StorageUnavailable as exc:
+            # The row still reaches the driver (the executor hands it back), which writes it
+            # into the compacted ledger; see run_job.
+            logger.error(
+                "ledger part of %s not written, the job keeps the row: %s",
+                row.recording_id,
+                describe_error(exc),
+            )
     return row
 
 
@@ -187,7 +210,25 @@ def remove_partial(task: IngestTask) -> list[str]:
     return found
 
 
+STORAGE_UNAVAILABLE = "StorageUnavailable"
+
+
+def _unavailable(row: LedgerRow, exc: StorageUnavailable) -> None:
+    """Mark ``row`` failed because object storage stayed unavailable for the retry window."""
+    cause = exc.__cause__
+    reason = str(exc)
+    if isinstance(cause, TransientOutcome):  # the reader's own (transient) failure
+        res = cause.result
+        row.format = res.fmt or row.format
+        row.duration_s, row.sfreq_in = res.duration_s, res.sfreq
+        reason = reason.replace(describe_error(cause), res.reason or "")
+    row.outcome, row.error_class = "failed", STORAGE_UNAVAILABLE
+    row.reason = redact(f"{row.uri}: {reason}; rerun the job to retry it")
+    row.store, row.bytes_out = "", None
+
+
 def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> LedgerRow:
+    """The work of :func:`run_task` up to the ledger part (storage errors propagate)."""
     from brainomni.preprocess import preprocess_recording
     from brainomni.stores.recording import is_complete
 
@@ -219,6 +260,9 @@ def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> Ledge
                 out_storage_options=dest_so,
                 cache_dir=cache,
             )
+            if res.outcome == "failed" and (res.error_class or "").endswith(STORAGE_UNAVAILABLE):
+                # a retry inside the reader already waited a whole window: no second one
+                raise StorageUnavailable(res.reason or "") from TransientOutcome(res)
             if _transient(res):
                 raise TransientOutcome(res)
             return res
@@ -228,8 +272,6 @@ def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> Ledge
 
         try:
             res = retry(attempt, task.retry_policy, what=redact(task.ref.uri), classify=classify)
-        except TransientOutcome as exc:  # retries spent: a permanent failure for this run
-            res = exc.result
         finally:
             shutil.rmtree(cache, ignore_errors=True)
         row.tries = tries

@@ -304,10 +304,12 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
 class VerifyReport:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    storage_error: str = ""  # the store could not be read: the shards left are unchecked
+    storage_refused: bool = False  # ... because it refused access (else: unreachable)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.storage_error
 
 
 class _HashingReader:
@@ -338,6 +340,27 @@ def scan_shard(url: str, storage_options: dict | None = None) -> tuple[str, int,
     return hr.sha.hexdigest(), hr.n, len(keys)
 
 
+class _StoreError(Exception):
+    """The object store could not be read (unreachable past the retry window, or refused)."""
+
+    def __init__(self, line: str, refused: bool) -> None:
+        super().__init__(line)
+        self.refused = refused
+
+
+def _scan_or_storage_error(url: str, storage_options: dict | None) -> tuple[str, int, int]:
+    """:func:`scan_shard` with transient errors retried; storage failures as :class:`_StoreError`."""
+    from ..entry import EXIT_STORAGE_REFUSED, storage_failure
+
+    try:
+        return retry(lambda: scan_shard(url, storage_options), what=f"verify {url}")
+    except Exception as exc:
+        found = storage_failure(exc)
+        if found is None:
+            raise
+        raise _StoreError(found[1], refused=found[0] == EXIT_STORAGE_REFUSED) from exc
+
+
 def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> VerifyReport:
     """Check the content hash, then every shard's sha256, byte count and sample count."""
     rep = VerifyReport()
@@ -347,7 +370,11 @@ def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> Ver
         rep.checked += 1
         url = join_url(manifest["shards_root"], s["path"])
         try:
-            sha, n, samples = scan_shard(url, storage_options)
+            sha, n, samples = _scan_or_storage_error(url, storage_options)
+        except _StoreError as exc:  # no verdict on the shard; the rest would fail the same way
+            rep.checked -= 1
+            rep.storage_error, rep.storage_refused = f"{s['path']}: {exc}", exc.refused
+            break
         except FileNotFoundError:
             rep.problems.append(f"{s['path']}: missing")
             continue

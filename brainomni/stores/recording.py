@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..records import SensorTable
-from ..storage import MARKER_NAME, get_fs
+from ..storage import MARKER_NAME, StorageUnavailable, get_fs
 from ..storage import read_marker as storage_read_marker
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ def read_marker(uri: str, storage_options: dict | None = None) -> dict[str, Any]
     """The store's completion marker, or None when the store is absent or incomplete."""
     try:
         return storage_read_marker(uri, storage_options)
+    except StorageUnavailable:
+        raise  # an unreachable store is not an absent one: the caller records the outage
     except (json.JSONDecodeError, OSError):
         return None
 

@@ -163,9 +163,9 @@ def test_retry_gives_up_after_attempts():
         calls.append(1)
         raise ConnectionRefusedError("endpoint down")
 
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(storage.StorageUnavailable) as info:
         retry(down, RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0), sleep=lambda s: None)
-    assert len(calls) == 3
+    assert len(calls) == 3 and isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
 def test_retry_policy_validates():
