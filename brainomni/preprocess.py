@@ -55,6 +55,7 @@ class PreprocessResult:
     timings: dict[str, float] = field(default_factory=dict)
     bytes_in: int | None = None
     transient: bool = False  # a failure caused by a passing object-store error
+    fixes: dict[str, Any] = field(default_factory=dict)  # catalog channel fixes applied
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``brainomni inspect --json``."""
@@ -74,6 +75,7 @@ class PreprocessResult:
             if self.table is not None
             else [],
             "qc": self.qc,
+            "fixes": self.fixes,
             "store": self.store,
             "timings": self.timings,
         }
@@ -200,6 +202,7 @@ def preprocess_recording(
 def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, progress):
     from .readers import open_raw
     from .sensors import build_sensor_table
+    from .sensors.fixes import apply_channel_fixes
 
     t_open = time.perf_counter()
     with open_raw(
@@ -217,9 +220,16 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
                 error_class="TooShort",
             )
         electrodes = _load_electrodes(ref.electrodes_uri, storage_options)
+        fixes = apply_channel_fixes(raw, ref)  # the dataset's catalog channel fixes
+        ref, res.fixes = fixes.ref, fixes.summary()
         try:
-            table = build_sensor_table(
-                raw.info, channel_types=dict(ref.channel_types) or None, electrodes=electrodes
+            table = fixes.relabel(
+                build_sensor_table(
+                    raw.info,
+                    channel_types=dict(ref.channel_types) or None,
+                    electrodes=electrodes,
+                    exclude=fixes.exclude,
+                )
             )
         except SkipRecording as skip:
             raise SkipRecording(
@@ -404,6 +414,7 @@ class _Cleaner:
                 "code_version": __version__,
                 "sfreq_in": self.sfreq,
                 "rate_error": plans[0].ratio.rate_error,
+                "fixes": res.fixes,
             },
             "qc": qc,
         }
