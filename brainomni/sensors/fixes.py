@@ -243,8 +243,9 @@ class AppliedFixes:
         if self.fixes.montage:
             out["montage"] = self.fixes.montage
             out["montage_placed"] = len(self.montage_placed)
-        if self.missing:
-            out["missing"] = {k: v for k, v in self.missing.items() if v}
+        missing = {k: v for k, v in self.missing.items() if v}
+        if missing:  # asked for by the catalog, absent from this recording
+            out["missing"] = missing
         return out
 
     def relabel(self, table: Any) -> Any:
