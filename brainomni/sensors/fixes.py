@@ -6,7 +6,8 @@ The official code fixes individual datasets in code (``RENAME_DICT``, ``EXCLUDE_
 
 * ``rename``: ``{ "FP1" = "Fp1" }`` — file name -> name to use; applied first, to the
   channels present (absent names are ignored and reported).
-* ``exclude``: ``["T1", "T2"]`` — channels (names after ``rename``, any case) never kept.
+* ``exclude``: ``["T1", "T2"]`` — channels (names after ``rename``, any case; shell
+  wildcards allowed: ``"EEG*"``) never kept.
 * ``reference``: the recording's reference electrode (``"Cz"`` for HBN). When the file
   carries it as a channel (any case) (flat: it is the reference) it is dropped; its name goes to the
   provenance. ``"average"``/empty: nothing to drop.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import io
 import json
@@ -311,8 +313,13 @@ def apply_channel_fixes(raw: Any, ref: Any) -> AppliedFixes:
         )
     # exclude/reference match case-insensitively (the official code's "Cpz" is "CPz")
     lower = {n.lower(): n for n in raw.ch_names}
-    drop = [lower[x.lower()] for x in fixes.exclude if x.lower() in lower]
-    done.missing["exclude"] = sorted(x for x in fixes.exclude if x.lower() not in lower)
+    drop, unmatched = [], []
+    for pattern in fixes.exclude:
+        hits = [n for low, n in lower.items() if fnmatch.fnmatchcase(low, pattern.lower())]
+        drop += [n for n in hits if n not in drop]
+        if not hits:
+            unmatched.append(pattern)
+    done.missing["exclude"] = sorted(unmatched)
     ref = fixes.reference
     if ref.lower() not in _NO_REFERENCE and ref.lower() in lower:
         done.reference_dropped = lower[ref.lower()]
