@@ -1,6 +1,6 @@
 """The corpus rehearsal: one small BIDS dataset per pretraining and unseen-device dataset of
 ``manifests/catalog.toml``, with that dataset's device geometry, channel names as the dataset
-spells them, sampling rate and sidecars (1 subject, 10 s; the real CTF file is 2 s).
+spells them, sampling rate and sidecars (1 subject, 5 s; the real CTF file is 2 s).
 
 Geometry sources:
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from tests.conftest import meeg_file
 
-DURATION_S = 10.0
+DURATION_S = 5.0
 _1020_19 = [
     "Fp1",
     "Fp2",
