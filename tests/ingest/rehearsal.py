@@ -5,8 +5,8 @@ spells them, sampling rate and sidecars (1 subject, 5 s; the real CTF file is 2 
 Geometry sources:
 
 * EEG: no positions in the file where the dataset's catalog fix sets a montage (the fix must
-  place them); EEGLAB ``chanlocs`` from MNE's ``standard_1020`` for ds002680 (positions in
-  the file); 10-05 names otherwise.
+  place them); EEGLAB ``chanlocs`` (MNE's ``biosemi32`` positions) for ds002680, whose
+  positions come from its files; 10-05 names otherwise.
 * Neuromag VectorView (306 MEG, + 60 EEG for the EMEG set): the real
   ``SSS/sample_audvis_trunc_raw_sss.fif`` sensor table, written as a new FIF at the
   dataset's rate.
