@@ -3,6 +3,7 @@ to real recordings (positions checked against MNE's own ``set_montage`` and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -191,3 +192,19 @@ def test_contradicting_fixes_are_a_recorded_failure():
     broken = preprocess_recording(RecordingRef(uri=str(path), fixes='{"rename": 3}'))
     assert broken.outcome == "failed" and broken.error_class == "BadChannelFixes"
     assert json.loads(ChannelFixes().to_json() or "{}") == {}
+
+
+def test_crawl_attaches_fixes_and_a_changed_fix_changes_the_checksum(bids_eeg_corpus, tmp_path):
+    from brainomni.sources import crawl, read_recordings, write_recordings
+
+    plain = crawl(bids_eeg_corpus.source()).recordings
+    fx = ChannelFixes(exclude=("C4",), reference="Cz")
+    fixed = crawl(dataclasses.replace(bids_eeg_corpus.source(), fixes=fx.to_json())).recordings
+    other = ChannelFixes(exclude=("C3",))
+    fixed2 = crawl(dataclasses.replace(bids_eeg_corpus.source(), fixes=other.to_json())).recordings
+    assert [r.recording_id for r in fixed] == [r.recording_id for r in plain]  # ids stable
+    for a, b, c in zip(plain, fixed, fixed2, strict=True):
+        assert b.fixes == fx.to_json() and a.fixes == ""
+        assert b.checksum == f"{a.checksum}+fixes-{fx.hash}" != c.checksum
+    write_recordings(fixed, str(tmp_path / "r.parquet"))
+    assert read_recordings(str(tmp_path / "r.parquet")) == fixed  # the frozen list keeps them
