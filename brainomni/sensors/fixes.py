@@ -46,6 +46,7 @@ from brainomni.errors import RecordingFailed
 FIX_KEYS = ("montage", "rename", "exclude", "reference", "fix_note")
 _NO_REFERENCE = ("", "average", "avg", "car")
 _MAX_MONTAGE_CHANNELS = 1024
+_MAX_JSON_CHARS = 200_000
 _HEAD_RADIUS_M = (0.05, 0.2)  # mean electrode radius of a plausible montage file, metres
 
 
@@ -110,9 +111,11 @@ class ChannelFixes:
         """Back from :meth:`to_json`; malformed text is a ``ValueError``."""
         if not text:
             return cls()
+        if len(text) > _MAX_JSON_CHARS:  # read back from a frozen crawl table: not trusted
+            raise ValueError(f"channel fixes of {len(text)} characters (at most {_MAX_JSON_CHARS})")
         try:
             doc = json.loads(text)
-            return cls(
+            out = cls(
                 rename=tuple((str(a), str(b)) for a, b in doc.get("rename", ())),
                 exclude=tuple(str(x) for x in doc.get("exclude", ())),
                 reference=str(doc.get("reference", "")),
@@ -122,6 +125,11 @@ class ChannelFixes:
                     for n, x, y, z in doc.get("positions", ())
                 ),
             )
+            if len(out.positions) > _MAX_MONTAGE_CHANNELS or not all(
+                math.isfinite(v) for p in out.positions for v in p[1:]
+            ):
+                raise ValueError("montage positions must be at most 1024 finite (x, y, z)")
+            return out
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed channel fixes {text[:80]!r}: {exc}") from exc
 
@@ -336,7 +344,14 @@ def _set_montage(raw: Any, fixes: ChannelFixes, drop: set[str], uri: str) -> tup
     import mne
     import numpy as np
 
-    montage = _montage(fixes)
+    try:
+        montage = _montage(fixes)
+    except ValueError as exc:  # a built-in name this MNE does not know
+        raise RecordingFailed(
+            f"{uri}: montage {fixes.montage!r} of the catalog is unknown to this MNE ({exc}); "
+            "fix the dataset's montage in the catalog",
+            error_class="BadChannelFixes",
+        ) from exc
     known = {n.lower() for n in montage.ch_names}
     eeg = mne.pick_types(raw.info, meg=False, eeg=True, exclude=[])
     placed = [

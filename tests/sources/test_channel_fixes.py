@@ -191,6 +191,9 @@ def test_contradicting_fixes_are_a_recorded_failure():
     assert "test_raw.set" in res.reason and "rename table" in res.reason
     broken = preprocess_recording(RecordingRef(uri=str(path), fixes='{"rename": 3}'))
     assert broken.outcome == "failed" and broken.error_class == "BadChannelFixes"
+    for bad in ('{"montage": "nonesuch"}', '{"positions": [["A", 1, 2, NaN]]}', "x" * 300_000):
+        res = preprocess_recording(RecordingRef(uri=str(path), fixes=bad))
+        assert (res.outcome, res.error_class) == ("failed", "BadChannelFixes"), bad[:40]
     assert json.loads(ChannelFixes().to_json() or "{}") == {}
 
 
