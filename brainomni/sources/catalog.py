@@ -19,13 +19,14 @@ TOML (``.toml``)::
     kind = "tuh"
     line_freq = 60
 
-YAML (``.yaml``/``.yml``): the same entries as a list under ``sources:``.
+YAML (``.yaml``/``.yml``): the same entries as a list under ``sources:`` (and dataset
+tables with channel fixes under ``datasets:``).
 
 Plain text (``.txt``/``.lst``): one source per line, ``URL [VERSION] [key=value ...]``;
 ``#`` starts a comment. Example: ``s3://openneuro.org/ds004148 1.0.1 anon=true``.
 
 Channel fixes (``montage``, ``rename``, ``exclude``, ``reference``) are properties of a
-dataset, not of where it is stored: they live in the TOML catalog's ``[[dataset]]`` table of
+dataset, not of where it is stored: they live in the catalog's ``[[dataset]]`` table of
 the same name (accession or alias, see :mod:`brainomni.manifests.catalog`), and
 :func:`load_catalog` attaches them to the source (``Source.fixes``); the crawl then
 attaches them to every recording. A ``[[source]]`` table that sets them is refused.
@@ -93,8 +94,8 @@ class Source:
         fix_keys = sorted(set(entry) & {*FIX_KEYS, "fixes"})
         if fix_keys:
             raise ValueError(
-                f"{where}: channel fixes {fix_keys} belong in the [[dataset]] table of the "
-                "same name (TOML catalogs), not in [[source]]"
+                f"{where}: channel fixes {fix_keys} belong in the [[dataset]] table (YAML: "
+                "datasets: list) of the same name, not in [[source]]"
             )
         unknown = sorted(set(entry) - known)
         if unknown:
@@ -140,7 +141,8 @@ def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> 
         entries, datasets = _toml_entries(text)
         fixes = _dataset_fixes(datasets, redact(url), fs, path)
     elif lower.endswith((".yaml", ".yml")):
-        entries = _yaml_entries(text)
+        entries, datasets = _yaml_entries(text)
+        fixes = _dataset_fixes(datasets, redact(url), fs, path)
     elif lower.endswith((".txt", ".lst")):
         entries = _text_entries(text)
     else:
@@ -205,7 +207,7 @@ def _toml_entries(text: str) -> tuple[list[Mapping[str, Any]], Any]:
     return entries, data.get("dataset", [])
 
 
-def _yaml_entries(text: str) -> list[Mapping[str, Any]]:
+def _yaml_entries(text: str) -> tuple[list[Mapping[str, Any]], Any]:
     from brainomni.errors import require
 
     yaml = require("yaml", "ingest")
@@ -213,7 +215,7 @@ def _yaml_entries(text: str) -> list[Mapping[str, Any]]:
     entries = data.get("sources", []) if isinstance(data, Mapping) else data
     if not isinstance(entries, list):
         raise ValueError("a YAML catalog lists its entries under 'sources:'")
-    return entries
+    return entries, data.get("datasets", []) if isinstance(data, Mapping) else []
 
 
 def _text_entries(text: str) -> list[Mapping[str, Any]]:

@@ -70,6 +70,12 @@ def test_catalog_attaches_fixes_to_sources(tmp_path):
     assert fixes.positions == (("A", 0.08, 0.0, 0.0), ("B", 0.0, 0.08, 0.0), ("C", 0.0, 0.0, 0.08))
     assert sources[1].fixes == ""  # no [[dataset]] table of that name
     assert ChannelFixes.from_json(fixes.to_json()) == ChannelFixes(**{**fixes.__dict__, "note": ""})
+    yml = tmp_path / "catalog.yaml"
+    yml.write_text(
+        "sources:\n  - url: /data/ds000001\ndatasets:\n  - accession: ds000001\n"
+        "    name: x\n    role: pretrain\n    modality: eeg\n    exclude: [T1]\n"
+    )
+    assert ChannelFixes.from_json(load_catalog(str(yml))[0].fixes).exclude == ("T1",)
 
 
 def test_shipped_catalog_fixes():
