@@ -94,6 +94,8 @@ def test_shipped_catalog_fixes():
     # ds005697 is rotated to MNE's head frame: Fp1 in front (+y), left (-x)
     fp1 = next(p for p in cat.get("ds005697").fixes.positions if p[0] == "FP1")
     assert fp1[2] > 0.07 and fp1[1] < 0
+    # every pretraining/unseen dataset says what it needs, or why nothing
+    assert all(d.fixes.note for d in cat.datasets if d.role != "downstream")
     sources = {s.name: s for s in load_catalog(str(DEFAULT_CATALOG))}
     assert sources["ds005697"].fixes == cat.get("ds005697").fixes.to_json()
     assert sources["ds003682"].fixes == ""
