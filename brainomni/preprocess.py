@@ -58,6 +58,7 @@ class PreprocessResult:
     bytes_in: int | None = None
     transient: bool = False  # a failure caused by a passing object-store error
     sidecars: dict[str, Any] = field(default_factory=dict)  # how electrodes.tsv was read
+    fixes: dict[str, Any] = field(default_factory=dict)  # catalog channel fixes applied
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``brainomni inspect --json``."""
@@ -77,6 +78,7 @@ class PreprocessResult:
             if self.table is not None
             else [],
             "qc": self.qc,
+            "fixes": self.fixes,
             "store": self.store,
             "timings": self.timings,
         }
@@ -165,6 +167,7 @@ def preprocess_recording(
 def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, progress):
     from .readers import open_raw
     from .sensors import build_sensor_table
+    from .sensors.fixes import apply_channel_fixes
 
     problem = crawl_problem(ref.extra)  # a sidecar the crawler could not use
     if problem is not None:
@@ -186,11 +189,16 @@ def _run(ref, res, target, target_so, config, storage_options, cache_dir, bads, 
             )
         electrodes = load_electrodes(ref.electrodes_uri, storage_options)
         res.sidecars = electrodes.qc() if electrodes is not None else {}
+        fixes = apply_channel_fixes(raw, ref)  # the dataset's catalog channel fixes
+        ref, res.fixes = fixes.ref, fixes.summary()
         try:
-            table = build_sensor_table(
-                raw.info,
-                channel_types=dict(ref.channel_types) or None,
-                electrodes=electrodes.positions if electrodes is not None else None,
+            table = fixes.relabel(
+                build_sensor_table(
+                    raw.info,
+                    channel_types=dict(ref.channel_types) or None,
+                    electrodes=electrodes.positions if electrodes is not None else None,
+                    exclude=fixes.exclude,
+                )
             )
         except RecordingFailed as exc:  # implausible geometry: name the files
             where = f" (electrodes: {electrodes.uri})" if electrodes is not None else ""
@@ -380,6 +388,7 @@ class _Cleaner:
                 "code_version": __version__,
                 "sfreq_in": self.sfreq,
                 "rate_error": plans[0].ratio.rate_error,
+                "fixes": res.fixes,
             },
             "qc": qc,
         }

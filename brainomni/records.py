@@ -43,8 +43,12 @@ class RecordingRef:
     channel_types: tuple[tuple[str, str], ...] = ()  # BIDS channels.tsv (name, TYPE) pairs
     electrodes_uri: str | None = None  # BIDS electrodes.tsv (with coordsystem.json beside it)
     size: int | None = None  # bytes (sum over companion files for multi-file formats)
-    checksum: str | None = None  # content checksum or ETag
+    checksum: str | None = None  # content checksum or ETag (+ "+fixes-<hash>", see fixes)
     extra: tuple[tuple[str, str], ...] = ()  # participants.tsv fields, TUH montage, ...
+    # The dataset's catalog channel fixes (rename/exclude/reference/montage) as canonical
+    # JSON (brainomni.sensors.fixes.ChannelFixes.to_json); "" = none. Attached by the crawl,
+    # which also suffixes ``checksum`` with their hash so a changed fix redoes the recording.
+    fixes: str = ""
 
     @property
     def recording_id(self) -> str:

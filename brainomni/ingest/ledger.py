@@ -66,6 +66,7 @@ class LedgerRow:
     store: str = ""  # redacted URL of the committed store
     source_checksum: str = ""
     config_hash: str = ""
+    fixes: str = ""  # JSON summary of the catalog channel fixes applied (sensors/fixes.py)
     attempt: int = 1  # job run that produced this row, per recording
     worker: str = ""  # node/process that ran it
     finished_at: str = ""  # ISO 8601, UTC

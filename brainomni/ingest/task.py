@@ -10,6 +10,7 @@ stops a job.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -112,6 +113,10 @@ def _fill_from_qc(row: LedgerRow, qc: Mapping[str, Any]) -> None:
         row.duration_s = float(qc["input_duration_s"])
 
 
+def _fixes_json(summary: Any) -> str:
+    return json.dumps(summary, sort_keys=True, separators=(",", ":")) if summary else ""
+
+
 def _store_bytes(url: str, storage_options: Mapping[str, Any]) -> int:
     fs, path = get_fs(url, storage_options)
     fs.invalidate_cache(path)
@@ -130,6 +135,7 @@ def _done_row(task: IngestTask, row: LedgerRow) -> LedgerRow:
     _fill_from_qc(row, attrs.get("qc") or {})
     prov = attrs.get("provenance") or {}
     row.format = str(prov.get("format") or row.format)
+    row.fixes = _fixes_json(prov.get("fixes"))
     row.outcome, row.reason = "ok", ALREADY_DONE
     return row
 
@@ -284,6 +290,7 @@ def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> Ledge
             row.n_eeg, row.n_mag, row.n_grad = counts["EEG"], counts["MAG"], counts["GRAD"]
         if res.qc:
             _fill_from_qc(row, res.qc)
+        row.fixes = _fixes_json(res.fixes)
         row.t_open_s = res.timings.get("open_s")
         row.t_filter_s = res.timings.get("filter_s")
         row.t_second_pass_s = res.timings.get("second_pass_s")

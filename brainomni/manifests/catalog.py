@@ -3,7 +3,11 @@
 The same file's ``[[source]]`` tables are read by :func:`brainomni.sources.load_catalog`
 (crawlable sources); ``[[dataset]]`` tables describe every dataset of the corpus — the
 pretraining sets, the unseen-device sets and the downstream sets kept out — with the fields
-that manifests and dataset cards report (device, channels, sampling rate, subjects).
+that manifests and dataset cards report (device, channels, sampling rate, subjects), and
+the dataset's channel fixes (``montage``, ``rename``, ``exclude``, ``reference``,
+``fix_note``; see :mod:`brainomni.sensors.fixes`), which the ingest applies to every
+recording of the dataset before its sensor table is built. Unknown keys, malformed fixes and
+unknown montage names are errors naming the entry.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..sensors.fixes import FIX_KEYS, ChannelFixes
 from ..splits import SplitConfig, dataset_name, split_config_from_catalog
 
 ROLES = ("pretrain", "unseen", "downstream")
@@ -38,6 +43,7 @@ class DatasetInfo:
     paper_index: int | None = None
     uncertain: tuple[str, ...] = ()
     note: str = ""
+    fixes: ChannelFixes = field(default_factory=ChannelFixes)
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -87,8 +93,7 @@ class Catalog:
         return split_config_from_catalog(rows, **overrides)
 
 
-def load_datasets(path: str | Path = DEFAULT_CATALOG) -> Catalog:
-    """Read the ``[[dataset]]`` tables of a TOML catalog; unknown keys go to ``extra``."""
+def _load_toml(path: str | Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -96,17 +101,47 @@ def load_datasets(path: str | Path = DEFAULT_CATALOG) -> Catalog:
 
         tomllib = require("tomli", "ingest")  # type: ignore[assignment]
     with open(path, "rb") as f:
-        data = tomllib.load(f)
-    known = {f.name for f in fields(DatasetInfo)} - {"extra"}
+        return tomllib.load(f)
+
+
+def datasets_from_entries(
+    entries: list[Any], where: str | Path, base_dir: str | Path | None = None
+) -> list[DatasetInfo]:
+    """Validated :class:`DatasetInfo` objects of ``[[dataset]]`` tables.
+
+    ``base_dir``: the folder custom montage files are relative to (the catalog's folder).
+    An unknown key, a malformed field or fix, or an unknown montage is a ``ValueError``
+    naming the catalog and the entry.
+    """
+    known = {f.name for f in fields(DatasetInfo)} - {"extra", "fixes"}
     out = []
-    for i, entry in enumerate(data.get("dataset", [])):
+    for i, entry in enumerate(entries):
+        label = f"{where}: dataset entry {i + 1}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{label}: a [[dataset]] table is expected")
+        label += f" ({entry.get('accession', '?')})"
+        unknown = sorted(set(entry) - known - set(FIX_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{label}: unknown key(s) {unknown}; known: {sorted(known | set(FIX_KEYS))}"
+            )
         kw = {k: v for k, v in entry.items() if k in known}
         for k in ("aliases", "uncertain"):
             if k in kw:
                 kw[k] = tuple(kw[k])
-        kw["extra"] = {k: v for k, v in entry.items() if k not in known}
         try:
+            kw["fixes"] = ChannelFixes.from_entry(entry, label, base_dir)
             out.append(DatasetInfo(**kw))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: dataset entry {i + 1}: {exc}") from exc
-    return Catalog(out)
+            msg = str(exc)
+            raise ValueError(msg if msg.startswith(label) else f"{label}: {msg}") from exc
+    return out
+
+
+def load_datasets(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    """Read the ``[[dataset]]`` tables of a TOML catalog (see :func:`datasets_from_entries`)."""
+    data = _load_toml(path)
+    entries = data.get("dataset", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: [[dataset]] entries must be an array of tables")
+    return Catalog(datasets_from_entries(entries, path, Path(path).resolve().parent))

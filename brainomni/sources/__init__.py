@@ -8,6 +8,7 @@ Heavy dependencies (mne-bids, s3fs, pyarrow) are imported at use.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ __all__ = [
     "recordings_table",
     "refs_from_table",
     "skipped_table",
+    "with_fixes",
     "write_crawl",
     "write_recordings",
     "write_table",
@@ -70,7 +72,7 @@ def crawl(source: Source | str, *, checksums: bool = True) -> CrawlResult:
     if source.kind == "bids":
         from brainomni.sources.bids import MODALITIES, crawl_bids
 
-        return crawl_bids(
+        result = crawl_bids(
             source.url,
             name=source.name or None,
             version=source.version or None,
@@ -79,15 +81,38 @@ def crawl(source: Source | str, *, checksums: bool = True) -> CrawlResult:
             line_freq=source.line_freq,
             checksums=checksums,
         )
+        return with_fixes(result, source.fixes)
     from brainomni.sources.tuh import crawl_tuh
 
-    return crawl_tuh(
+    result = crawl_tuh(
         source.url,
         name=source.name,
         version=source.version,
         storage_options=source.storage_options,
         line_freq=source.line_freq,
         checksums=checksums,
+    )
+    return with_fixes(result, source.fixes)
+
+
+def with_fixes(result: CrawlResult, fixes: str) -> CrawlResult:
+    """Every recording with its dataset's channel fixes (JSON) attached.
+
+    The checksum gets ``+fixes-<hash>`` appended: the ingest's resume logic (stores,
+    ledger, frozen plan) compares checksums, so a changed fix redoes the dataset's
+    recordings like a changed file does.
+    """
+    if not fixes:
+        return result
+    from brainomni.sensors.fixes import ChannelFixes
+
+    tag = f"+fixes-{ChannelFixes.from_json(fixes).hash}"
+
+    def attach(ref: Any) -> Any:
+        return dataclasses.replace(ref, fixes=fixes, checksum=f"{ref.checksum or ''}{tag}")
+
+    return CrawlResult(
+        [attach(r) for r in result.recordings], [(attach(r), why) for r, why in result.skipped]
     )
 
 

@@ -19,10 +19,17 @@ TOML (``.toml``)::
     kind = "tuh"
     line_freq = 60
 
-YAML (``.yaml``/``.yml``): the same entries as a list under ``sources:``.
+YAML (``.yaml``/``.yml``): the same entries as a list under ``sources:`` (and dataset
+tables with channel fixes under ``datasets:``).
 
 Plain text (``.txt``/``.lst``): one source per line, ``URL [VERSION] [key=value ...]``;
 ``#`` starts a comment. Example: ``s3://openneuro.org/ds004148 1.0.1 anon=true``.
+
+Channel fixes (``montage``, ``rename``, ``exclude``, ``reference``) are properties of a
+dataset, not of where it is stored: they live in the catalog's ``[[dataset]]`` table of
+the same name (accession or alias, see :mod:`brainomni.manifests.catalog`), and
+:func:`load_catalog` attaches them to the source (``Source.fixes``); the crawl then
+attaches them to every recording. A ``[[source]]`` table that sets them is refused.
 
 Credentials never go in a catalog: they come from the environment or an AWS profile
 (``storage_options = { profile = "lab" }``), see :mod:`brainomni.storage`.
@@ -30,7 +37,9 @@ Credentials never go in a catalog: they come from the environment or an AWS prof
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -55,6 +64,7 @@ class Source:
     modality: str = ""  # "" = every modality the crawler finds; else "eeg" or "meg"
     storage_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     line_freq: float | None = None  # Hz; BIDS: fallback when no sidecar says; TUH: all files
+    fixes: str = ""  # channel fixes JSON (ChannelFixes.to_json), from the [[dataset]] table
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -78,7 +88,15 @@ class Source:
     @classmethod
     def from_mapping(cls, entry: Mapping[str, Any], where: str = "") -> Source:
         """Build from one catalog entry; unknown keys are an error naming the entry."""
-        known = {f.name for f in fields(cls)}
+        from brainomni.sensors.fixes import FIX_KEYS
+
+        known = {f.name for f in fields(cls)} - {"fixes"}
+        fix_keys = sorted(set(entry) & {*FIX_KEYS, "fixes"})
+        if fix_keys:
+            raise ValueError(
+                f"{where}: channel fixes {fix_keys} belong in the [[dataset]] table (YAML: "
+                "datasets: list) of the same name, not in [[source]]"
+            )
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"{where}: unknown catalog key(s) {unknown}; known: {sorted(known)}")
@@ -96,7 +114,21 @@ class Source:
     def describe(self) -> str:
         """Short label for logs (credentials redacted)."""
         label = f"{self.name or '?'}@{self.version or '?'}"
-        return f"{label} ({self.kind}, {redact(self.url)})"
+        fixes = f", fixes {_fixes_hash(self.fixes)}" if self.fixes else ""
+        return f"{label} ({self.kind}, {redact(self.url)}{fixes})"
+
+    @property
+    def dataset_key(self) -> str:
+        """The dataset's catalog name: ``name``, else the URL's last part (``ds002721``)."""
+        from brainomni.splits import dataset_name
+
+        return dataset_name(self.name or self.url.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _fixes_hash(text: str) -> str:
+    from brainomni.sensors.fixes import ChannelFixes
+
+    return ChannelFixes.from_json(text).hash
 
 
 def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> list[Source]:
@@ -111,10 +143,13 @@ def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> 
             "save it as UTF-8"
         ) from None
     lower = path.lower()
+    fixes: dict[str, str] = {}
     if lower.endswith(".toml"):
-        entries = _toml_entries(text)
+        entries, datasets = _toml_entries(text)
+        fixes = _dataset_fixes(datasets, redact(url), fs, path)
     elif lower.endswith((".yaml", ".yml")):
-        entries = _yaml_entries(text)
+        entries, datasets = _yaml_entries(text)
+        fixes = _dataset_fixes(datasets, redact(url), fs, path)
     elif lower.endswith((".txt", ".lst")):
         entries = _text_entries(text)
     else:
@@ -122,16 +157,50 @@ def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     sources = [
         Source.from_mapping(e, f"{redact(url)} entry {i + 1}") for i, e in enumerate(entries)
     ]
+    if fixes:
+        sources = [
+            dataclasses.replace(s, fixes=fixes[s.dataset_key]) if s.dataset_key in fixes else s
+            for s in sources
+        ]
     seen: dict[tuple[str, str], str] = {}
     for s in sources:
         if s.name and (s.name, s.version) in seen:
             raise ValueError(f"catalog {redact(url)!r}: {s.name}@{s.version} is listed twice")
         seen[(s.name, s.version)] = s.url
-    logger.info("catalog %s: %d sources", redact(url), len(sources))
+    logger.info(
+        "catalog %s: %d sources (%d with channel fixes)",
+        redact(url),
+        len(sources),
+        sum(1 for s in sources if s.fixes),
+    )
     return sources
 
 
-def _toml_entries(text: str) -> list[Mapping[str, Any]]:
+def _dataset_fixes(entries: list[Any], where: str, fs: Any, path: str) -> dict[str, str]:
+    """Canonical dataset name (accession and aliases) -> channel fixes JSON."""
+    from brainomni.manifests.catalog import datasets_from_entries
+    from brainomni.storage import is_local
+
+    if not entries:
+        return {}
+    if not isinstance(entries, list):
+        raise ValueError(f"{where}: [[dataset]] entries must be an array of tables")
+    base = os.path.dirname(path) if is_local(fs) else None
+    out: dict[str, str] = {}
+    for d in datasets_from_entries(entries, where, base):
+        if d.fixes:
+            for name in (d.accession, *d.aliases):
+                out[d.key if name == d.accession else _canon(name)] = d.fixes.to_json()
+    return out
+
+
+def _canon(name: str) -> str:
+    from brainomni.splits import dataset_name
+
+    return dataset_name(name)
+
+
+def _toml_entries(text: str) -> tuple[list[Mapping[str, Any]], Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -142,10 +211,10 @@ def _toml_entries(text: str) -> list[Mapping[str, Any]]:
     entries = data.get("source", data.get("sources", []))
     if not isinstance(entries, list):
         raise ValueError("a TOML catalog lists its entries as [[source]] tables")
-    return entries
+    return entries, data.get("dataset", [])
 
 
-def _yaml_entries(text: str) -> list[Mapping[str, Any]]:
+def _yaml_entries(text: str) -> tuple[list[Mapping[str, Any]], Any]:
     from brainomni.errors import require
 
     yaml = require("yaml", "ingest")
@@ -153,7 +222,7 @@ def _yaml_entries(text: str) -> list[Mapping[str, Any]]:
     entries = data.get("sources", []) if isinstance(data, Mapping) else data
     if not isinstance(entries, list):
         raise ValueError("a YAML catalog lists its entries under 'sources:'")
-    return entries
+    return entries, data.get("datasets", []) if isinstance(data, Mapping) else []
 
 
 def _text_entries(text: str) -> list[Mapping[str, Any]]:
