@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..pack.run import INDEX_NAME, PACK_FORMAT
-from ..pack.sample import split_member
+from ..pack.sample_check import count_samples
 from ..splits import Assignment, SplitConfig, check_leakage
 from ..storage import get_fs, join_url, redact, retry
 from .catalog import Catalog, load_datasets
@@ -321,33 +321,43 @@ class _HashingReader:
         return b
 
 
-def scan_shard(url: str, storage_options: dict | None = None) -> tuple[str, int, int]:
-    """``(sha256, bytes, samples)`` of one shard, streaming once; member names validated."""
+def scan_shard(
+    url: str, storage_options: dict | None = None, schema: str = "raw"
+) -> tuple[str, int, int]:
+    """``(sha256, bytes, samples)`` of one shard, streaming once.
+
+    Every sample passes the loader's own check
+    (:func:`brainomni.pack.sample_check.iter_samples`: member names, dtypes, shapes, sizes),
+    so ``verify`` accepts exactly the shards the loader reads; signals are skipped in
+    bounded chunks, never held whole.
+    """
     fs, path = get_fs(url, storage_options)
     fs.invalidate_cache(path)
     with fs.open(path, "rb") as fh:
         hr = _HashingReader(fh)
-        keys: set[str] = set()
-        with tarfile.open(fileobj=hr, mode="r|") as tar:
-            for m in tar:
-                if not m.isfile():
-                    raise ValueError(f"unexpected tar entry {m.name!r} (not a regular file)")
-                keys.add(split_member(m.name)[0])
+        samples = count_samples(hr, schema, where=redact(url))
         while hr.read(1 << 20):
             pass
-    return hr.sha.hexdigest(), hr.n, len(keys)
+    return hr.sha.hexdigest(), hr.n, samples
+
+
+def manifest_schema(manifest: dict[str, Any]) -> str:
+    """``tokens`` for a token manifest, else ``raw`` (the sample schema of its shards)."""
+    return "tokens" if str(manifest.get("format", "")).startswith("brainomni.token-") else "raw"
 
 
 def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> VerifyReport:
-    """Check the content hash, then every shard's sha256, byte count and sample count."""
+    """Check the content hash, then every shard's sha256, byte count, sample count and every
+    sample (the loader's check)."""
     rep = VerifyReport()
     if content_hash(manifest) != manifest.get("content_hash"):
         rep.problems.append("manifest content_hash does not match its content (edited?)")
+    schema = manifest_schema(manifest)
     for s in manifest["shards"]:
         rep.checked += 1
         url = join_url(manifest["shards_root"], s["path"])
         try:
-            sha, n, samples = scan_shard(url, storage_options)
+            sha, n, samples = scan_shard(url, storage_options, schema)
         except FileNotFoundError:
             rep.problems.append(f"{s['path']}: missing")
             continue
