@@ -235,6 +235,8 @@ class ShardLoader:
                 s = int(batch["stream"])
                 self.cursors[s] = StreamCursor.from_dict(batch.pop("cursor"))
                 self.stream_stats[s] = batch.pop("stats")
+                if batch.get("stats_only"):  # end of a finite stream: counters, no samples
+                    continue
                 self.next_local = (self.next_local + 1) % self.workers
                 self.delivered += 1
                 yield batch

@@ -1,21 +1,26 @@
 """Versioned dataset manifests: publish (immutable), verify (every shard), diff (two versions).
 
 A manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside its dataset
-card (``card.md`` and PNG plots). It is written last, so a version exists only once it is
-there, and ``publish`` refuses to write a version that already exists. Its
+card (``card.md`` and PNG plots). Both are staged in a run-specific hidden folder; the
+manifest is then claimed with an exclusive hard link, so a version exists only once it is
+there, ``publish`` refuses to write a version that already exists, and of two concurrent
+publishes only the winner moves its card in. Its
 ``content_hash`` is the sha256 of the canonical JSON of everything except ``created_at``
 and ``content_hash`` itself.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -279,18 +284,48 @@ def publish(
         storage_options=storage_options,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    if card:
-        from .card import write_card
+    # Everything is staged in a folder of this run; the manifest is claimed with an exclusive
+    # hard link (fails when the version exists), and only the winner moves its card in, so a
+    # losing concurrent publish never leaves its card beside the winner's manifest.
+    stage = Path(tempfile.mkdtemp(prefix=".publish-", dir=folder))
+    try:
+        if card:
+            from .card import write_card
 
-        write_card(manifest, folder)
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
-    if target.exists():  # a concurrent publish won the race
-        tmp.unlink()
-        raise ManifestExists(f"{target} appeared while publishing")
-    os.replace(tmp, target)
+            write_card(manifest, stage)
+        tmp = stage / MANIFEST_NAME
+        tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
+        try:
+            _claim(tmp, target)
+        except FileExistsError:
+            raise ManifestExists(
+                f"{target} appeared while publishing (a concurrent publish "
+                "won): published versions are immutable"
+            ) from None
+        for f in sorted(stage.iterdir()):
+            if f.name != MANIFEST_NAME:
+                os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     log.info("published %s %s (%s)", name, version, manifest["content_hash"][:16])
     return target
+
+
+def _claim(src: Path, target: Path) -> None:
+    """Create ``target`` with ``src``'s bytes only if it does not exist (``FileExistsError``)."""
+    try:
+        os.link(src, target)  # atomic and exclusive: the file appears whole or not at all
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:  # a file system without hard links: exclusive create instead
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(src.read_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Limits:
     max_member_bytes: int = 512 * 1024 * 1024  # one .npy member
     max_json_bytes: int = 1024 * 1024
     max_channels: int = 4096
-    chunk_bytes: int = 1024 * 1024  # largest read when skipping a member
+    chunk_bytes: int = 256 * 1024  # largest read when skipping a member
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
