@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from brainomni.loader.loader import ShardLoader
-from brainomni.loader.reader import ReadConfig, ShardFailed, ShardSource, decode_raw, read_shard
-from brainomni.manifests.publish import scan_shard, verify
+from brainomni.loader.reader import (
+    ReadConfig,
+    ShardFailed,
+    ShardSource,
+    decode_raw,
+    decode_tokens,
+    read_shard,
+)
+from brainomni.manifests.publish import content_hash, scan_shard, verify
 from brainomni.pack.sample import decode_sample
 from tests.loader.shards import (
     good_members,
@@ -234,3 +241,44 @@ def test_plain_webdataset_reads_our_shards(tmp_path):
             np.lib.format.read_array(io.BytesIO(want[f"{s['__key__']}.sensors.npy"])),
         )
         assert s["json"]["recording_id"] == s["__key__"]
+
+
+def _token_members(key: str, dtype=np.int16) -> list[tuple[str, bytes]]:
+    buf = io.BytesIO()
+    tok = (np.arange(2 * 3 * 4) % 7).reshape(2, 3, 4).astype(dtype)
+    np.lib.format.write_array(buf, tok, allow_pickle=dtype is object)
+    return [(f"{key}.tokens.npy", buf.getvalue()), (f"{key}.json", b'{"source_key": "k"}')]
+
+
+def test_token_shards_share_the_check(tmp_path):
+    good = _token_members(K0) + _token_members(K1)
+    bad = _token_members(K0) + _token_members(K1, dtype=object)
+    raw_in_tokens = good_members(2)
+    m = write_manifest(
+        tmp_path,
+        {
+            "good": (tar_bytes(good), 2),
+            "pickled": (tar_bytes(bad), 2),
+            "raw": (tar_bytes(raw_in_tokens), 2),
+        },
+    )
+    m["format"] = "brainomni.token-manifest/1"
+    m["content_hash"] = content_hash(m)
+    rep = verify(m)
+    assert sorted(p.split(":")[0] for p in rep.problems) == ["pickled.tar", "raw.tar"]
+    for s in m["shards"]:
+        src = ShardSource(f"{m['shards_root']}/{s['path']}", s["sha256"], 2)
+        if s["path"] == "good.tar":
+            got = read_shard(src, None, decode_tokens, ONE)
+            assert got[1]["tokens"].shape == (2, 3, 4) and got[1]["tokens"].dtype == np.int16
+        else:
+            with pytest.raises(ShardFailed):
+                read_shard(src, None, decode_tokens, ONE)
+
+
+def test_shard_longer_than_its_manifest_is_refused_while_fetching(hostile):
+    s = next(s for s in hostile["shards"] if s["path"] == "good.tar")
+    url = f"{hostile['shards_root']}/good.tar"
+    with pytest.raises(ShardFailed, match="more than the"):
+        read_shard(ShardSource(url, None, 2, s["bytes"] - 512), None, decode_raw, ONE)
+    assert read_shard(ShardSource(url, None, 2, s["bytes"]), None, decode_raw, ONE).keys() == {0, 1}

@@ -37,7 +37,7 @@ def test_losing_publish_leaves_no_card(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pub, "build_manifest", build)
     folder = out / "race" / "1.0.0"
-    with pytest.raises(ManifestExists, match="concurrent publish"):
+    with pytest.raises(ManifestExists, match="appeared while publishing"):
         publish("loser", "race", "1.0.0", out)
     assert json.loads((folder / "manifest.json").read_text())["run"] == "winner"
     assert (folder / "card.md").read_text() == "card of run winner\n"
