@@ -16,7 +16,9 @@ shards: the same member names, dtypes, shapes and sizes. Nothing in a shard is t
   loading) are skipped by reading and dropping bounded chunks (:attr:`Limits.chunk_bytes`),
   never materialised whole; small members (``json``, ``sensors``, ``sensor_type``) are
   always read (bounded by their limits) and checked;
-* a sample's members must be consecutive and complete, and agree on the channel count.
+* a sample's members must be consecutive and complete, and agree on the channel count;
+* a damaged header or a missing end-of-archive marker is an error (``tarfile`` alone
+  would end the archive there silently).
 
 Failures raise :class:`SampleError` (a ``ValueError``) naming the shard, the member and
 what to do; tar damage raises ``tarfile.TarError`` or ``EOFError``.
@@ -111,7 +113,7 @@ class Sample:
     index: int
     key: str
     headers: dict[str, NpyHeader] = field(default_factory=dict)
-    members: dict[str, bytes] = field(default_factory=dict)
+    members: dict[str, bytes | bytearray] = field(default_factory=dict)
     meta: dict[str, Any] | None = None
 
 
@@ -179,6 +181,20 @@ class _BoundedTarInfo(tarfile.TarInfo):
     """Refuses huge extension headers before ``tarfile`` reads them whole (``_proc_member`` is
     tarfile's documented hook for subclasses)."""
 
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile):  # noqa: ANN206 - tarfile's signature
+        try:
+            return super().fromtarfile(tarfile_)
+        except (
+            tarfile.InvalidHeaderError,
+            tarfile.TruncatedHeaderError,
+            tarfile.EmptyHeaderError,
+        ) as exc:  # tarfile would silently end the archive here after its first member
+            raise tarfile.ReadError(
+                f"damaged tar header or missing end-of-archive marker at byte "
+                f"{tarfile_.offset}: {exc}"
+            ) from None
+
     def _proc_member(self, tarfile_: tarfile.TarFile):  # noqa: ANN202 - tarfile's signature
         if self.type in _EXT_TYPES and self.size > MAX_EXT_HEADER:
             raise tarfile.ReadError(
@@ -192,6 +208,19 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     if len(b) != n:
         raise EOFError(f"{what}: truncated ({len(b)} of {n} bytes)")
     return b
+
+
+def _read_rest(f: BinaryIO, prefix: bytes, size: int, chunk: int, what: str) -> bytearray:
+    """The whole member (``prefix`` already read) in one buffer of its checked size."""
+    buf = bytearray(size)
+    buf[: len(prefix)] = prefix
+    view, pos = memoryview(buf), len(prefix)
+    while pos < size:
+        n = f.readinto(view[pos : min(size, pos + chunk)])
+        if not n:
+            raise EOFError(f"{what}: truncated ({size - pos} bytes missing)")
+        pos += n
+    return buf
 
 
 def _drain(f: BinaryIO, n: int, chunk: int, what: str) -> None:
@@ -228,7 +257,10 @@ def iter_samples(
             what = f"{where}: member {m.name!r}"
             if not m.isfile() or m.type == tarfile.GNUTYPE_SPARSE:
                 raise SampleError(f"{what} is not a regular file: a shard holds files only")
-            key, ext = split_member(m.name, schema)
+            try:
+                key, ext = split_member(m.name, schema)
+            except SampleError as exc:
+                raise SampleError(f"{where}: {exc}") from None
             if cur is None or key != cur.key:
                 if cur is not None:
                     width = _finish(cur, schema, rules, limits, width, where)
@@ -251,18 +283,18 @@ def iter_samples(
             f = tar.extractfile(m)
             if f is None:  # pragma: no cover - isfile() members always have data
                 raise SampleError(f"{what}: no data")
-            keep = want(cur.index) or ext in _ALWAYS_READ
             if rule is None:
                 _check_json(cur, _read_exact(f, m.size, what), what)
                 continue
-            if keep:
-                data = _read_exact(f, m.size, what)
-                cur.headers[ext] = parse_npy_header(data[: MAX_NPY_HEADER + 16], m.size, rule, what)
-                cur.members[ext] = data
+            prefix = _read_exact(f, min(m.size, 16), what)
+            prefix += _npy_header_rest(f, prefix, m.size, what)
+            h = parse_npy_header(prefix, m.size, rule, what)
+            if schema == "raw" and h.shape[0] > limits.max_channels:
+                raise SampleError(f"{what}: {h.shape[0]} channels (limit {limits.max_channels})")
+            cur.headers[ext] = h
+            if want(cur.index) or ext in _ALWAYS_READ:
+                cur.members[ext] = _read_rest(f, prefix, m.size, limits.chunk_bytes, what)
             else:
-                prefix = _read_exact(f, min(m.size, 16), what)
-                prefix += _npy_header_rest(f, prefix, m.size, what)
-                cur.headers[ext] = parse_npy_header(prefix, m.size, rule, what)
                 _drain(f, m.size - len(prefix), limits.chunk_bytes, what)
         if cur is not None:
             _finish(cur, schema, rules, limits, width, where)

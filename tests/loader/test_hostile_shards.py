@@ -5,6 +5,7 @@ still reads our shards. Synthetic shards only (tests/loader/shards.py): no corpu
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import tracemalloc
 
@@ -104,8 +105,17 @@ def hostile_shards() -> dict[str, tuple[bytes, int]]:
     }
     out = {k: (tar_bytes(v), 2) for k, v in cases.items()}
     whole = out["good"][0]
-    out["truncated_mid_member"] = (whole[: len(whole) * 3 // 5], 2)
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        sig1 = tar.getmembers()[4]  # sample 1's signal
+    out["truncated_mid_member"] = (whole[: sig1.offset_data + sig1.size // 2], 2)
     out["truncated_at_sample"] = (_cut_before_member(whole, 4), 2)
+    corrupt = bytearray(whole)
+    corrupt[len(_cut_before_member(whole, 4)) + 148] ^= 0x01  # a header checksum digit
+    out["damaged_header"] = (bytes(corrupt), 2)
+    huge_sensors = npy_with_header(
+        {"descr": "<f4", "fortran_order": False, "shape": (5000, 6)}, bytes(5000 * 24)
+    )
+    out["too_many_channels"] = (tar_bytes(_replace(good, f"{K0}.sensors.npy", huge_sensors)), 2)
     out["symlink_member"] = (_symlink_tar(), 1)
     return out
 
@@ -119,10 +129,10 @@ def hostile(tmp_path_factory):
 def test_verify_and_loader_agree_on_every_hostile_shard(hostile):
     rep = verify(hostile)
     assert rep.checked == len(hostile["shards"])
-    by_verify = {
-        s["path"]: not any(p.startswith(s["path"] + ":") for p in rep.problems)
-        for s in hostile["shards"]
-    }
+    by_verify = {s["path"]: True for s in hostile["shards"]}
+    for p in rep.problems:  # "<path>: unreadable (<error class>: <message>)"
+        path, _, rest = p.partition(": ")
+        by_verify[path] = re.match(r"unreadable \((\w+):", rest)[1]
     for cfg in (ONE, ReadConfig(attempts=1, backoff_s=0.0, verify_sha256=False)):
         by_loader = {}
         for s in hostile["shards"]:
@@ -131,10 +141,11 @@ def test_verify_and_loader_agree_on_every_hostile_shard(hostile):
                 got = read_shard(src, None, decode_raw, cfg)
                 by_loader[s["path"]] = True
                 assert sorted(got) == [0, 1]
-            except ShardFailed:
-                by_loader[s["path"]] = False
+            except ShardFailed as exc:
+                by_loader[s["path"]] = type(exc.__cause__).__name__
         assert by_loader == by_verify
-    assert {p for p, ok in by_verify.items() if ok} == {"good.tar"}
+    assert {p for p, ok in by_verify.items() if ok is True} == {"good.tar"}
+    assert set(by_verify.values()) == {True, "SampleError", "ReadError"}
     text = "\n".join(rep.problems)
     for needle in ("object dtype", "header says", "unexpected tar member name", "over the"):
         assert needle in text
