@@ -64,7 +64,12 @@ def split_shards(
     """The shards of one split, in manifest order, as readable sources."""
     root = shards_root or m["shards_root"]
     out = [
-        ShardSource(join_url(root, s["path"]), s.get("sha256"), int(s["samples"]))
+        ShardSource(
+            join_url(root, s["path"]),
+            s.get("sha256"),
+            int(s["samples"]),
+            int(s["bytes"]) if s.get("bytes") is not None else None,
+        )
         for s in m["shards"]
         if s["split"] == split and s.get("path")
     ]
@@ -230,6 +235,8 @@ class ShardLoader:
                 s = int(batch["stream"])
                 self.cursors[s] = StreamCursor.from_dict(batch.pop("cursor"))
                 self.stream_stats[s] = batch.pop("stats")
+                if batch.get("stats_only"):  # end of a finite stream: counters, no samples
+                    continue
                 self.next_local = (self.next_local + 1) % self.workers
                 self.delivered += 1
                 yield batch

@@ -10,10 +10,8 @@ it and counts it (see :mod:`brainomni.loader.dataset`). Nothing is ever unpickle
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import re
 import tarfile
 import tempfile
 import time
@@ -23,12 +21,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..pack.sample_check import LIMITS, Limits, NpyRule, iter_samples, npy_array
 from ..storage import get_fs, is_local, redact
 
 log = logging.getLogger(__name__)
 
-_MEMBER = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,80})\.(?P<ext>[a-z0-9_]+(?:\.[a-z0-9_]+)*)$")
-_NPY_DTYPES = {"float16", "float32", "int8", "int16", "uint16", "int32"}
+_ANY_NPY = NpyRule(frozenset({"float16", "float32", "int8", "int16", "uint16", "int32"}), None)
 
 
 class ShardFailed(RuntimeError):
@@ -42,6 +40,7 @@ class ShardSource:
     url: str
     sha256: str | None
     samples: int
+    bytes: int | None = None  # the manifest's byte count: a longer shard is refused early
 
 
 @dataclass(frozen=True)
@@ -58,20 +57,12 @@ class ReadConfig:
 
 
 def npy_load(data: bytes) -> np.ndarray:
-    """``.npy`` bytes -> array (a view of ``data``), never unpickling; plain numeric dtypes."""
-    fh = io.BytesIO(data)
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
-        raise ValueError(f"unsupported .npy version {version}")
-    if dtype.name not in _NPY_DTYPES or dtype.hasobject:
-        raise ValueError(f"unexpected dtype {dtype} in a shard member")
-    n = int(np.prod(shape, dtype=np.int64))
-    a = np.frombuffer(data, dtype=dtype, count=n, offset=fh.tell())
-    return a.reshape(shape, order="F" if fortran else "C")
+    """``.npy`` bytes -> array (a view of ``data``), never unpickling; plain numeric dtypes.
+
+    The header is checked (:func:`~brainomni.pack.sample_check.parse_npy_header`) before
+    anything is allocated; the members of a shard are checked by :func:`iter_members`.
+    """
+    return npy_array(data, _ANY_NPY)
 
 
 def _fetch(src: ShardSource, cfg: ReadConfig, storage_options: dict | None) -> BinaryIO:
@@ -81,12 +72,19 @@ def _fetch(src: ShardSource, cfg: ReadConfig, storage_options: dict | None) -> B
         return open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
     out = tempfile.SpooledTemporaryFile(max_size=cfg.spool_bytes)  # noqa: SIM115
     sha = hashlib.sha256()
+    n = 0
     try:
         with fs.open(path, "rb", block_size=cfg.block_bytes) as fh:
             while True:
                 b = fh.read(cfg.block_bytes)
                 if not b:
                     break
+                n += len(b)
+                if src.bytes is not None and n > src.bytes:
+                    raise ValueError(
+                        f"{redact(src.url)} holds more than the {src.bytes} bytes its manifest "
+                        "says: replaced or appended to; re-publish or restore it"
+                    )
                 sha.update(b)
                 out.write(b)
     except BaseException:
@@ -100,34 +98,26 @@ def _fetch(src: ShardSource, cfg: ReadConfig, storage_options: dict | None) -> B
 
 
 def iter_members(
-    fh: BinaryIO, wanted: Callable[[int], bool], count: list[int] | None = None
+    fh: BinaryIO,
+    wanted: Callable[[int], bool],
+    count: list[int] | None = None,
+    *,
+    schema: str = "raw",
+    limits: Limits = LIMITS,
+    where: str = "shard",
 ) -> Iterator[tuple[int, str, dict]]:
     """``(index, key, {ext: bytes})`` for the samples of a tar whose index is ``wanted``.
 
-    Members of one sample are consecutive (as the packer writes them); unwanted samples are
-    skipped without reading their bytes into Python objects. ``count[0]`` ends as the number
-    of samples in the tar.
+    The shard is checked as it streams by the check ``verify`` runs too
+    (:func:`brainomni.pack.sample_check.iter_samples`): unknown or oversize members reject it
+    before their bytes are read, and members of unwanted samples are skipped in bounded
+    chunks. ``count[0]`` ends as the number of samples in the tar.
     """
     count = count if count is not None else [0]
-    idx, key, members = -1, None, {}
-    seekable = getattr(fh, "seekable", lambda: False)()
-    with tarfile.open(fileobj=fh, mode="r:" if seekable else "r|") as tar:
-        for m in tar:
-            if not m.isfile():
-                raise ValueError(f"unexpected tar entry {m.name!r} (not a regular file)")
-            mm = _MEMBER.match(m.name)
-            if not mm:
-                raise ValueError(f"unexpected tar member name {m.name!r}")
-            if mm["key"] != key:
-                if key is not None and wanted(idx):
-                    yield idx, key, members
-                idx, key, members = idx + 1, mm["key"], {}
-                count[0] = idx + 1
-            if wanted(idx):
-                f = tar.extractfile(m)
-                members[mm["ext"]] = f.read() if f is not None else b""
-        if key is not None and wanted(idx):
-            yield idx, key, members
+    for s in iter_samples(fh, schema, want=wanted, limits=limits, where=where):
+        count[0] = s.index + 1
+        if wanted(s.index):
+            yield s.index, s.key, s.members
 
 
 def read_shard(
@@ -138,14 +128,17 @@ def read_shard(
     storage_options: dict | None = None,
     stats: dict[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    schema: str | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Decoded samples ``{index: sample}`` of one shard (all, or those in ``indices``).
 
     The whole shard is validated (fetch, digest, member names, sample count) before anything
     is returned, so a failure never leaves a half-used shard. Raises :class:`ShardFailed`
-    after ``cfg.attempts`` tries.
+    after ``cfg.attempts`` tries. ``schema`` (``raw`` / ``tokens``) defaults to the one
+    ``decode`` reads.
     """
     stats = stats if stats is not None else {}
+    schema = schema or SCHEMA_OF.get(decode, "raw")
     last: BaseException | None = None
     for attempt in range(cfg.attempts):
         try:
@@ -156,7 +149,8 @@ def read_shard(
                 def want(i: int) -> bool:
                     return indices is None or i in indices
 
-                for i, key, members in iter_members(fh, want, count):
+                where = redact(src.url)
+                for i, key, members in iter_members(fh, want, count, schema=schema, where=where):
                     out[i] = decode(key, members)
                 n = count[0]
                 if src.samples and n != src.samples:
@@ -220,6 +214,7 @@ DECODERS: dict[str, Callable[[str, dict], dict[str, Any]]] = {
     "tokens": decode_tokens,
     "raw+meta": decode_meta,
 }
+SCHEMA_OF: dict[Callable, str] = {decode_raw: "raw", decode_meta: "raw", decode_tokens: "tokens"}
 
 
 __all__ = [

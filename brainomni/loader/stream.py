@@ -5,7 +5,9 @@ by its seeded generator and cut into batches: samples with equal channel counts 
 (full batches of ``micro_batch``); what is left over (fewer than ``micro_batch`` of some
 count) is sorted by channel count and padded, with a mask, into the last batches of the
 chunk. Batch order within the chunk is permuted too. Every batch carries the stream's cursor
-*after* it, so the consumer knows exactly what has been delivered.
+*after* it, so the consumer knows exactly what has been delivered. A finite stream
+(``max_epochs``) ends with one ``{"stats_only": True, ...}`` record carrying its final cursor
+and counters (skips after the last batch included); it holds no samples.
 """
 
 from __future__ import annotations
@@ -164,6 +166,14 @@ class Stream:
                 cur.chunk, cur.done = cur.chunk + 1, []
             cur.epoch, cur.chunk, cur.done = cur.epoch + 1, 0, []
             self._cache = None
+        # A finite pass ends with a stats-only record: shards skipped after the last batch
+        # (a bad final shard) would otherwise never reach the consumer's counters.
+        yield {
+            "stats_only": True,
+            "stream": self.stream,
+            "cursor": cur.to_dict(),
+            "stats": self.stats.to_dict(),
+        }
 
     def _account(self, batch: dict[str, Any]) -> None:
         self.stats.batches += 1

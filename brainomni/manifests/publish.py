@@ -1,21 +1,26 @@
 """Versioned dataset manifests: publish (immutable), verify (every shard), diff (two versions).
 
 A manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside its dataset
-card (``card.md`` and PNG plots). It is written last, so a version exists only once it is
-there, and ``publish`` refuses to write a version that already exists. Its
+card (``card.md`` and PNG plots). Both are staged in a run-specific hidden folder; the
+manifest is then claimed with an exclusive hard link, so a version exists only once it is
+there, ``publish`` refuses to write a version that already exists, and of two concurrent
+publishes only the winner moves its card in. Its
 ``content_hash`` is the sha256 of the canonical JSON of everything except ``created_at``
 and ``content_hash`` itself.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +29,7 @@ from typing import Any
 
 from .. import __version__
 from ..pack.run import INDEX_NAME, PACK_FORMAT
-from ..pack.sample import split_member
+from ..pack.sample_check import count_samples
 from ..splits import Assignment, SplitConfig, check_leakage
 from ..storage import get_fs, join_url, redact, retry
 from .catalog import Catalog, load_datasets
@@ -279,18 +284,48 @@ def publish(
         storage_options=storage_options,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    if card:
-        from .card import write_card
+    # Everything is staged in a folder of this run; the manifest is claimed with an exclusive
+    # hard link (fails when the version exists), and only the winner moves its card in, so a
+    # losing concurrent publish never leaves its card beside the winner's manifest.
+    stage = Path(tempfile.mkdtemp(prefix=".publish-", dir=folder))
+    try:
+        if card:
+            from .card import write_card
 
-        write_card(manifest, folder)
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
-    if target.exists():  # a concurrent publish won the race
-        tmp.unlink()
-        raise ManifestExists(f"{target} appeared while publishing")
-    os.replace(tmp, target)
+            write_card(manifest, stage)
+        tmp = stage / MANIFEST_NAME
+        tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
+        try:
+            _claim(tmp, target)
+        except FileExistsError:
+            raise ManifestExists(
+                f"{target} appeared while publishing (a concurrent publish "
+                "won): published versions are immutable"
+            ) from None
+        for f in sorted(stage.iterdir()):
+            if f.name != MANIFEST_NAME:
+                os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     log.info("published %s %s (%s)", name, version, manifest["content_hash"][:16])
     return target
+
+
+def _claim(src: Path, target: Path) -> None:
+    """Create ``target`` with ``src``'s bytes only if it does not exist (``FileExistsError``)."""
+    try:
+        os.link(src, target)  # atomic and exclusive: the file appears whole or not at all
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:  # a file system without hard links: exclusive create instead
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(src.read_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
@@ -323,21 +358,29 @@ class _HashingReader:
         return b
 
 
-def scan_shard(url: str, storage_options: dict | None = None) -> tuple[str, int, int]:
-    """``(sha256, bytes, samples)`` of one shard, streaming once; member names validated."""
+def scan_shard(
+    url: str, storage_options: dict | None = None, schema: str = "raw"
+) -> tuple[str, int, int]:
+    """``(sha256, bytes, samples)`` of one shard, streaming once.
+
+    Every sample passes the loader's own check
+    (:func:`brainomni.pack.sample_check.iter_samples`: member names, dtypes, shapes, sizes),
+    so ``verify`` accepts exactly the shards the loader reads; signals are skipped in
+    bounded chunks, never held whole.
+    """
     fs, path = get_fs(url, storage_options)
     fs.invalidate_cache(path)
     with fs.open(path, "rb") as fh:
         hr = _HashingReader(fh)
-        keys: set[str] = set()
-        with tarfile.open(fileobj=hr, mode="r|") as tar:
-            for m in tar:
-                if not m.isfile():
-                    raise ValueError(f"unexpected tar entry {m.name!r} (not a regular file)")
-                keys.add(split_member(m.name)[0])
+        samples = count_samples(hr, schema, where=redact(url))
         while hr.read(1 << 20):
             pass
-    return hr.sha.hexdigest(), hr.n, len(keys)
+    return hr.sha.hexdigest(), hr.n, samples
+
+
+def manifest_schema(manifest: dict[str, Any]) -> str:
+    """``tokens`` for a token manifest, else ``raw`` (the sample schema of its shards)."""
+    return "tokens" if str(manifest.get("format", "")).startswith("brainomni.token-") else "raw"
 
 
 class _StoreError(Exception):
@@ -348,12 +391,14 @@ class _StoreError(Exception):
         self.refused = refused
 
 
-def _scan_or_storage_error(url: str, storage_options: dict | None) -> tuple[str, int, int]:
+def _scan_or_storage_error(
+    url: str, storage_options: dict | None, schema: Any = None
+) -> tuple[str, int, int]:
     """:func:`scan_shard` with transient errors retried; storage failures as :class:`_StoreError`."""
     from ..entry import EXIT_STORAGE_REFUSED, storage_failure
 
     try:
-        return retry(lambda: scan_shard(url, storage_options), what=f"verify {url}")
+        return retry(lambda: scan_shard(url, storage_options, schema), what=f"verify {url}")
     except Exception as exc:
         found = storage_failure(exc)
         if found is None:
@@ -362,15 +407,17 @@ def _scan_or_storage_error(url: str, storage_options: dict | None) -> tuple[str,
 
 
 def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> VerifyReport:
-    """Check the content hash, then every shard's sha256, byte count and sample count."""
+    """Check the content hash, then every shard's sha256, byte count, sample count and every
+    sample (the loader's check)."""
     rep = VerifyReport()
     if content_hash(manifest) != manifest.get("content_hash"):
         rep.problems.append("manifest content_hash does not match its content (edited?)")
+    schema = manifest_schema(manifest)
     for s in manifest["shards"]:
         rep.checked += 1
         url = join_url(manifest["shards_root"], s["path"])
         try:
-            sha, n, samples = _scan_or_storage_error(url, storage_options)
+            sha, n, samples = _scan_or_storage_error(url, storage_options, schema)
         except _StoreError as exc:  # no verdict on the shard; the rest would fail the same way
             rep.checked -= 1
             rep.storage_error, rep.storage_refused = f"{s['path']}: {exc}", exc.refused

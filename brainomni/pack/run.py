@@ -20,7 +20,7 @@ from ..splits import SplitConfig
 from ..storage import atomic_write_bytes, join_url, read_json
 from .config import PackConfig
 from .plan import PackPlan, discover_stores, make_plan
-from .shards import write_shard
+from .shards import clean_temp_shards, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ def pack(
         storage_options=storage_options,
         dest_storage_options=dest_storage_options,
     )
+    removed = clean_temp_shards(dest, [s.split for s in plan.shards], dest_storage_options)
+    if removed:
+        log.info("removed %d temporary shard(s) left by an interrupted pack", len(removed))
     task = partial(_task, plan, dest, plan.hash, storage_options, dest_storage_options, resume)
     indices = list(map_fn(task, range(len(plan.shards))))
     return finalize_pack(

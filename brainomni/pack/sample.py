@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from . import sample_check
+
 MEMBERS = ("signal.npy", "sensors.npy", "sensor_type.npy", "json")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-_MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,80})\.(?P<ext>[a-z0-9_]+(?:\.[a-z0-9_]+)*)$")
 _ALLOWED_DTYPES = {"float16", "float32", "int8"}
+_ANY_RULE = sample_check.NpyRule(frozenset(_ALLOWED_DTYPES), None)
 
 
 def sample_key(recording_id: str, start: int) -> str:
@@ -43,10 +45,7 @@ def validate_key(key: str) -> None:
 
 def split_member(name: str) -> tuple[str, str]:
     """``(key, extension)`` of a shard member name; ``ValueError`` for anything unexpected."""
-    m = _MEMBER_RE.match(name)
-    if not m or m["ext"] not in MEMBERS:
-        raise ValueError(f"unexpected tar member name {name!r}")
-    return m["key"], m["ext"]
+    return sample_check.split_member(name, "raw")
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -60,11 +59,9 @@ def npy_bytes(a: np.ndarray) -> bytes:
 
 
 def npy_loads(data: bytes) -> np.ndarray:
-    """Read ``.npy`` bytes without ever unpickling (object arrays raise ``ValueError``)."""
-    a = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    if a.dtype.name not in _ALLOWED_DTYPES:
-        raise ValueError(f"unexpected dtype {a.dtype} in a sample member")
-    return a
+    """Read ``.npy`` bytes without ever unpickling: the header is checked first (object
+    dtypes, other dtypes and shapes that do not match the byte count raise ``ValueError``)."""
+    return sample_check.npy_array(data, _ANY_RULE).copy()
 
 
 def encode_sample(

@@ -15,6 +15,7 @@ gives byte-identical shards. The sha256 and byte count are computed while stream
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "brainomni.shard-index/1"
 _READ_BYTES = 64 * 1024 * 1024  # signal read per block (float32)
+TMP_PREFIX = ".tmp-shard-"  # + "<index:06d>-<random>.tar": a shard's tar while written
 
 
 class _HashingWriter:
@@ -60,6 +62,34 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti.uid = ti.gid = 0
     ti.uname = ti.gname = ""
     return ti
+
+
+def temp_shard_dir(dest: str, split: str, dest_storage_options: dict | None = None) -> str:
+    """Local folder of a shard's temporary tar while it is written: the split's own folder for
+    a local ``dest`` (so the final rename is atomic), else a folder of this destination under
+    the system temp dir (object stores: uploaded from there)."""
+    fs, path = get_fs(join_url(dest, split), dest_storage_options)
+    if is_local(fs):
+        return path
+    tag = hashlib.sha256(dest.rstrip("/").encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"brainomni-pack-{tag}", split)
+
+
+def clean_temp_shards(
+    dest: str, splits: list[str], dest_storage_options: dict | None = None
+) -> list[str]:
+    """Remove the temporary tars (``.tmp-shard-*.tar``) a killed pack left in this pack's own
+    temp folders (:func:`temp_shard_dir` of each split); the paths removed. Nothing else is
+    touched. Call it only when no other pack writes into ``dest``."""
+    removed = []
+    for split in sorted(set(splits)):
+        folder = temp_shard_dir(dest, split, dest_storage_options)
+        for p in sorted(glob.glob(os.path.join(glob.escape(folder), f"{TMP_PREFIX}*.tar"))):
+            if os.path.isfile(p) and not os.path.islink(p):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(p)
+                    removed.append(p)
+    return removed
 
 
 def shard_urls(dest: str, spec: ShardSpec) -> tuple[str, str]:
@@ -156,10 +186,14 @@ def write_shard(
             return old
     fs, tar_path = get_fs(tar_url, dest_storage_options)
     local = is_local(fs)
-    tmp_dir = os.path.dirname(tar_path) if local else None
-    if tmp_dir:
-        os.makedirs(tmp_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-shard-", suffix=".tar", dir=tmp_dir)
+    tmp_dir = temp_shard_dir(dest, spec.split, dest_storage_options)
+    os.makedirs(tmp_dir, exist_ok=True)
+    # an earlier attempt at this shard that was killed (SIGKILL, lost node) left its temp file
+    prefix = f"{TMP_PREFIX}{spec.index:06d}-"
+    for old_tmp in glob.glob(os.path.join(glob.escape(tmp_dir), f"{prefix}*.tar")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old_tmp)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tar", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             hw = _HashingWriter(fh)
