@@ -93,8 +93,9 @@ def weights_only_loads(what: str | Path = "a checkpoint") -> Iterator[None]:
     with :data:`DS_SAFE_GLOBALS` allowed, whatever ``weights_only=`` the caller passed.
 
     torch's own switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (read on every call) does the
-    forcing: it also covers code holding a reference to ``torch.load`` and child processes
-    (``ds_to_universal`` with more than one worker). Not thread-safe against other threads
+    forcing: it also covers code holding its own reference to ``torch.load``, and child
+    processes inherit it (not the allowlist: they fail closed; :func:`to_universal` runs
+    ``ds_to_universal`` with one worker, in process). Not thread-safe against other threads
     that need arbitrary unpickling at the same time (the trainer has none). An object
     outside the allowlist raises :class:`CheckpointError` naming ``what``."""
     saved = {k: os.environ.get(k) for k in (_FORCE_WO, _FORCE_NO_WO)}
