@@ -145,13 +145,14 @@ def test_weights_only_stops_a_payload_the_scan_missed(run, tmp_path, monkeypatch
     marker = tmp_path / "PWNED"
     _tamper(d, rel, marker, rehash=True)
     monkeypatch.setattr(ckpt, "scan_pickles", lambda *a: None)
+    force = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
     with pytest.raises(ckpt.CheckpointError, match="not plain data.*posix.system"):
         ckpt.to_universal(d)
     assert not marker.exists()
     with pytest.raises(ckpt.CheckpointError, match="not plain data.*posix.system"):
         Trainer(run[0], out, resume=True)
     assert not marker.exists()
-    assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") is None  # restored afterwards
+    assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") == force  # restored afterwards
 
 
 def test_unrecorded_or_invalid_entries_refused(run, tmp_path):
