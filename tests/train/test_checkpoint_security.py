@@ -99,7 +99,9 @@ def _tamper(d: Path, rel: str, marker: Path, *, rehash: bool) -> None:
         (d / "meta.json").write_text(json.dumps(meta))
 
 
-def test_meta_json_records_every_file_hash(run):
+def test_meta_json_records_every_file_hash(run, tmp_path):
+    from brainomni.train.export import export
+
     d = run[1] / "checkpoints" / "step-00000003"
     meta = json.loads((d / "meta.json").read_text())
     files = {
@@ -109,6 +111,9 @@ def test_meta_json_records_every_file_hash(run):
     }
     assert meta["files"] == files and meta["format"] == "brainomni.checkpoint/2"
     assert {MODEL_STATES, OPTIM_STATES, "model.safetensors", "loader-00000.json"} <= set(files)
+    exp = export(run[1], tmp_path / "export")  # a verified checkpoint exports
+    cfg = json.loads((exp / "config.json").read_text())
+    assert cfg["step"] == 3 and cfg["weights_sha256"] == files["model.safetensors"]["sha256"]
 
 
 @pytest.mark.parametrize("rehash", [False, True], ids=["stale-hash", "meta-rewritten"])
