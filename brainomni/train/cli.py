@@ -47,6 +47,12 @@ def _conf_pretrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=None)
     p.add_argument("--offload", action="store_true", help="ZeRO optimizer offload to CPU")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--trust-unhashed",
+        action="store_true",
+        help="resume from a checkpoint whose meta.json records no file hashes (written by an "
+        "older brainomni); its pickles still load weights_only",
+    )
     p.add_argument("--shards-root", default=None, help="read shards from here (mirror/cache)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
@@ -93,9 +99,13 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     if args.shards_root:
         sets.append(f"data.shards_root={json.dumps(args.shards_root)}")
     cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    from .checkpoint import CheckpointError
     from .trainer import pretrain
 
-    res = pretrain(cfg, args.out, resume=args.resume)
+    try:
+        res = pretrain(cfg, args.out, resume=args.resume, trust_unhashed=args.trust_unhashed)
+    except CheckpointError as exc:
+        raise SystemExit(f"brainomni pretrain: checkpoint refused: {exc}") from None
     if rank == 0:
         print(json.dumps({"step": res["step"], **res["last"]}, sort_keys=True))
     return 0
@@ -104,12 +114,21 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _conf_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="checkpoint folder (.../checkpoints/step-N) or run folder")
     p.add_argument("out", help="export folder: model.safetensors + config.json")
+    p.add_argument(
+        "--trust-unhashed",
+        action="store_true",
+        help="export a checkpoint whose meta.json records no file hashes (older brainomni)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
     from .export import export
 
-    out = export(args.ckpt, args.out)
+    try:
+        out = export(args.ckpt, args.out, trust_unhashed=args.trust_unhashed)
+    except CheckpointError as exc:
+        raise SystemExit(f"brainomni export: checkpoint refused: {exc}") from None
     print(out)
     return 0
 

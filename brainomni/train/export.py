@@ -73,10 +73,14 @@ def load_export(path: str | Path, *, strict: bool = True):
     return model
 
 
-def export(ckpt: str | Path, out: str | Path) -> Path:
+def export(ckpt: str | Path, out: str | Path, *, trust_unhashed: bool = False) -> Path:
     """Write ``OUT/model.safetensors`` + ``OUT/config.json`` from a checkpoint folder
-    (``.../step-N``) or a run folder (its latest complete checkpoint)."""
-    from .checkpoint import META, latest
+    (``.../step-N``) or a run folder (its latest complete checkpoint).
+
+    The checkpoint is verified first (:func:`.checkpoint.verify`: every file's sha256, no
+    pickle that is not plain data), although export itself reads only its safetensors and
+    JSON files: a checkpoint that would be refused on resume is not exported either."""
+    from .checkpoint import META, latest, verify
 
     src = Path(ckpt)
     if not (src / META).exists():
@@ -84,8 +88,8 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
         if found is None:
             raise FileNotFoundError(f"{src} is neither a complete checkpoint nor a run folder")
         src = found
+    meta = verify(src, trust_unhashed=trust_unhashed)
     cfg = json.loads((src / "model.json").read_text())
-    meta = json.loads((src / META).read_text())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src / WEIGHTS, out / WEIGHTS)

@@ -43,7 +43,7 @@ from ..loader.reader import ReadConfig
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .export import file_sha256, load_export, model_json
-from .logs import MetricsLog
+from .logs import MetricsLog, truncate_logs
 from .metrics import (
     plot_reconstruction,
     reconstruction_example,
@@ -93,7 +93,14 @@ class Trainer:
     """One rank of a run into ``out``; ``resume=True`` continues from its latest complete
     checkpoint (saved with any number of ranks)."""
 
-    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: str | Path,
+        *,
+        resume: bool = False,
+        trust_unhashed: bool = False,
+    ) -> None:
         deepspeed = _import_deepspeed()
         self.ds = deepspeed
         self.cfg, self.out = cfg, Path(out)
@@ -120,9 +127,14 @@ class Trainer:
         # a checkpoint of another world size loads as a universal checkpoint, which the
         # engine has to know when it is built
         self.universal = False
+        self.trust_unhashed = trust_unhashed
+        self._resume_from: tuple[Path, dict[str, Any]] | None = None
         if resume and (d := ckpt.latest(self.out)) is not None:
-            saved_world = json.loads((d / ckpt.META).read_text())["world"]
-            self.universal = saved_world != self.world and cfg.zero_stage > 0
+            # every file against meta.json's sha256, every pickle plain data: before anything
+            # of the checkpoint is used (each rank checks what it will read)
+            meta = ckpt.verify(d, trust_unhashed=trust_unhashed)
+            self._resume_from = (d, meta)
+            self.universal = meta["world"] != self.world and cfg.zero_stage > 0
         ds_cfg = deepspeed_config(cfg, self.world, self.total_steps, load_universal=self.universal)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model,
@@ -137,7 +149,6 @@ class Trainer:
                 self.model, self.model.tokenizer.encoder.neuros
             )
         self.step = 0
-        self.log = MetricsLog(self.out, self.rank == 0)
         if self.rank == 0:
             (self.out / "config.json").write_text(
                 json.dumps(
@@ -149,6 +160,11 @@ class Trainer:
         self.resumed_from: Path | None = None
         if resume:
             self.resume()
+            if self.rank == 0:
+                # the steps after the checkpoint are redone: drop their records (no duplicates)
+                truncate_logs(self.out, self.step)
+            dist.barrier()  # before any rank appends to its samples log again
+        self.log = MetricsLog(self.out, self.rank == 0, purge_after=self.step if resume else None)
 
     def _loader(self, split: str, *, shuffle: bool) -> ShardLoader:
         d = self.cfg.data
@@ -203,10 +219,9 @@ class Trainer:
     def resume(self) -> bool:
         """Load the latest complete checkpoint (called by the constructor with
         ``resume=True``); False when there is none."""
-        d = ckpt.latest(self.out)
-        if d is None:
+        if self._resume_from is None:
             return False
-        meta = json.loads((d / ckpt.META).read_text())
+        d, meta = self._resume_from
         other_world = meta["world"] != self.world
         if other_world and self.cfg.zero_stage > 0 and not self.universal:
             raise RuntimeError(
@@ -225,7 +240,10 @@ class Trainer:
             tag = self._universal_tag(d, meta["world"])
         else:
             tag = "ds"
-        load_path, _ = self.engine.load_checkpoint(str(d), tag=tag)
+        with ckpt.weights_only_loads(
+            d / tag
+        ):  # DeepSpeed's torch.load(weights_only=False) included
+            load_path, _ = self.engine.load_checkpoint(str(d), tag=tag)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {d / tag}")
         if self.universal:
@@ -251,18 +269,24 @@ class Trainer:
 
     def _universal_tag(self, d: Path, saved_world: int) -> str:
         """Rank 0 converts ``d/ds`` once; every rank learns whether it worked."""
-        err = [None]
+        err: list[Any] = [None]
         if self.rank == 0:
             try:
-                ckpt.to_universal(d)
+                ckpt.to_universal(d, trust_unhashed=self.trust_unhashed)
+            except ckpt.CheckpointError as exc:  # refused: the same error on every rank
+                err = [("refused", str(exc))]
             except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
                 log.exception("converting %s to a universal checkpoint failed", d / "ds")
-                err = [f"{type(exc).__name__}: {exc}"]
+                err = [("failed", f"{type(exc).__name__}: {exc}")]
         dist.broadcast_object_list(err, src=0)
+        if err[0] is not None and err[0][0] == "refused":
+            raise ckpt.CheckpointError(err[0][1])
+        if err[0] is None and self.rank != 0:
+            ckpt.verify_universal(d)  # what this rank will load is what rank 0 wrote
         if err[0] is not None:
             raise RuntimeError(
                 f"converting {d / 'ds'} to a DeepSpeed universal checkpoint failed on rank 0 "
-                f"({err[0]}); resume with the {saved_world} ranks it was saved with instead"
+                f"({err[0][1]}); resume with the {saved_world} ranks it was saved with instead"
             )
         return ckpt.UNIVERSAL
 
@@ -533,6 +557,8 @@ def _short(d: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in list(d.items())[:12])
 
 
-def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
+def pretrain(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = False, trust_unhashed: bool = False
+) -> dict[str, Any]:
     """Run (or continue, with ``resume``) a pretraining run into ``out``."""
-    return Trainer(cfg, out, resume=resume).train()
+    return Trainer(cfg, out, resume=resume, trust_unhashed=trust_unhashed).train()
