@@ -4,7 +4,8 @@ For every shard of the source manifest (the splits asked for), one token shard w
 path under ``DEST`` holds, per sample, ``KEY.tokens.npy`` (int16 codebook indices (S, W, Q),
 W = 160 for 30 s with overlap 0.25) and ``KEY.json`` (source key, recording, dataset,
 split, channels, the tokenizer's weights sha256). A shard's ``.json`` index is written after
-its tar (a rerun skips finished shards made by the same tokenizer); ``DEST/manifest.json``
+its tar (a rerun skips finished shards with the same completion key: tokenizer, source
+manifest, source shard and overlap, see :attr:`TokenizeJob.completion_key`); ``DEST/manifest.json``
 (format ``brainomni.token-manifest/1``) is written last and names the tokenizer's hash and
 the source manifest's content hash. Executor-agnostic: :func:`tokenize_corpus` takes a
 ``map_fn`` (``pipelines/tokenize_shards.py`` passes one that runs shards as Ray tasks).
@@ -50,6 +51,22 @@ class TokenizeJob:
     verify_sha256: bool = True
     storage_options: dict | None = None
     dest_storage_options: dict | None = None
+    source_manifest_hash: str = ""  # content hash of the signal manifest the shard is from
+
+    @property
+    def completion_key(self) -> str:
+        """What a finished token shard must have been made from to be reused by a rerun: the
+        tokenizer's weights, the source manifest, the source shard's bytes and the overlap.
+        Anything else changed (a new manifest version, a re-packed shard) redoes the shard."""
+        body = {
+            "format": TOKEN_INDEX_FORMAT,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "source_manifest": self.source_manifest_hash,
+            "source_sha256": self.src_sha256,
+            "source_path": self.path,
+            "overlap_ratio": self.overlap_ratio,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 _MODELS: dict[str, Any] = {}
@@ -110,9 +127,13 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     idx_url = tar_url[: -len(".tar")] + ".json"
     fs, idx_path = get_fs(idx_url, job.dest_storage_options)
     if fs.exists(idx_path):
-        old = json.loads(fs.cat_file(idx_path))
-        if old.get("tokenizer_sha256") == job.tokenizer_sha256:
+        try:
+            old = json.loads(fs.cat_file(idx_path))
+        except ValueError:  # torn or foreign: redo the shard
+            old = None
+        if isinstance(old, dict) and old.get("completion_key") == job.completion_key:
             return old
+        log.info("%s: made from another tokenizer, manifest or source shard; redone", job.path)
     src = ShardSource(job.src_url, job.src_sha256, job.src_samples)
     got = read_shard(
         src, None, decode_meta, ReadConfig(verify_sha256=job.verify_sha256), job.storage_options
@@ -150,6 +171,8 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
         "samples": len(samples),
         "source_sha256": job.src_sha256,
         "tokenizer_sha256": job.tokenizer_sha256,
+        "source_manifest_hash": job.source_manifest_hash,
+        "completion_key": job.completion_key,
         "shape": list(tokens[0].shape) if tokens else None,
     }
     atomic_write_bytes(
@@ -209,6 +232,7 @@ def tokenize_corpus(
             verify_sha256,
             storage_options,
             dest_storage_options,
+            str(src.get("content_hash") or ""),
         )
         for s in src["shards"]
         if s.get("path") and (wanted is None or s["split"] in wanted)

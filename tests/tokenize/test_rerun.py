@@ -1,0 +1,99 @@
+"""Tokenize's rerun skip: a finished token shard is reused only when it was made from the
+same tokenizer, the same source manifest and the same source shard (its completion key).
+
+The tokenizer is replaced by a cheap stand-in (counted calls, tokens derived from the
+samples): what is tested here is which shards a rerun redoes, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import brainomni.tokenize as tk
+from tests.conftest import MEEG_DIR
+
+pytestmark = pytest.mark.skipif(MEEG_DIR is None, reason="needs ../shared/data/meeg")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls: list[str] = []
+
+    def fake_tokens(model, samples, batch_size, overlap_ratio):
+        calls.extend(s["key"] for s in samples)
+        return [np.full((2, 3, 1), len(s["key"]) + model, np.int16) for s in samples]
+
+    monkeypatch.setattr(tk, "tokenize_samples", fake_tokens)
+    monkeypatch.setattr(
+        tk, "_model", lambda path: int(Path(path, "model.safetensors").read_bytes()[0])
+    )
+    return calls
+
+
+def _tokenizer(folder: Path, weights: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "tokenizer"}))
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_rerun_redoes_exactly_what_changed(tmp_path, counted):
+    from tests.loader.data import packed_manifest
+
+    src = json.loads(packed_manifest("tokenizer-10s").read_text())
+    root = str(packed_manifest("tokenizer-10s").parents[3] / "shards")
+    n_samples = sum(s["samples"] for s in src["shards"])
+    tok = _tokenizer(tmp_path / "tok", b"\x01weights-a")
+    dest = str(tmp_path / "tokens")
+
+    first = tk.tokenize_corpus(tok, src, dest, shards_root=root)
+    assert len(counted) == n_samples
+    counted.clear()
+    again = tk.tokenize_corpus(tok, src, dest, shards_root=root)  # nothing changed
+    assert counted == [] and again["shards"] == first["shards"]
+
+    # a new version of the source manifest (here: the same shards, another content hash):
+    # every token shard was made from the old one and is redone
+    changed = dict(src, version="1.0.1", content_hash="0" * 64)
+    tk.tokenize_corpus(tok, changed, dest, shards_root=root)
+    assert len(counted) == n_samples
+    counted.clear()
+
+    # a source shard whose bytes no longer match the manifest is refused, not tokenized
+    one = json.loads(json.dumps(changed))
+    one["shards"][0]["sha256"] = "f" * 64
+    one["content_hash"] = "1" * 64
+    from brainomni.loader.reader import ShardFailed
+
+    with pytest.raises(ShardFailed, match="sha256 mismatch"):
+        tk.tokenize_corpus(tok, one, dest, shards_root=root)
+
+    # another tokenizer: everything redone, and the tokens differ
+    counted.clear()
+    tok_b = _tokenizer(tmp_path / "tok-b", b"\x02weights-b")
+    second = tk.tokenize_corpus(tok_b, changed, dest, shards_root=root)
+    assert len(counted) == n_samples
+    assert [s["sha256"] for s in second["shards"]] != [s["sha256"] for s in first["shards"]]
+
+
+def test_index_records_its_completion_key(tmp_path, counted):
+    from tests.loader.data import packed_manifest
+
+    src = json.loads(packed_manifest("tokenizer-10s").read_text())
+    root = str(packed_manifest("tokenizer-10s").parents[3] / "shards")
+    tok = _tokenizer(tmp_path / "tok", b"\x01w")
+    dest = tmp_path / "tokens"
+    tk.tokenize_corpus(tok, src, str(dest), shards_root=root, splits=["train"])
+    idx = json.loads(next(dest.rglob("shard-*.json")).read_text())
+    assert idx["source_manifest_hash"] == src["content_hash"]
+    assert len(idx["completion_key"]) == 64
+    # a torn index (killed while writing) is not trusted: the shard is redone
+    first = next(dest.rglob("shard-*.json"))
+    first.write_text('{"completion_key": ')
+    counted.clear()
+    tk.tokenize_corpus(tok, src, str(dest), shards_root=root, splits=["train"])
+    assert len(counted) > 0
