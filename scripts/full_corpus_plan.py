@@ -27,8 +27,9 @@ import argparse
 import json
 import math
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,6 +99,12 @@ MULTIPART_MB = 8
 
 # GPU: A100-hours for the paper's runs (spec section 4: ~11 h tokenizer, ~18 h base on 16).
 PAPER_GPU_HOURS = {"BrainTokenizer (16 epochs)": 11 * 16, "BrainOmni base (32 epochs)": 18 * 16}
+# Stage -> (window s, stride s, epochs): 10-s windows for the tokenizer, 30-s with overlap
+# 0.25 (stride 22.5 s) for BrainOmni (spec section 4).
+STAGES = {
+    "BrainTokenizer (16 epochs)": (10.0, 10.0, 16),
+    "BrainOmni base (32 epochs)": (30.0, 22.5, 32),
+}
 
 PRICES = {  # USD, public on-demand list prices (AWS us-east-1; check before use)
     "vcpu_hour": 1.428 / 32,  # c7i.8xlarge: 32 vCPU for $1.428/h
@@ -108,13 +115,22 @@ PRICES = {  # USD, public on-demand list prices (AWS us-east-1; check before use
 }
 
 
-def fit_cost() -> tuple[float, float]:
-    """Least squares a + b * channels * kHz over MEASURED."""
-    xs = [c * hz / 1000 for c, hz, _ in MEASURED.values()]
-    ys = [s for *_, s in MEASURED.values()]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - b * mx, b
+def fit_cost() -> tuple[float, float, float]:
+    """Least squares ``a + b * channels * kHz_in + c * channels`` over MEASURED: the input
+    side (reading, filtering) scales with channels x input rate, the output side (statistics,
+    store writes at 256 Hz) with channels alone. Residuals on the five cases: <= 0.5 s/h."""
+    import numpy as np
+
+    x = np.array([[1.0, c * hz / 1000, c] for c, hz, _ in MEASURED.values()])
+    y = np.array([s for *_, s in MEASURED.values()])
+    a, b, c = np.linalg.lstsq(x, y, rcond=None)[0]
+    return float(a), float(b), float(c)
+
+
+def cpu_cost(channels: int, sfreq: float) -> float:
+    """CPU-s per recording-hour of ingest for a device (see :func:`fit_cost`)."""
+    a, b, c = fit_cost()
+    return a + b * channels * sfreq / 1000 + c * channels
 
 
 def load_datasets(catalog: Path) -> list[dict]:
@@ -145,7 +161,7 @@ def estimate_hours(datasets: list[dict], given: dict[str, float] | None) -> dict
 
 
 def plan(datasets: list[dict], hours: dict[str, float], cpu_scale: float = 1.0) -> dict:
-    a, b = fit_cost()
+    a, b, c = fit_cost()
     rows, tot = (
         [],
         {
@@ -163,7 +179,7 @@ def plan(datasets: list[dict], hours: dict[str, float], cpu_scale: float = 1.0) 
         h = hours[d["accession"]]
         ch, hz = int(d.get("channels") or 64), float(d.get("sfreq") or 1000)
         mod = "eeg" if d["modality"] == "eeg" else "meg"
-        cpu_s_h = (a + b * ch * hz / 1000) * cpu_scale
+        cpu_s_h = cpu_cost(ch, hz) * cpu_scale
         cpu_h = h * cpu_s_h / 3600 / RAY_EFFICIENCY
         source_gb = h * 3600 * hz * ch * (2 if mod == "eeg" else 4) / 1e9  # int16 EEG, f32 MEG
         store_gb = h * 3600 * STORE_HZ * ch * 4 / 1e9
@@ -200,7 +216,7 @@ def plan(datasets: list[dict], hours: dict[str, float], cpu_scale: float = 1.0) 
         tot["recordings"] += n_rec
         tot["put"] += put
         tot["get"] += get
-    return {"fit": {"a": a, "b": b}, "rows": rows, "totals": tot}
+    return {"fit": {"a": a, "b": b, "c": c}, "rows": rows, "totals": tot}
 
 
 def cluster(tot: dict, wall_h: float = 24.0, node_vcpu: int = 32) -> dict:
@@ -235,6 +251,29 @@ def costs(tot: dict, prices: dict) -> dict:
     }
 
 
+def gpu_plan(tot: dict, measured: dict[str, float] | None = None) -> list[dict]:
+    """GPU-hours per stage = epochs x samples per epoch / (samples/s per GPU) / 3600, with
+    the paper's wall time (what throughput it implies) and ours where measured."""
+    out = []
+    for stage, (_win, stride, epochs) in STAGES.items():
+        per_epoch = tot["hours"] * 3600 / stride
+        paper_h = PAPER_GPU_HOURS[stage]
+        implied = epochs * per_epoch / (paper_h * 3600)
+        ours = (measured or {}).get(stage)
+        out.append(
+            {
+                "stage": stage,
+                "samples_per_epoch": per_epoch,
+                "epochs": epochs,
+                "paper_gpu_hours": paper_h,
+                "paper_implied_samples_per_s": implied,
+                "our_samples_per_s": ours,
+                "our_gpu_hours": epochs * per_epoch / ours / 3600 if ours else None,
+            }
+        )
+    return out
+
+
 def markdown(p: dict, cl: dict, c: dict) -> str:
     out = [
         "| dataset | role | device | ch | Hz | hours (est.) | CPU-s/h | core-h | store GB | shards GB | recordings |",
@@ -249,7 +288,8 @@ def markdown(p: dict, cl: dict, c: dict) -> str:
     t = p["totals"]
     out += [
         "",
-        f"Fit: CPU-s per recording-hour = {p['fit']['a']:.2f} + {p['fit']['b']:.4f} x channels x kHz.",
+        f"Fit: CPU-s per recording-hour = {p['fit']['a']:.2f} + {p['fit']['b']:.4f} x channels "
+        f"x input kHz + {p['fit']['c']:.4f} x channels.",
         "",
         "| total | value |",
         "|---|---|",
@@ -265,6 +305,20 @@ def markdown(p: dict, cl: dict, c: dict) -> str:
         f"{cl['cores']} core(s), reading {cl['nodes_by_read']} node(s)); wall time "
         f"{cl['wall_h']:.1f} h |",
         f"| GPU-hours (paper, 16 x A100) | {c['gpu_hours']} A100-h |",
+        "",
+        "| stage | samples per epoch | epochs | A100-h (paper) | implied samples/s per GPU | ours |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {g['stage']} | {g['samples_per_epoch']:,.0f} | {g['epochs']} | "
+            f"{g['paper_gpu_hours']} | {g['paper_implied_samples_per_s']:.1f} | "
+            + (
+                f"{g['our_gpu_hours']:.0f} A100-h at {g['our_samples_per_s']:.1f}/s"
+                if g["our_samples_per_s"]
+                else "unmeasured (no GPU lent; `tests/benchmarks/bench_gpu.py`)"
+            )
+            + " |"
+            for g in c["gpu_stages"]
+        ],
         "",
         "| cost (USD, list prices) | value |",
         "|---|---|",
@@ -283,12 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-scale", type=float, default=1.0, help="your core's speed vs ours")
     ap.add_argument("--prices", type=Path, help="TOML overriding PRICES keys")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--gpu-tokenizer", type=float, help="measured tokenizer samples/s per GPU")
+    ap.add_argument("--gpu-omni", type=float, help="measured BrainOmni base samples/s per GPU")
     a = ap.parse_args(argv)
     datasets = load_datasets(a.catalog)
     given = tomllib.loads(a.hours.read_text()) if a.hours else None
     prices = dict(PRICES) | (tomllib.loads(a.prices.read_text()) if a.prices else {})
     p = plan(datasets, estimate_hours(datasets, given), a.cpu_scale)
     cl, c = cluster(p["totals"]), costs(p["totals"], prices)
+    measured = {}
+    if a.gpu_tokenizer:
+        measured["BrainTokenizer (16 epochs)"] = a.gpu_tokenizer
+    if a.gpu_omni:
+        measured["BrainOmni base (32 epochs)"] = a.gpu_omni
+    c["gpu_stages"] = gpu_plan(p["totals"], measured)
     if a.json:
         print(json.dumps({"plan": p, "cluster": cl, "costs": c}, indent=1))
     else:

@@ -90,8 +90,8 @@ def _s3() -> tuple[object, dict, str]:
     host, port = srv.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     env = {
-        "AWS_ACCESS_KEY_ID": "rehearsal",
-        "AWS_SECRET_ACCESS_KEY": "rehearsal",
+        "AWS_ACCESS_KEY_ID": "AKIAREHEARSALFAKE000",
+        "AWS_SECRET_ACCESS_KEY": "fake-secret-for-the-local-moto-server",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
     }
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(ROOT / "bench-out" / "rehearsal"))
     ap.add_argument("--keep-inputs", action="store_true", help="reuse OUT/bids if present")
+    ap.add_argument("--build-only", action="store_true", help="build the inputs and stop")
     a = ap.parse_args()
     if MEEG_DIR is None:
         sys.exit("the real recordings (../shared/data/meeg) are needed")
@@ -130,6 +131,8 @@ def main() -> None:
         mix = build(bids, a.hours, a.minutes)
         (out / "mix.json").write_text(json.dumps(mix))
     mix = json.loads((out / "mix.json").read_text())
+    if a.build_only:
+        return
     for p in ("corpus", "logs", "manifests"):
         shutil.rmtree(out / p, ignore_errors=True)
     (out / "logs").mkdir()
@@ -141,21 +144,50 @@ def main() -> None:
     try:
         t["ingest"] = run(
             "ingest",
-            [py, str(ROOT / "pipelines/ingest.py"), "--source", str(bids), "--dest",
-             str(out / "corpus"), "--num-cpus", str(cores)],
+            [
+                py,
+                str(ROOT / "pipelines/ingest.py"),
+                "--source",
+                str(bids),
+                "--dest",
+                str(out / "corpus"),
+                "--num-cpus",
+                str(cores),
+            ],
             out / "logs" / "ingest.log",
         )
         summary = json.loads((out / "corpus" / "summary.json").read_text())
         t["pack"] = run(
             "pack",
-            [py, str(ROOT / "pipelines/pack.py"), "--store", str(out / "corpus"), "--profile",
-             "tokenizer-10s", "--dest", "s3://rehearsal/pack", "--num-cpus", str(cores)],
+            [
+                py,
+                str(ROOT / "pipelines/pack.py"),
+                "--store",
+                str(out / "corpus"),
+                "--profile",
+                "tokenizer-10s",
+                "--dest",
+                "s3://rehearsal/pack",
+                "--num-cpus",
+                str(cores),
+            ],
             out / "logs" / "pack.log",
         )
         t["publish+verify"] = run(
             "publish+verify",
-            [py, str(ROOT / "pipelines/publish.py"), "publish", "--shards", "s3://rehearsal/pack",
-             "--name", "rehearsal", "--version", "1.0.0", "--out", str(out / "manifests")],
+            [
+                py,
+                str(ROOT / "pipelines/publish.py"),
+                "publish",
+                "--shards",
+                "s3://rehearsal/pack",
+                "--name",
+                "rehearsal",
+                "--version",
+                "1.0.0",
+                "--out",
+                str(out / "manifests"),
+            ],
             out / "logs" / "publish.log",
         )
         manifest = out / "manifests" / "rehearsal" / "1.0.0" / "manifest.json"
