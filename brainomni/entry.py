@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .retries import _chain  # one walk of the cause chain (retries classifies it too)
 from .storage import (
     DEFAULT_RETRY_S,
     RETRY_ENV,
@@ -151,15 +152,6 @@ def apply_storage_retry(seconds: float | None) -> None:
 
 
 # --------------------------------------------------------------------------- storage errors
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and all(cur is not e for e in out):
-        out.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return out
 
 
 _STORAGE_MODULES = ("botocore", "aiobotocore", "s3fs", "aiohttp", "urllib3", "ssl", "socket")

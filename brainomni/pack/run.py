@@ -102,22 +102,7 @@ def finalize_pack(
         "split_config": plan.split_config.to_dict(),
         "split_config_hash": plan.split_config.hash,
         "cleaning_configs": cleaning,
-        "recordings": [
-            {
-                "recording_id": r.recording_id,
-                "dataset": r.dataset,
-                "dataset_version": r.dataset_version,
-                "subject": r.subject,
-                "session": r.session,
-                "split": r.split,
-                "kind": r.kind,
-                "n_channels": r.n_channels,
-                "source_checksum": r.source_checksum,
-                "cleaning_config_hash": r.config_hash,
-                "store": r.uri,
-            }
-            for r in plan.recordings
-        ],
+        "recordings": [index_recording(r) for r in plan.recordings],
         "dropped_recordings": plan.dropped,
         "rejected_windows": dict(sorted(rejected.items())),
         "shards": [i for i in indices if i["samples"]],
@@ -129,6 +114,23 @@ def finalize_pack(
         join_url(dest, INDEX_NAME), json.dumps(index, sort_keys=True).encode(), dest_storage_options
     )
     return index
+
+
+def index_recording(r: Any) -> dict[str, Any]:
+    """A planned recording's entry in ``index.json`` (what manifests read)."""
+    return {
+        "recording_id": r.recording_id,
+        "dataset": r.dataset,
+        "dataset_version": r.dataset_version,
+        "subject": r.subject,
+        "session": r.session,
+        "split": r.split,
+        "kind": r.kind,
+        "n_channels": r.n_channels,
+        "source_checksum": r.source_checksum,
+        "cleaning_config_hash": r.config_hash,
+        "store": r.uri,
+    }
 
 
 def pack(

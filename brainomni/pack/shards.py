@@ -226,6 +226,19 @@ def write_shard(
     return index
 
 
+def shard_recording(info: Any, samples: int, windows: int) -> dict[str, Any]:
+    """One recording's entry in a shard's index: its windows planned here and kept."""
+    return {
+        "recording_id": info.recording_id,
+        "dataset": info.dataset,
+        "subject": info.subject,
+        "split": info.split,
+        "kind": info.kind,
+        "samples": int(samples),
+        "windows": int(windows),
+    }
+
+
 def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options) -> dict:
     config = plan.config
     dtype = np.dtype(config.dtype)
@@ -269,17 +282,7 @@ def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options)
                 hist[info.n_channels] += 1
                 kept += 1
                 samples += 1
-            recs.append(
-                {
-                    "recording_id": info.recording_id,
-                    "dataset": info.dataset,
-                    "subject": info.subject,
-                    "split": info.split,
-                    "kind": info.kind,
-                    "samples": kept,
-                    "windows": int(len(starts)),
-                }
-            )
+            recs.append(shard_recording(info, kept, len(starts)))
     return {
         "samples": samples,
         "seconds": samples * config.window_s,

@@ -9,13 +9,14 @@ included; for BrainOmni also its frozen tokenizer); ``OUT/config.json`` says wha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from .checkpoint import file_sha256  # one implementation (checkpoint hashes every file)
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,6 @@ def build_model(cfg: dict[str, Any]):
         return tok
     o = BrainOmniConfig(**cfg["omni_config"])
     return BrainOmni("tiny", tokenizer=tok, **asdict(o))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for b in iter(lambda: fh.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def load_export(path: str | Path, *, strict: bool = True):

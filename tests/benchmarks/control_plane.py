@@ -313,8 +313,8 @@ def pack_config(n_shards_wanted: int, infos: list[Any]) -> Any:
 
 def fake_index(plan: Any) -> dict[str, Any]:
     """The pack index a finished pack of ``plan`` writes (shard hashes generated)."""
-    from brainomni.pack.run import PACK_FORMAT
-    from brainomni.pack.windows import window_starts
+    from brainomni.pack.run import PACK_FORMAT, index_recording
+    from brainomni.pack.shards import shard_recording
 
     cfg = plan.config
     shards = []
@@ -322,17 +322,7 @@ def fake_index(plan: Any) -> dict[str, Any]:
         recs, samples, hist = [], 0, {}
         for piece in spec.pieces:
             info = plan.recordings[piece.rec]
-            recs.append(
-                {
-                    "recording_id": info.recording_id,
-                    "dataset": info.dataset,
-                    "subject": info.subject,
-                    "split": info.split,
-                    "kind": info.kind,
-                    "samples": piece.count,
-                    "windows": piece.count,
-                }
-            )
+            recs.append(shard_recording(info, piece.count, piece.count))
             samples += piece.count
             hist[str(info.n_channels)] = hist.get(str(info.n_channels), 0) + piece.count
         path = f"{spec.split}/shard-{spec.index:06d}.tar"
@@ -351,7 +341,6 @@ def fake_index(plan: Any) -> dict[str, Any]:
                 "spectra": {},
             }
         )
-    del window_starts
     return {
         "format": PACK_FORMAT,
         "plan_hash": plan.hash,
@@ -361,22 +350,7 @@ def fake_index(plan: Any) -> dict[str, Any]:
         "split_config": plan.split_config.to_dict(),
         "split_config_hash": plan.split_config.hash,
         "cleaning_configs": {"c0ffee": {}},
-        "recordings": [
-            {
-                "recording_id": r.recording_id,
-                "dataset": r.dataset,
-                "dataset_version": r.dataset_version,
-                "subject": r.subject,
-                "session": r.session,
-                "split": r.split,
-                "kind": r.kind,
-                "n_channels": r.n_channels,
-                "source_checksum": r.source_checksum,
-                "cleaning_config_hash": r.config_hash,
-                "store": r.uri,
-            }
-            for r in plan.recordings
-        ],
+        "recordings": [index_recording(r) for r in plan.recordings],
         "dropped_recordings": plan.dropped,
         "rejected_windows": {},
         "shards": shards,
