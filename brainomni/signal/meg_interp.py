@@ -17,9 +17,10 @@ leaves the result equal to MNE's up to float rounding (tests compare to 1e-6 rel
 - each unordered pair of integration points once (the dot product is symmetric);
 - the series by the three-term recurrences vectorised over the pairs, with the powers
   beta^(n+1) folded into the recurrence and the weighted sums done by BLAS;
-- pairs sorted by beta (< 0.5 at a MEG helmet), each block of pairs summed only up to
-  the degree where the terms left fall under 1e-18 of the pair's first term (bounded
-  with |P_n| <= 1, |P_n'| <= n^2, |P_n''| <= n^4); MNE sums all 99 whatever beta.
+- pairs grouped by the series degree they need: with beta = (0.06 / r)^2 < 0.5 at a MEG
+  helmet, the terms of degree ~45 and up are below 1e-16 of the pair's first term, under
+  the float64 rounding of the sum (bound in ``_degree_thresholds``); MNE sums all 99
+  whatever beta (and so does this code when beta needs it).
 
 The coil integration points (``_create_meg_coils``, accuracy "normal"), the ad hoc noise
 (``_make_field_mapping_noise``) and the pseudo-inverse (``_reg_pinv``) are MNE's own
@@ -39,7 +40,7 @@ import numpy as np
 _MEG_CONST = 4e-14 * np.pi  # mu_0^2 / 4 pi, as MNE's _lead_dots
 _INT_RAD = 0.06  # MNE's integration radius for field mapping
 _MISS = 1e-4  # MNE's truncation: omit at most this fraction of the singular values' sum
-_TAIL = 1e-18  # series terms dropped once below this fraction of the pair's first term
+_TAIL = 1e-16  # series terms dropped once below this fraction of the pair's first term
 _BLOCK = 4096  # pairs per vectorised block (fits the recurrence buffers in cache)
 
 
