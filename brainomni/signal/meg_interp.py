@@ -41,7 +41,7 @@ _MEG_CONST = 4e-14 * np.pi  # mu_0^2 / 4 pi, as MNE's _lead_dots
 _INT_RAD = 0.06  # MNE's integration radius for field mapping
 _MISS = 1e-4  # MNE's truncation: omit at most this fraction of the singular values' sum
 _TAIL = 1e-16  # series terms dropped once below this fraction of the pair's first term
-_BLOCK = 4096  # pairs per vectorised block (fits the recurrence buffers in cache)
+_TILE = 64  # points per side of a tile of pairs (4096 pairs: the buffers stay in cache)
 
 
 @dataclass(frozen=True)
@@ -190,54 +190,57 @@ _LOCK = threading.Lock()
 
 
 def _lead_dots(geom: MegGeometry, origin: np.ndarray, n_coeff: int) -> np.ndarray:
-    n_ch, n_pt = geom.rows.size, geom.w.size
+    n_pt = geom.w.size
     rr = geom.rmag - origin
     lr = np.sqrt(np.sum(rr * rr, axis=1))
     if np.any(lr <= 0):
         raise ValueError("a MEG integration point lies at the interpolation origin")
     rr = rr / lr[:, None]
-    cm = geom.cosmag
-    # point-by-point matrices (P x P, a few MB), read at each unordered pair i <= j
+    # points nearest the origin first: a tile of the pair matrix then spans a narrow range of
+    # beta, and its series degree (set by its largest beta) suits all of its pairs
+    perm = np.argsort(lr, kind="stable")
+    rr, lr, cm, w = rr[perm], lr[perm], geom.cosmag[perm], geom.w[perm]
     ct_all = np.clip(rr @ rr.T, -1.0, 1.0)
     cr_all = cm @ rr.T  # [i, j]: cosmag_i . rhat_j
     cc_all = cm @ cm.T
     a = np.diagonal(cr_all).copy()  # cosmag . rhat of the point itself
-    iu, ju = np.triu_indices(n_pt)
-    beta = (_INT_RAD * _INT_RAD) / (lr[iu] * lr[ju])
-    deg = _pair_degrees(beta, n_coeff - 1)
-    # pairs grouped by the degree they need (radix sort of small integers)
-    order = np.argsort(deg, kind="stable")
-    iu, ju, beta, deg = iu[order], ju[order], beta[order], deg[order]
-    del order
-    res = np.empty(iu.size)
-    ct_f, cr_f, cc_f = ct_all.ravel(), cr_all.ravel(), cc_all.ravel()
-    for s in range(0, iu.size, _BLOCK):
-        e = min(s + _BLOCK, iu.size)
-        i, j, b = iu[s:e], ju[s:e], beta[s:e]
-        f = i * n_pt + j
-        ct = ct_f[f]
-        sums = _meg_sums(ct, b, int(deg[e - 1]))
-        n1c1, n2c2 = a[i], a[j]
-        n1c2 = cr_f[f]
-        n2c1 = cr_f[j * n_pt + i]
-        n1n2 = cc_f[f]
-        part1 = ct * n1c1 * n2c2
-        part2 = n1c1 * n2c1 + n1c2 * n2c2
-        r = (
-            n1c1 * n2c2 * sums[0]
-            + (2.0 * part1 - part2) * sums[1]
-            + (n1n2 + part1 - part2) * sums[2]
-            + (n1c2 - ct * n1c1) * (n2c1 - ct * n2c2) * sums[3]
-        )
-        # MNE's finishing touch (mu_0^2 / 4 pi / (r1 r2)) and the integration weights
-        r *= b * (_MEG_CONST / (_INT_RAD * _INT_RAD)) * geom.w[i] * geom.w[j]
-        res[s:e] = r
-    oi, oj = geom.owner[iu], geom.owner[ju]
-    # two distinct points of one channel: the pair counts in both orders
-    res[(oi == oj) & (iu != ju)] *= 2.0
-    dots = np.bincount(oi * n_ch + oj, weights=res, minlength=n_ch * n_ch)
-    dots = dots.reshape(n_ch, n_ch)
-    # the points are grouped by channel, so every pair has owner(i) <= owner(j)
+    const = _MEG_CONST / (_INT_RAD * _INT_RAD)
+    full = np.empty((n_pt, n_pt))  # weighted dot product of every pair of points
+    edges = list(range(0, n_pt, _TILE)) + [n_pt]
+    for bi in range(len(edges) - 1):
+        i0, i1 = edges[bi], edges[bi + 1]
+        for bj in range(bi, len(edges) - 1):  # each unordered pair of tiles once
+            j0, j1 = edges[bj], edges[bj + 1]
+            b = (_INT_RAD * _INT_RAD) / (lr[i0:i1, None] * lr[None, j0:j1])
+            ct = ct_all[i0:i1, j0:j1]
+            deg = int(_pair_degrees(np.array([b.max()]), n_coeff - 1)[0])
+            sums = _meg_sums(ct.ravel(), b.ravel(), deg).reshape((4,) + b.shape)
+            n1c1, n2c2 = a[i0:i1, None], a[None, j0:j1]
+            n1c2 = cr_all[i0:i1, j0:j1]
+            n2c1 = cr_all[j0:j1, i0:i1].T
+            n1n2 = cc_all[i0:i1, j0:j1]
+            part1 = ct * n1c1 * n2c2
+            part2 = n1c1 * n2c1 + n1c2 * n2c2
+            r = (
+                n1c1 * n2c2 * sums[0]
+                + (2.0 * part1 - part2) * sums[1]
+                + (n1n2 + part1 - part2) * sums[2]
+                + (n1c2 - ct * n1c1) * (n2c1 - ct * n2c2) * sums[3]
+            )
+            # MNE's finishing touch (mu_0^2 / 4 pi / (r1 r2)) and the integration weights
+            r *= b
+            r *= const * w[i0:i1, None] * w[None, j0:j1]
+            full[i0:i1, j0:j1] = r
+            if bj != bi:
+                full[j0:j1, i0:i1] = r.T
+    # back to the channel order (points grouped by channel), then sum over each channel's
+    # points on both sides
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(n_pt)
+    full = full[np.ix_(inv, inv)]
+    starts = np.flatnonzero(np.r_[True, geom.owner[1:] != geom.owner[:-1]])
+    dots = np.add.reduceat(np.add.reduceat(full, starts, axis=0), starts, axis=1)
+    # exactly symmetric, as MNE fills its matrix
     return np.triu(dots) + np.triu(dots, 1).T
 
 
