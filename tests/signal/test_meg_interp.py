@@ -93,10 +93,11 @@ def test_spatial_weights_equal_interpolate_bads_with_eeg_and_meg():
 
 @pytest.mark.parametrize("beta_max", [0.12, 0.33, 0.6, 0.95])
 def test_series_equal_mne_sums(beta_max):
-    """The truncated, recurrence-based sums equal MNE's ``_comp_sums_meg`` (99 terms)."""
+    """The truncated sums equal MNE's ``_comp_sums_meg`` (99 terms): the full recurrences
+    for every pair, the identities for pairs with |cos| <= 0.9."""
     from mne.forward._lead_dots import _comp_sums_meg, _get_legen_fun
 
-    from brainomni.signal.meg_interp import _meg_sums, _pair_degrees
+    from brainomni.signal.meg_interp import _X_APART, _meg_sums, _meg_sums_apart, _pair_degrees
 
     rng = np.random.default_rng(0)
     ct = np.concatenate([rng.uniform(-1, 1, 300), [1.0, -1.0, 0.0, 1 - 1e-12]])
@@ -107,6 +108,9 @@ def test_series_equal_mne_sums(beta_max):
     ours = _meg_sums(ct, beta, deg)
     scale = np.abs(ref).max(axis=1, keepdims=True)
     assert np.all(np.abs(ours - ref) <= 1e-12 * scale)
+    apart = np.abs(ct) <= _X_APART
+    fast = _meg_sums_apart(ct[apart], beta[apart], deg)
+    assert np.all(np.abs(fast - ref[:, apart]) <= 1e-12 * scale)
     assert deg < 99 or beta_max > 0.55  # helmet geometries need fewer terms
 
 
