@@ -17,7 +17,7 @@ leaves the result equal to MNE's up to float rounding (tests compare to 1e-6 rel
 - each unordered pair of integration points once (the dot product is symmetric);
 - the series by the three-term recurrences vectorised over the pairs, with the powers
   beta^(n+1) folded into the recurrence and the weighted sums done by BLAS; for pairs
-  more than ~26 degrees apart (|cos| <= 0.9: most of them) the derivative series come from
+  more than ~18 degrees apart (|cos| <= 0.95: most of them) the derivative series come from
   the P_n series by the Legendre identities (``_meg_sums_apart``), a third of the work;
 - pairs grouped by the series degree they need: with beta = (0.06 / r)^2 < 0.5 at a MEG
   helmet, the terms of degree ~45 and up are below 1e-16 of the pair's first term, under
@@ -43,7 +43,7 @@ _MEG_CONST = 4e-14 * np.pi  # mu_0^2 / 4 pi, as MNE's _lead_dots
 _INT_RAD = 0.06  # MNE's integration radius for field mapping
 _MISS = 1e-4  # MNE's truncation: omit at most this fraction of the singular values' sum
 _TAIL = 1e-16  # series terms dropped once below this fraction of the pair's first term
-_X_APART = 0.9  # pairs with |cos| up to this use the cheaper identities
+_X_APART = 0.95  # pairs with |cos| up to this use the cheaper identities
 _TILE = 64  # points per side of a tile of pairs (4096 pairs: the buffers stay in cache)
 
 
@@ -174,8 +174,9 @@ def _meg_sums_apart(x: np.ndarray, b: np.ndarray, N: int) -> np.ndarray:
     The derivative series follow from P_n by the identities
     (1 - x^2) P_n' = n (P_{n-1} - x P_n) and (1 - x^2) P_n'' = 2x P_n' - n(n+1) P_n,
     so s1, s2 (and s3 through s2) are weighted sums of the same q_n = beta^(n+1) P_n: a
-    third of the work. Dividing by 1 - x^2 >= 0.19 costs at most a digit (tested against
-    MNE's sums to 1e-12 of their scale); pairs closer to each other's axis (|x| > 0.9,
+    third of the work. Dividing by 1 - x^2 >= 0.0975 costs one or two digits (tested
+    against MNE's sums to 1e-12 of their scale; measured ~3e-14); pairs closer to each
+    other's axis (|x| > 0.95,
     e.g. the points of one coil) take the full recurrences (``_meg_sums``).
     """
     from scipy.linalg.blas import daxpy
