@@ -44,6 +44,9 @@ _INT_RAD = 0.06  # MNE's integration radius for field mapping
 _MISS = 1e-4  # MNE's truncation: omit at most this fraction of the singular values' sum
 _TAIL = 1e-16  # series terms dropped once below this fraction of the pair's first term
 _X_APART = 0.95  # pairs with |cos| up to this use the cheaper identities
+# 4 point-by-point float64 matrices are held: 4096 points (any MEG helmet: CTF 275 has
+# 2200, Neuromag 306 1224) keep them under 0.6 GB; beyond, MNE's own chunked code is used
+MAX_POINTS = 4096
 _TILE = 64  # points per side of a tile of pairs (4096 pairs: the buffers stay in cache)
 
 
@@ -326,17 +329,22 @@ def _lead_dots(geom: MegGeometry, origin: np.ndarray, n_coeff: int) -> np.ndarra
     return np.triu(dots) + np.triu(dots, 1).T
 
 
-def meg_mapping(info, bad_rows, *, origin, mode: str = "accurate") -> tuple[np.ndarray, np.ndarray]:
+def meg_mapping(
+    info, bad_rows, *, origin, mode: str = "accurate"
+) -> tuple[np.ndarray, np.ndarray] | None:
     """MNE's MEG interpolation for the MEG channels among ``bad_rows`` (rows of ``info``).
 
     Returns ``(bad, mapping)``: the bad MEG rows (sorted) and the (len(bad), C) weights,
-    zero on the columns of bad and non-MEG channels. ``ValueError`` on invalid input.
+    zero on the columns of bad and non-MEG channels. ``ValueError`` on invalid input;
+    ``None`` when the helmet has more than MAX_POINTS integration points (use MNE's code).
     """
     from mne.utils.numerics import _reg_pinv
 
     if mode not in ("accurate", "fast"):
         raise ValueError(f"interpolation mode must be 'accurate' or 'fast', not {mode!r}")
     geom = meg_geometry(info)
+    if geom.w.size > MAX_POINTS:
+        return None
     n_info = len(info["ch_names"])
     is_bad = np.isin(geom.rows, np.asarray(list(bad_rows), dtype=int))
     bad = geom.rows[is_bad]

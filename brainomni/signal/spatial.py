@@ -60,7 +60,9 @@ def interpolation_weights(info, bad_rows: list[int], *, origin, mode: str) -> np
     w = np.zeros((len(bad_rows), n), dtype=np.float32)
     if not bad_rows:
         return w
-    meg_bad, meg_w = meg_mapping(info, bad_rows, origin=origin, mode=mode)
+    meg = meg_mapping(info, bad_rows, origin=origin, mode=mode)
+    # None: an unusually large helmet, left to MNE's memory-bounded code below
+    meg_bad, meg_w = meg if meg is not None else (np.zeros(0, int), np.zeros((0, n)))
     where = {r: k for k, r in enumerate(bad_rows)}
     for r, row in zip(meg_bad.tolist(), meg_w, strict=True):
         w[where[r]] = row

@@ -124,3 +124,16 @@ def test_bad_geometry_is_a_value_error():
         info["chs"][1]["loc"][:3] = np.nan
     with pytest.raises(ValueError, match="position"):
         meg_mapping(info, [0], origin=ORIGIN)
+
+
+def test_large_helmet_falls_back_to_mne(monkeypatch):
+    """Past MAX_POINTS integration points (memory bound) the weights come from MNE's code."""
+    from brainomni.signal import meg_interp
+    from brainomni.signal.spatial import interpolation_weights
+
+    info = _meg_info("kit", step=6)
+    fast = interpolation_weights(info, [2], origin=ORIGIN, mode="accurate")
+    monkeypatch.setattr(meg_interp, "MAX_POINTS", 10)
+    assert meg_interp.meg_mapping(info, [2], origin=ORIGIN) is None
+    slow = interpolation_weights(info, [2], origin=ORIGIN, mode="accurate")
+    assert _rel(fast.astype(float), slow.astype(float)) < 1e-6
