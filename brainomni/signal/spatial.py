@@ -2,9 +2,11 @@
 
 Both are linear in the channels, so they are computed once as small matrices and applied
 block by block. The interpolation weights are MNE's own (``interpolate_bads`` with
-``mode="accurate"`` and ``origin=(0, 0, 0.04)``, as the official code calls it): we run
-MNE's routine on an identity "recording" whose samples are the unit vectors, which yields
-exactly the matrix MNE applies.
+``mode="accurate"`` and ``origin=(0, 0, 0.04)``, as the official code calls it). EEG: we
+run MNE's routine on an identity "recording" whose samples are the unit vectors, which
+yields exactly the matrix MNE applies. MEG: the same matrix from ``meg_interp`` (MNE's
+computation, several times faster, and cached per sensor geometry so that the second pass
+and every other bad set of a recording cost only a small pseudo-inverse).
 """
 
 from __future__ import annotations
@@ -51,11 +53,32 @@ def interpolation_weights(info, bad_rows: list[int], *, origin, mode: str) -> np
     ``info`` must describe exactly the kept channels (positions set). Raises ``ValueError``
     with MNE's message when interpolation is impossible.
     """
+    from .meg_interp import meg_mapping
+
+    n = len(info["ch_names"])
+    bad_rows = [int(i) for i in bad_rows]
+    w = np.zeros((len(bad_rows), n), dtype=np.float32)
+    if not bad_rows:
+        return w
+    meg = meg_mapping(info, bad_rows, origin=origin, mode=mode)
+    # None: an unusually large helmet, left to MNE's memory-bounded code below
+    meg_bad, meg_w = meg if meg is not None else (np.zeros(0, int), np.zeros((0, n)))
+    where = {r: k for k, r in enumerate(bad_rows)}
+    for r, row in zip(meg_bad.tolist(), meg_w, strict=True):
+        w[where[r]] = row
+    rest = [r for r in bad_rows if r not in set(meg_bad.tolist())]
+    if rest:
+        mat = _mne_weights(info, rest, origin=origin, mode=mode)
+        for r, row in zip(rest, mat, strict=True):
+            w[where[r]] = row
+    return w
+
+
+def _mne_weights(info, bad_rows: list[int], *, origin, mode: str) -> np.ndarray:
+    """MNE's ``interpolate_bads`` run on the unit vectors (used for non-MEG channels)."""
     import mne
 
     n = len(info["ch_names"])
-    if not bad_rows:
-        return np.zeros((0, n), dtype=np.float32)
     info = info.copy()
     with info._unlock():
         info["bads"] = [info["ch_names"][i] for i in bad_rows]

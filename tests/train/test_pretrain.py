@@ -515,3 +515,28 @@ def _rc():
     from brainomni.loader.reader import ReadConfig
 
     return ReadConfig(attempts=1)
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(tok_run):
+    """The run leaves TensorBoard event files with every numeric value of metrics.jsonl's
+    train and val records, at the same steps (read back with TensorBoard's reader)."""
+    pytest.importorskip("tensorboard", reason="tensorboard is in the train extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert list((tok_run / "tensorboard").glob("events.out.tfevents.*"))
+    ea = EventAccumulator(str(tok_run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    n = 0
+    for kind in ("train", "val"):
+        for step, rec in _records(tok_run, kind).items():
+            for k, v in rec.items():
+                if k in ("kind", "step") or isinstance(v, bool) or not isinstance(v, int | float):
+                    continue
+                tag = f"{kind}/{k}"
+                assert tag in tags, (tag, sorted(tags))
+                got = {e.step: e.value for e in ea.Scalars(tag)}
+                # TensorBoard stores float32
+                assert got[step] == pytest.approx(v, rel=1e-6, abs=1e-30), (tag, step)
+                n += 1
+    assert n > 0 and any(t.startswith("train/loss") for t in tags)
