@@ -96,6 +96,9 @@ class ChannelStats:
         self._win = _hamming(self.seg_out)
         # rule Welch on the output (official segments)
         self.rule_rows = np.asarray([] if rule_rows is None else rule_rows, dtype=int)
+        r = self.rule_rows
+        contiguous = r.size > 0 and np.array_equal(r, np.arange(r[0], r[0] + r.size))
+        self._rule_sel = slice(int(r[0]), int(r[0]) + r.size) if contiguous else r  # a view
         n_fft = int(rule_n_fft)
         if n_out_total is not None:
             n_fft = min(n_fft, int(n_out_total))
@@ -208,7 +211,7 @@ class ChannelStats:
         self._carry_out = _frames(self._carry_out, y, self.seg_out, self._add_segments)
         if self.rule_rows.size:
             self._rule_carry = _frames(
-                self._rule_carry, y[self.rule_rows], self.rule_seg, self._add_rule_segments
+                self._rule_carry, y[self._rule_sel], self.rule_seg, self._add_rule_segments
             )
 
     def _add_rule_segments(self, segs: np.ndarray) -> None:

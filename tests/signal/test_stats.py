@@ -82,13 +82,15 @@ def test_rule_psd_is_mne_compute_psd_defaults():
     from mne.time_frequency import psd_array_welch
 
     rng = np.random.default_rng(3)
-    for n in (256 * 37 + 50, 1001):
+    for n, rows in ((256 * 37 + 50, [1, 3]), (1001, [1, 2])):  # rows apart, and a range
         y = rng.standard_normal((4, n)) * np.array([[1.0], [2.0], [0.5], [3.0]]) + 7.0
         y = y.astype(np.float32)
-        st = _feed(y[:, :10], y, [0, 10], _cuts(n, rng, 700), rule_rows=[1, 3], n_out_total=n)
+        y0 = y.copy()
+        st = _feed(y[:, :10], y, [0, 10], _cuts(n, rng, 700), rule_rows=rows, n_out_total=n)
+        np.testing.assert_array_equal(y, y0)  # the output blocks are left untouched
         freqs, psd = st.rule_psd()
         ref, f = psd_array_welch(
-            y[[1, 3]].astype(np.float64), 256.0, n_fft=min(n, 2048), verbose="error"
+            y[rows].astype(np.float64), 256.0, n_fft=min(n, 2048), verbose="error"
         )
         np.testing.assert_allclose(freqs, f)
         np.testing.assert_allclose(psd, ref, rtol=2e-4, atol=1e-12)
