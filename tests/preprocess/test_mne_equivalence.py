@@ -197,13 +197,31 @@ def test_block_processing_equals_whole_file(tiled, tmp_path):
     assert np.max(np.abs(small - whole) / scale) <= 1e-4
 
 
-def test_detected_bads_second_pass_equals_known_bads(tiled, tmp_path):
+@pytest.fixture(scope="module")
+def noisy_sample(tiled, tmp_path_factory):
+    """The tiled Neuromag sample (80 s) with broadband noise (20x the EEG RMS) added to
+    EEG 053: a bad that only the rules find (the spectral rule, as the official one; the
+    clean tiled sample has no spectral outlier for either)."""
+    import mne
+
+    raw = mne.io.read_raw_fif(
+        str(tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)), preload=True, verbose="error"
+    )
+    i = raw.ch_names.index("EEG 053")
+    rms = raw.get_data(picks="eeg").std(axis=1).mean()
+    raw._data[i] += 20 * rms * np.random.default_rng(7).standard_normal(raw.n_times)
+    path = tmp_path_factory.mktemp("noisy") / "noisy_raw.fif"
+    raw.save(str(path), verbose="error")
+    return path
+
+
+def test_detected_bads_second_pass_equals_known_bads(noisy_sample, tmp_path):
     """A bad found by the rules (second, in-place pass) = the same bad given up front."""
-    path = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    path = noisy_sample
     cfg = CleanConfig(line_freq=50.0)
     a = preprocess_recording(str(path), out=str(tmp_path / "a.zarr"), config=cfg)
     found = a.qc["interpolated"]
-    assert "EEG 053" in found  # the sample dataset's known bad EEG channel (line noise)
+    assert "EEG 053" in found  # the noisy channel (spectral outlier)
     b = preprocess_recording(
         str(path),
         out=str(tmp_path / "b.zarr"),
@@ -256,7 +274,7 @@ def test_row_chunks_align_with_modality_groups():
     assert row_chunk_for([2, 0] * 40) == ROW_CHUNK  # interleaved groups
 
 
-def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
+def test_eeg_fix_touches_only_eeg_chunks(noisy_sample, tmp_path, monkeypatch):
     """On the real Neuromag geometry the EEG rows start on a chunk edge, so the in-place
     pass for a detected EEG bad reads and rewrites EEG chunks only."""
     import brainomni.stores.recording as rec
@@ -272,7 +290,7 @@ def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
         return original(writer, fn, rows=rows, reads=reads)
 
     monkeypatch.setattr(rec, "rewrite_signal", spy)
-    path = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    path = noisy_sample
     res = preprocess_recording(str(path), out=str(tmp_path / "a.zarr"))
     assert "EEG 053" in res.qc["interpolated"] and res.timings.get("second_pass_s")
     types = np.asarray(open_recording(str(tmp_path / "a.zarr"))["sensor_type"][:])
@@ -284,13 +302,13 @@ def test_eeg_fix_touches_only_eeg_chunks(tiled, tmp_path, monkeypatch):
     assert seen["write"] <= eeg_chunks and seen["read"] <= eeg_chunks
 
 
-def test_second_pass_keeps_other_groups_bads_in_shared_chunks(tiled, tmp_path, monkeypatch):
+def test_second_pass_keeps_other_groups_bads_in_shared_chunks(noisy_sample, tmp_path, monkeypatch):
     """A known MEG bad (interpolated in the first pass) that shares a row chunk with the EEG
     rows keeps its value when the second pass fixes a detected EEG bad."""
     import brainomni.stores.recording as rec
 
     monkeypatch.setattr(rec, "row_chunk_for", lambda types: 64)  # rows 256-319: MEG + EEG
-    path = tiled("SSS/sample_audvis_trunc_raw_sss.fif", 61 * 400)
+    path = noisy_sample
     names = open_recording_names(path)
     meg_bad = names[300]  # a MEG channel in the mixed chunk row
     cfg = CleanConfig(line_freq=50.0)
