@@ -255,6 +255,14 @@ class _Cleaner:
             self.sfreq,
             sfreq_out=config.sfreq,
             line_freqs=config.line_freqs(self.line_freq),
+            # the spectral rule's PSD: EEG channels, the official segments, BAD spans out
+            rule_rows=np.flatnonzero(table.types == EEG) if config.detect_bads else None,
+            rule_n_fft=config.psd_n_fft,
+            n_out_total=self.n_out,
+            bad_spans=[
+                (int(np.floor(a * config.sfreq)), int(np.ceil(b * config.sfreq)))
+                for a, b in _bad_segments(self.raw)
+            ],
         )
         self.sumsq = np.zeros(len(table))
         self.picks = np.asarray(table.picks, dtype=int)
@@ -332,15 +340,15 @@ class _Cleaner:
 
         rep = None
         if self.config.detect_bads:
-            freqs, psd = self.stats.psd()
+            freqs, psd = self.stats.rule_psd()
             rep = detect_bads(
                 windows=self.stats.windows(),
                 line_ratio=self.stats.line_ratio(),
-                freqs=freqs,
-                psd=psd,
+                spectrum=(self.stats.rule_rows, freqs, psd),
                 types=self.table.types,
                 units=self.units,
                 config=self.config,
+                known=set(self.known),
             )
         bads = {k: list(v) for k, v in self.known.items()}
         for i, why in rep.reasons.items() if rep is not None else ():

@@ -11,9 +11,13 @@ Rules, each reported with its reason:
   filled with zeros are not a rail). Every sensor type.
 - ``line_noise``: line-band power ratio far above its type's (robust z > ``line_noise_z``
   on log ratios, and a ratio of at least ``line_noise_min_ratio``). Every sensor type.
-- ``psd_outlier``: the official spectral rule (EEG only): log Welch PSD over
-  [psd_fmin, psd_fmax], pairwise Euclidean distances between channels, each channel's mean
-  distance; outliers beyond Q1 - k IQR or Q3 + k IQR (k = 10).
+- ``psd_outlier``: the official spectral rule (EEG only), as the official code decides
+  it: among the EEG channels not already marked bad (file, channels.tsv, caller), the
+  natural log of (Welch PSD + 1e-16) over every bin (see ``ChannelStats`` for the PSD),
+  pairwise Euclidean distances between channels, each channel's mean distance; outliers
+  beyond Q1 - k IQR or Q3 + k IQR (k = 10). It runs on every such channel, whatever the
+  other rules found (a channel can carry several reasons), so its decisions are the
+  official ones.
 """
 
 from __future__ import annotations
@@ -76,9 +80,13 @@ def psd_outliers(log_psd: np.ndarray, k: float) -> np.ndarray:
     n = log_psd.shape[0]
     if n < 3:
         return np.zeros(0, dtype=int)
-    sq = (log_psd**2).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * log_psd @ log_psd.T, 0.0)
+    x = log_psd - log_psd.mean(axis=0)  # distances do not change; the Gram form is exact-er
+    sq = (x**2).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
+    np.fill_diagonal(d2, 0.0)
     dist = np.sqrt(d2)
+    # the official averages over n (itself included, distance 0); over n - 1 here: every
+    # mean scales by the same factor, and so do the quartiles: the same decisions
     mean_d = dist.sum(1) / (n - 1)
     q1, q3 = np.percentile(mean_d, [25, 75])
     iqr = q3 - q1
@@ -89,13 +97,16 @@ def detect_bads(
     *,
     windows: dict[str, np.ndarray],
     line_ratio: np.ndarray,
-    freqs: np.ndarray,
-    psd: np.ndarray,
+    spectrum: tuple[np.ndarray, np.ndarray, np.ndarray],
     types: np.ndarray,
     units: list[str],
     config: CleanConfig,
+    known: set[int] | frozenset[int] = frozenset(),
 ) -> BadReport:
-    """Apply every rule; ``windows`` is :meth:`ChannelStats.windows` (1-s input windows)."""
+    """Apply every rule; ``windows`` is :meth:`ChannelStats.windows` (1-s input windows);
+    ``spectrum`` is ``(rows, freqs, psd)``: the rule PSD (:meth:`ChannelStats.rule_psd`)
+    of channels ``rows``; ``known``: channels already marked bad (left out of the spectral
+    rule's reference, as the official ``pick_types(..., exclude="bads")`` leaves them)."""
     ptp, wmax, wmin = windows["ptp"], windows["max"], windows["min"]
     rep = BadReport()
     n_ch, n_win = ptp.shape
@@ -136,12 +147,16 @@ def detect_bads(
                     rep.add(r, f"line noise {ratio[r]:.0f}x its neighbourhood (robust z {zr:.1f})")
     else:
         rep.line_ratio = np.ones(n_ch)
-    # official spectral outlier rule, EEG only, among channels not already bad
-    eeg = np.flatnonzero(types == EEG)
-    eeg = np.array([i for i in eeg if i not in rep.reasons], dtype=int)
-    if eeg.size >= config.psd_min_channels and psd.size and psd[eeg].any():
-        band = (freqs >= config.psd_fmin) & (freqs <= config.psd_fmax)
-        lp = np.log10(np.maximum(psd[np.ix_(eeg, band)], 1e-30))
+    # official spectral outlier rule, EEG only, among channels not marked bad beforehand
+    rows, freqs, psd = spectrum
+    keep = [j for j, i in enumerate(rows) if types[i] == EEG and int(i) not in known]
+    if len(keep) >= config.psd_min_channels and psd.size and psd[keep].any():
+        fmax = np.inf if config.psd_fmax is None else config.psd_fmax
+        band = (freqs >= config.psd_fmin) & (freqs <= fmax)
+        lp = np.log(np.maximum(psd[np.ix_(keep, band)] + config.psd_floor, 1e-300))
         for j in psd_outliers(lp, config.psd_iqr_factor):
-            rep.add(eeg[j], "spectral outlier (log-PSD distance beyond 10 IQR)")
+            rep.add(
+                rows[keep[j]],
+                f"spectral outlier (log-PSD distance beyond {config.psd_iqr_factor:g} IQR)",
+            )
     return rep

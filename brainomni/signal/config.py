@@ -35,8 +35,15 @@ class CleanConfig:
     max_rate_error: float = 1e-6
     # Bad channels
     detect_bads: bool = True
-    psd_fmin: float = 1.0  # band of the spectral-outlier rule (EEG)
-    psd_fmax: float = 90.0
+    # Spectral-outlier rule (EEG). The defaults are the official rule: the Welch PSD of
+    # ``raw.compute_psd()`` (MNE's Raw defaults: n_fft = n_per_seg = 2048 output samples,
+    # Hamming, no overlap, mean) over every bin (fmin 0, fmax None = Nyquist), natural
+    # log of psd + 1e-16 (V^2/Hz), channels marked bad beforehand left out. n_fft 256,
+    # fmin 1, fmax 90 give this project's former rule (1-s segments over 1-90 Hz).
+    psd_n_fft: int = 2048  # segment length in output samples (capped at the length)
+    psd_fmin: float = 0.0  # band of the rule, Hz
+    psd_fmax: float | None = None  # None: up to Nyquist
+    psd_floor: float = 1e-16  # added to the PSD before the log (the official's 1e-16)
     psd_iqr_factor: float = 10.0  # official rule: outside [Q1 - k IQR, Q3 + k IQR]
     psd_min_channels: int = 8  # the spectral rule needs enough channels to be meaningful
     flat_window: float = 1.0  # window for flat detection
@@ -76,6 +83,12 @@ class CleanConfig:
             raise ValueError("CleanConfig.block_seconds must be at least 8 s")
         if not 0 < self.max_bad_fraction <= 1:
             raise ValueError("CleanConfig.max_bad_fraction must be in (0, 1]")
+        if self.psd_n_fft < 8:
+            raise ValueError("CleanConfig.psd_n_fft must be at least 8 output samples")
+        if self.psd_fmin < 0 or (self.psd_fmax is not None and self.psd_fmax <= self.psd_fmin):
+            raise ValueError("CleanConfig: need 0 <= psd_fmin < psd_fmax (or psd_fmax=None)")
+        if self.psd_floor < 0:
+            raise ValueError("CleanConfig.psd_floor must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -6,9 +6,18 @@ Fed block by block (bounded memory); all accumulators are O(channels x seconds) 
   peak-to-peak (flat detection), max and min (clipping: a clipped channel sits at the same
   extreme value in many windows, a healthy one reaches its extreme once).
 - ``update_spectrum(sl, X)``: the raw input's rfft over one block (line-noise ratio).
-- ``update_output(y)``: the filtered 256-Hz signal; Welch PSD (Hamming, 1-s segments,
-  no overlap, mean: MNE's ``psd_array_welch`` defaults used by the official rule), over
-  every 4th segment (an even 25 % subsample: 900 segments per hour).
+- ``update_output(y)``: the filtered 256-Hz signal, two Welch PSDs (periodic Hamming
+  window, no overlap, constant detrend, mean over segments, one-sided density):
+
+  - the **rule PSD**, for the spectral bad-channel rule, on the ``rule_rows`` channels
+    (EEG) only: exactly what the official ``raw.compute_psd()`` computes at the output
+    rate, i.e. MNE's Raw default ``n_fft = min(n_times, 2048)`` samples per segment, every
+    whole segment from the first sample, the trailing partial one dropped;
+  - the **QC PSD** (``psd()``), every channel, 1-s segments, over every 4th segment (an
+    even 25 % subsample: 900 segments per hour): the per-type summary of the QC record.
+
+  Rule segments that overlap a ``bad_spans`` interval (the file's BAD annotations) are
+  left out, as ``compute_psd``'s ``reject_by_annotation`` leaves those samples out.
 """
 
 from __future__ import annotations
@@ -16,7 +25,23 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-PSD_EVERY = 4  # Welch uses every 4th 1-s segment of the output
+PSD_EVERY = 4  # the QC Welch uses every 4th 1-s segment of the output
+
+
+def _hamming(n: int) -> np.ndarray:
+    """Periodic Hamming window, as scipy's ``get_window`` (and so MNE's Welch) builds it."""
+    k = np.arange(n)
+    return (0.54 - 0.46 * np.cos(2 * np.pi * k / n)).astype(np.float32)
+
+
+def _density(total: np.ndarray, count: int, n: int, sfreq: float, win: np.ndarray) -> np.ndarray:
+    """Mean of ``count`` |rfft|^2 sums -> one-sided PSD density (scipy's scaling)."""
+    psd = total / count / (sfreq * float((win.astype(np.float64) ** 2).sum()))
+    if n % 2:  # no Nyquist bin
+        psd[:, 1:] *= 2
+    else:
+        psd[:, 1:-1] *= 2
+    return psd
 
 
 def _frames(carry: np.ndarray, x: np.ndarray, L: int, add) -> np.ndarray:
@@ -46,7 +71,14 @@ class ChannelStats:
         sfreq_out: float = 256.0,
         line_freqs: tuple[float, ...] = (),
         nfft_in: int | None = None,
+        rule_rows: np.ndarray | list[int] | None = None,
+        rule_n_fft: int = 2048,
+        n_out_total: int | None = None,
+        bad_spans: list[tuple[int, int]] | None = None,
     ) -> None:
+        """``rule_rows``: channels of the rule PSD; ``rule_n_fft``: its segment length,
+        capped at ``n_out_total`` (the output length, when known) as MNE caps it;
+        ``bad_spans``: [start, stop) output samples whose segments the rule PSD skips."""
         self.n_channels = n_channels
         self.sfreq_in = float(sfreq_in)
         self.sfreq_out = float(sfreq_out)
@@ -59,11 +91,24 @@ class ChannelStats:
         self._nmax: list[np.ndarray] = []
         self._nmin: list[np.ndarray] = []
         self.n_in = 0
-        # Welch on the output
+        # QC Welch on the output
         self.seg_out = int(round(sfreq_out))
-        # periodic Hamming, as scipy's get_window (and so MNE's psd_array_welch) builds it
-        n = np.arange(self.seg_out)
-        self._win = (0.54 - 0.46 * np.cos(2 * np.pi * n / self.seg_out)).astype(np.float32)
+        self._win = _hamming(self.seg_out)
+        # rule Welch on the output (official segments)
+        self.rule_rows = np.asarray([] if rule_rows is None else rule_rows, dtype=int)
+        r = self.rule_rows
+        contiguous = r.size > 0 and np.array_equal(r, np.arange(r[0], r[0] + r.size))
+        self._rule_sel = slice(int(r[0]), int(r[0]) + r.size) if contiguous else r  # a view
+        n_fft = int(rule_n_fft)
+        if n_out_total is not None:
+            n_fft = min(n_fft, int(n_out_total))
+        self.rule_seg = max(1, n_fft)
+        self._rule_win = _hamming(self.rule_seg)
+        self._rule_carry = np.empty((self.rule_rows.size, 0), dtype=np.float32)
+        self.rule_sum = np.zeros((self.rule_rows.size, self.rule_seg // 2 + 1))
+        self.rule_count = 0
+        self._rule_next = 0  # output sample where the next rule segment starts
+        self.bad_spans = sorted((int(a), int(b)) for a, b in (bad_spans or ()) if b > a)
         self._carry_out = np.empty((n_channels, 0), dtype=np.float32)
         self.psd_sum = np.zeros((n_channels, self.seg_out // 2 + 1))
         self.psd_count = 0
@@ -164,6 +209,39 @@ class ChannelStats:
         """Filtered output (C, n) at ``sfreq_out``, consecutive across calls."""
         self.n_out += y.shape[1]
         self._carry_out = _frames(self._carry_out, y, self.seg_out, self._add_segments)
+        if self.rule_rows.size:
+            self._rule_carry = _frames(
+                self._rule_carry, y[self._rule_sel], self.rule_seg, self._add_rule_segments
+            )
+
+    def _add_rule_segments(self, segs: np.ndarray) -> None:
+        """Consecutive rule segments (R, n_seg, L), every one of them (but those that
+        overlap a bad span)."""
+        L, n_seg = self.rule_seg, segs.shape[1]
+        starts = self._rule_next + L * np.arange(n_seg)
+        self._rule_next += L * n_seg
+        if self.bad_spans:
+            ok = np.ones(n_seg, dtype=bool)
+            for a, b in self.bad_spans:
+                ok &= (starts + L <= a) | (starts >= b)
+            if not ok.all():
+                segs = segs[:, ok]
+        if segs.shape[1] == 0:
+            return
+        segs = segs - segs.mean(axis=2, keepdims=True)  # detrend="constant"
+        segs *= self._rule_win
+        spec = sfft.rfft(segs, axis=2, workers=1)
+        self.rule_sum += (spec.real**2 + spec.imag**2).sum(axis=1, dtype=np.float64)
+        self.rule_count += segs.shape[1]
+
+    def rule_psd(self) -> tuple[np.ndarray, np.ndarray]:
+        """(freqs, psd (len(rule_rows), F)): the rule's Welch estimate; 0 when too short."""
+        freqs = np.fft.rfftfreq(self.rule_seg, 1.0 / self.sfreq_out)
+        if self.rule_count == 0:
+            return freqs, np.zeros_like(self.rule_sum)
+        return freqs, _density(
+            self.rule_sum, self.rule_count, self.rule_seg, self.sfreq_out, self._rule_win
+        )
 
     def _add_segments(self, segs: np.ndarray) -> None:
         """Consecutive 1-s segments (C, n_seg, L): one in PSD_EVERY goes into the Welch sum
@@ -180,11 +258,10 @@ class ChannelStats:
         self.psd_count += segs.shape[1]
 
     def psd(self) -> tuple[np.ndarray, np.ndarray]:
-        """(freqs, psd (C, F)) Welch estimate of the output; psd is 0 when too short."""
+        """(freqs, psd (C, F)) QC Welch estimate of the output; psd is 0 when too short."""
         freqs = np.fft.rfftfreq(self.seg_out, 1.0 / self.sfreq_out)
         if self.psd_count == 0:
             return freqs, np.zeros_like(self.psd_sum)
-        scale = 1.0 / (self.sfreq_out * float((self._win**2).sum()))
-        psd = self.psd_sum / self.psd_count * scale
-        psd[:, 1:-1] *= 2  # one-sided
-        return freqs, psd
+        return freqs, _density(
+            self.psd_sum, self.psd_count, self.seg_out, self.sfreq_out, self._win
+        )

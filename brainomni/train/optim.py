@@ -8,23 +8,44 @@ import torch
 
 from .config import TrainConfig
 
-NO_DECAY_NAMES = ("mask_token", "predict_head", "projection", "sensor_embedding_layer", "neuros")
+# The official code's exemptions from weight decay, by parameter name (OpenTSLab/BrainOmni,
+# ``get_parameters_groups`` of each model): a name containing "norm" (RMSNorm gains), plus
+#   - BrainTokenizer: exactly ``sensor_embed.sensor_embedding_layer.weight`` (the type
+#     embedding); parameters under ``quantizer`` go to a separate codebook group without
+#     decay (empty with EMA codebooks, which are buffers);
+#   - BrainOmni: a name containing ``predict_head``, and exactly ``projection.weight``,
+#     ``projection.bias`` (absent for tiny, where the projection is the identity) and
+#     ``mask_token``; the frozen tokenizer is not optimised at all.
+# Everything else decays, biases, LSTM biases and the source queries (``encoder.neuros``)
+# included: the released checkpoints were trained so.
+TOKENIZER_NO_DECAY = ("sensor_embed.sensor_embedding_layer.weight",)
+OMNI_NO_DECAY = ("projection.weight", "projection.bias", "mask_token")
+
+
+def no_decay(name: str, *, omni: bool) -> bool:
+    """Whether the official grouping exempts parameter ``name`` from weight decay."""
+    if "norm" in name:
+        return True
+    if omni:
+        return "predict_head" in name or name in OMNI_NO_DECAY
+    return name in TOKENIZER_NO_DECAY or "quantizer" in name
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on norms, biases, embeddings of type, the mask token, the
-    prediction head and the projection (spec §4)."""
-    decay, no_decay = [], []
+    """AdamW groups ``[decay, no_decay]`` exactly as the official code forms them (see
+    ``no_decay``); frozen parameters are left out. ``model`` is a BrainTokenizer or a
+    BrainOmni."""
+    from ..models import BrainOmni
+
+    omni = isinstance(model, BrainOmni)
+    decay, exempt = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or "norm" in name or any(k in name for k in NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        (exempt if no_decay(name, omni=omni) else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": exempt, "weight_decay": 0.0},
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -12,13 +13,18 @@ from brainomni.models import BrainOmni, BrainTokenizer
 from brainomni.models.losses import reconstruction_losses, total_loss, zscore
 from brainomni.models.tokenizer import _drop_channels
 
+from .codes import DIST_SLACK, assert_codes_equal_where_clear, clear, moved, rvq_walk
+
 
 @pytest.fixture(scope="module")
 def tokenizer() -> BrainTokenizer:
     torch.manual_seed(0)
     tok = BrainTokenizer().eval()
-    x, pos, st = _inputs(2, 32, 1024, seed=1)
-    tok.tokenize(x, pos, st)  # k-means initialisation of the codebooks
+    # k-means initialisation of the codebooks: 1024 latents for 512 codes, so that every
+    # RVQ layer gets distinct codes (with as many latents as codes the first layer takes
+    # them all and the residual layers collapse onto one code: every choice a tie)
+    x, pos, st = _inputs(2, 32, 4096, seed=1)
+    tok.tokenize(x, pos, st)
     return tok
 
 
@@ -71,26 +77,70 @@ def test_padded_mixed_batch_equals_each_alone(tokenizer):
         c = counts[i]
         x[i, :c], pos[i, :c], st[i, :c], mask[i, :c] = xi[0], pi[0], si[0], True
     feats, idx = tokenizer.tokenize(x, pos, st, mask)
-    rec = tokenizer.reconstruct(x, pos, st, mask)
+    z = tokenizer.encode(x, pos, st, mask)
+    rec = tokenizer.decode(feats, pos, st, mask)
+    books = tokenizer.quantizer.codebooks
     for i, (xi, pi, si) in enumerate(singles):
         f1, i1 = tokenizer.tokenize(xi, pi, si)
-        torch.testing.assert_close(feats[i], f1[0], atol=1e-5, rtol=1e-4)
-        assert torch.equal(idx[i], i1[0])
-        r1 = tokenizer.reconstruct(xi, pi, si)
+        z1 = tokenizer.encode(xi, pi, si)
+        torch.testing.assert_close(z[i : i + 1], z1, atol=1e-5, rtol=1e-4)
+        # indices: equal where the nearest code wins by more than the latents moved
+        _, margin = rvq_walk(books, z1)
+        decided = clear(margin, 2 * moved(z[i : i + 1], z1) + DIST_SLACK)
+        assert_codes_equal_where_clear(idx[i : i + 1], i1, decided, min_fraction=0.5)
+        every = decided.all(-1)[0]
+        torch.testing.assert_close(feats[i][every], f1[0][every], atol=1e-5, rtol=1e-4)
+        # decoding the same features alone or in the padded batch
+        r1 = tokenizer.decode(feats[i : i + 1], pi, si)
         torch.testing.assert_close(rec[i, : counts[i]], r1[0], atol=1e-4, rtol=1e-4)
         assert (rec[i, counts[i] :] == 0).all()
 
 
 def test_sensor_permutation(tokenizer):
+    """Permuting the channels leaves the sources unchanged and permutes the reconstruction:
+    latents within float32 tolerance, indices where the nearest code is decided."""
     x, pos, st = _inputs(2, 24, 1024, seed=3)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    xp, pp, sp = x[:, perm], pos[:, perm], st[:, perm]
+    z0, z1 = tokenizer.encode(x, pos, st), tokenizer.encode(xp, pp, sp)
+    torch.testing.assert_close(z0, z1, atol=1e-5, rtol=1e-4)
     f0, i0 = tokenizer.tokenize(x, pos, st)
-    f1, i1 = tokenizer.tokenize(x[:, perm], pos[:, perm], st[:, perm])
-    torch.testing.assert_close(f0, f1, atol=1e-5, rtol=1e-4)
-    assert torch.equal(i0, i1)
-    r0 = tokenizer.reconstruct(x, pos, st)
-    r1 = tokenizer.reconstruct(x[:, perm], pos[:, perm], st[:, perm])
+    f1, i1 = tokenizer.tokenize(xp, pp, sp)
+    ref, margin = rvq_walk(tokenizer.quantizer.codebooks, z0)
+    decided = clear(margin, 2 * moved(z0, z1) + DIST_SLACK)
+    assert_codes_equal_where_clear(i0, i1, decided, min_fraction=0.5)
+    assert_codes_equal_where_clear(i0, ref, decided, min_fraction=0.5)  # nearest code
+    every = decided.all(-1)
+    torch.testing.assert_close(f0[every], f1[every], atol=1e-5, rtol=1e-4)
+    # the decoder: the same quantised sources, sensors in either order
+    r0 = tokenizer.decode(f0, pos, st)
+    r1 = tokenizer.decode(f0, pp, sp)
     torch.testing.assert_close(r0[:, perm], r1, atol=1e-4, rtol=1e-4)
+
+
+def test_sensor_permutation_float64(tokenizer):
+    """The same equivariance in float64, where it holds to rounding (1e-12)."""
+    tok = copy.deepcopy(tokenizer).double()
+    x, pos, st = _inputs(2, 24, 1024, seed=3)
+    x, pos = x.double(), pos.double()
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    xp, pp, sp = x[:, perm], pos[:, perm], st[:, perm]
+    with torch.no_grad():
+        z0, z1 = tok.encode(x, pos, st), tok.encode(xp, pp, sp)
+    assert z0.dtype == torch.float64
+    torch.testing.assert_close(z0, z1, atol=1e-12, rtol=1e-10)
+    books = tok.quantizer.codebooks.double()
+    i0, margin = rvq_walk(books, z0)
+    i1, _ = rvq_walk(books, z1)
+    decided = clear(margin, 2 * moved(z0, z1) + 1e-12)
+    assert_codes_equal_where_clear(i0, i1, decided, min_fraction=0.9)
+    q_idx = torch.arange(books.shape[0])
+    feats = books[q_idx, i0].sum(-2)
+    with torch.no_grad():  # the decoder itself (``decode`` returns float32)
+        r0 = tok.decoder(feats, tok.embed_sensors(pos, st), None).reshape(2, 24, -1)
+        r1 = tok.decoder(feats, tok.embed_sensors(pp, sp), None).reshape(2, 24, -1)
+    assert r0.dtype == torch.float64
+    torch.testing.assert_close(r0[:, perm], r1, atol=1e-10, rtol=1e-9)
 
 
 def _np_losses(rec: np.ndarray, tgt: np.ndarray) -> dict[str, float]:

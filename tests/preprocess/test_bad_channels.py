@@ -75,6 +75,80 @@ def test_spoiled_channels_are_found(real_eeg, tmp_path):
     assert np.all(sig[rows].std(axis=1) < 5 * typical)
 
 
+def _official_spectral_bads(path) -> tuple[set[str], float]:
+    """The official pipeline's spectral rule, written out with MNE (OpenTSLab/BrainOmni
+    ``factory/utils.py``: ``filter_channel``, ``filter_resample_preprocess``,
+    ``_auto_detect_bad_channels``): the flagged EEG channels, and how far the closest
+    channel's mean distance lies from a threshold, in IQRs (the decision's margin)."""
+    import mne
+
+    raw = mne.io.read_raw(str(path), preload=True, verbose="error")
+    raw.pick(mne.pick_types(raw.info, meg=True, eeg=True, ref_meg=False, exclude=[]))
+    raw.notch_filter(freqs=[50, 60], verbose=False)
+    raw.resample(256, verbose=False)
+    raw.filter(0.1, 96, verbose=False)
+    eeg = raw.copy().pick(picks=mne.pick_types(raw.info, eeg=True))  # exclude="bads"
+    spectrum = eeg.compute_psd(tmax=1000000, average="mean", verbose=False)
+    log_data = np.log(spectrum.data + 1e-16)
+    dist = np.linalg.norm(log_data[:, None, :] - log_data[None, :, :], axis=2)
+    mean_d = np.mean(dist, axis=1)
+    q1, q3 = np.percentile(mean_d, [25, 75])
+    iqr = q3 - q1
+    out = (mean_d > q3 + 10 * iqr) | (mean_d < q1 - 10 * iqr)
+    score = np.maximum((mean_d - q3) / iqr, (q1 - mean_d) / iqr)  # > 10: outlier
+    names = {spectrum.ch_names[i] for i in np.flatnonzero(out)}
+    return names, float(np.min(np.abs(score - 10)))
+
+
+def _spectral(res) -> set[str]:
+    return {
+        b["name"] for b in res.qc["bad_channels"] if "spectral outlier" in " ".join(b["reasons"])
+    }
+
+
+@pytest.mark.parametrize("n_times", [None, 61 * 400])
+def test_spectral_rule_decides_as_the_official_code_on_the_neuromag_sample(n_times, tiled):
+    """The shared Neuromag sample (60 EEG), as it is (1 s: one 256-sample segment) and tiled
+    to 80 s (9 official segments). The official rule flags EEG 053 in the 1-s file (13.9
+    IQR above Q3) and nothing in the 80-s one; so does ours (the former 1-s, 1-90 Hz rule
+    flagged EEG 053 in both)."""
+    rel = "SSS/sample_audvis_trunc_raw_sss.fif"
+    path = meeg_file(rel) if n_times is None else tiled(rel, n_times)
+    official, margin = _official_spectral_bads(path)
+    assert margin > 1.0  # every channel clear of the threshold: independent chains agree
+    res = preprocess_recording(str(path), out=None)
+    assert res.outcome == "ok", res.reason
+    assert _spectral(res) == official
+    if n_times is None:
+        assert official == {"EEG 053"}  # the case is not vacuous
+
+
+def test_spectral_rule_decides_as_the_official_code_and_leaves_marked_bads_out(real_eeg, tmp_path):
+    """64-ch EEG, 124 s (15 official 2048-sample segments): one channel with broadband
+    noise; another, noisier, marked bad in the file, which the official rule leaves out of
+    its statistics (``pick_types`` excludes bads) and so does ours."""
+    import mne
+
+    data = real_eeg.get_data().copy()
+    names = real_eeg.ch_names
+    rng = np.random.default_rng(5)
+    rms = data.std(axis=1).mean()
+    noisy, marked = names[10], names[40]
+    data[10] += 30 * rms * rng.standard_normal(data.shape[1])
+    data[40] += 60 * rms * rng.standard_normal(data.shape[1])
+    info = real_eeg.info.copy()
+    info["bads"] = [marked]
+    path = tmp_path / "marked_raw.fif"
+    mne.io.RawArray(data, info, verbose="error").save(str(path), verbose="error")
+    official, margin = _official_spectral_bads(path)
+    assert margin > 1.0
+    res = preprocess_recording(str(path), out=None, config=CleanConfig(line_freq=50.0))
+    assert res.outcome == "ok", res.reason
+    assert _spectral(res) == official == {noisy}
+    reasons = {b["name"]: b["reasons"] for b in res.qc["bad_channels"]}
+    assert reasons[marked] == ["marked bad in the file"]
+
+
 def test_bids_bad_channel_interpolated(real_eeg, tmp_path):
     from brainomni.records import RecordingRef
 

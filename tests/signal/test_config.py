@@ -35,6 +35,10 @@ def _changed(cfg: CleanConfig, name: str):
         return 0.4
     if name == "block_seconds":
         return 60.0
+    if name == "psd_fmax":
+        return 90.0 if v is None else None
+    if name == "psd_fmin":
+        return 1.0
     if isinstance(v, int):
         return v + 1
     return v * 1.5

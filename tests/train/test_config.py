@@ -73,18 +73,64 @@ def test_overrides_are_checked():
         apply_overrides(get_recipe("paper-omni-tiny"), ["data.source=raw"])
 
 
-def test_no_decay_groups_and_deepspeed_config():
-    from brainomni.models import BrainOmni
-    from brainomni.train.optim import deepspeed_config, param_groups
+def _official_groups(model, omni: bool) -> tuple[set[str], set[str]]:
+    """The official ``get_parameters_groups`` rules, written out from OpenTSLab/BrainOmni
+    (``brainomni/model.py`` and ``braintokenizer/model.py``): (decayed, not decayed) names.
+    The tokenizer's "codebook" group (``quantizer`` params, wd 0) counts as not decayed."""
+    decay, keep = set(), set()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if omni:
+            exempt = (
+                "norm" in n
+                or "predict_head" in n
+                or n in ["projection.weight", "projection.bias", "mask_token"]
+            )
+        else:
+            exempt = (
+                "norm" in n
+                or n in ["sensor_embed.sensor_embedding_layer.weight"]
+                or "quantizer" in n
+            )
+        (keep if exempt else decay).add(n)
+    return decay, keep
 
-    m = BrainOmni("tiny", lm_depth=2)
+
+@pytest.mark.parametrize("kind", ["omni-base", "omni-tiny", "tokenizer"])
+def test_weight_decay_groups_equal_the_official_ones(kind):
+    from brainomni.models import BrainOmni, BrainTokenizer
+    from brainomni.train.optim import param_groups
+
+    if kind == "tokenizer":
+        m = BrainTokenizer()
+    else:
+        m = BrainOmni(kind.split("-")[1], lm_depth=2)
     decay, no_decay = param_groups(m, 0.05)
     names = {id(p): n for n, p in m.named_parameters()}
-    nd = {names[id(p)] for p in no_decay["params"]}
-    assert "mask_token" in nd and any("predict_head" in n for n in nd)
-    assert any("norm" in n for n in nd) and all(p.requires_grad for p in decay["params"])
-    assert not any(n.startswith("tokenizer") for n in nd)  # frozen: not optimised at all
+    got_decay = {names[id(p)] for p in decay["params"]}
+    got_keep = {names[id(p)] for p in no_decay["params"]}
+    want_decay, want_keep = _official_groups(m, omni=kind != "tokenizer")
+    assert got_decay == want_decay and got_keep == want_keep
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    # the differences the issue found are gone: biases and the source queries decay
+    if kind == "tokenizer":
+        assert "encoder.neuros" in got_decay and "encoder.k_proj.bias" in got_decay
+        assert got_keep == {
+            "sensor_embed.sensor_embedding_layer.weight",
+            "sensor_embed.norm.weight",
+        }
+    else:
+        assert not any(n.startswith("tokenizer") for n in got_decay | got_keep)  # frozen
+        assert "mask_token" in got_keep and any("predict_head" in n for n in got_keep)
+        assert any(n.endswith("bias") for n in got_decay)
+        if kind == "omni-base":  # lm_dim 512 != 256: a real projection, not decayed
+            assert {"projection.weight", "projection.bias"} <= got_keep
+
+
+def test_deepspeed_config():
+    from brainomni.train.optim import deepspeed_config
+
     cfg = get_recipe("paper-omni-tiny")
     ds = deepspeed_config(cfg, world=16, total_steps=1000)
     assert ds["gradient_accumulation_steps"] == 2 and ds["train_batch_size"] == 256

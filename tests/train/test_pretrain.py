@@ -17,10 +17,20 @@ import pytest
 import torch
 
 from tests.conftest import MEEG_DIR, SKIP_REASON
+from tests.models.codes import (
+    DIST_SLACK,
+    assert_codes_equal_where_clear,
+    clear,
+    moved,
+    rvq_walk,
+)
 
 pytest.importorskip("deepspeed", reason="pretraining needs DeepSpeed (see docs/pretraining.md)")
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+# how far (Euclidean, unit latents) a batch of 3 instead of 1 may move a latent: float32
+# rounding of the same sums in another order (~1e-6), with room to spare
+BATCH_TOL = 1e-4
 
 
 def _free_port() -> int:
@@ -330,9 +340,11 @@ from brainomni.train.export import load_export
 m = load_export(sys.argv[1])
 d = torch.load(sys.argv[2], weights_only=True)
 with torch.no_grad():
-    rec = m.reconstruct(d["x"], d["pos"], d["st"])
+    z = m.encode(d["x"], d["pos"], d["st"])
     _, idx = m.tokenize(d["x"], d["pos"], d["st"])
-torch.save({"rec": rec, "idx": idx}, sys.argv[3])
+    # decoding the caller's codes: a continuous function of the weights
+    rec = m.decode(m.quantizer.lookup(d["idx"]), d["pos"], d["st"])
+torch.save({"z": z, "rec": rec, "idx": idx}, sys.argv[3])
 """
 
 
@@ -365,7 +377,11 @@ def test_export_loads_without_deepspeed_with_identical_outputs(s3_data, tok_run,
     ref.eval()
     b = _first_batch(*s3_data["tokenizer-10s"])
     x, pos, st = b["x"].float(), b["pos"], b["sensor_type"]
-    torch.save({"x": x, "pos": pos, "st": st}, tmp_path / "in.pt")
+    with torch.no_grad():
+        z_ref = ref.encode(x, pos, st)
+        _, idx_ref = ref.tokenize(x, pos, st)
+        rec_ref = ref.decode(ref.quantizer.lookup(idx_ref), pos, st)
+    torch.save({"x": x, "pos": pos, "st": st, "idx": idx_ref}, tmp_path / "in.pt")
     subprocess.run(
         [
             sys.executable,
@@ -380,9 +396,13 @@ def test_export_loads_without_deepspeed_with_identical_outputs(s3_data, tok_run,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     got = torch.load(tmp_path / "o.pt", weights_only=True)
-    with torch.no_grad():
-        assert torch.equal(got["rec"], ref.reconstruct(x, pos, st))
-        assert torch.equal(got["idx"], ref.tokenize(x, pos, st)[1])
+    # the same weights: the same latents and decoding (to float32 rounding: another process
+    # may sum in another order), and the same codes wherever the nearest code is decided
+    torch.testing.assert_close(got["z"], z_ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["rec"], rec_ref, atol=1e-4, rtol=1e-4)
+    _, margin = rvq_walk(ref.quantizer.codebooks, z_ref)
+    decided = clear(margin, 2 * moved(got["z"], z_ref) + DIST_SLACK)
+    assert_codes_equal_where_clear(got["idx"], idx_ref, decided, min_fraction=0.5)
     from safetensors.torch import load_file
 
     for k, v in load_file(str(exp / "model.safetensors")).items():
@@ -446,7 +466,7 @@ def test_tokenize_once_then_train_brainomni(s3_data, tok_run, tmp_path):
     # token shards == the inline tokenizer (what stage 2 would compute on the fly), exactly
     tok = load_export(exp)
     omni = BrainOmni("tiny", tokenizer=tok, lm_dim=16, lm_head=4, lm_depth=2, num_quantizers_used=2)
-    n = 0
+    n, n_decided, n_codes = 0, 0, 0
     for s_tok, s_raw in zip(tm["shards"], src["shards"], strict=True):
         assert s_tok["path"] == s_raw["path"]
         toks = read_shard(
@@ -467,9 +487,19 @@ def test_tokenize_once_then_train_brainomni(s3_data, tok_run, tmp_path):
             st = torch.from_numpy(r["sensor_type"].astype(np.int64))[None]
             _, idx = omni.tokens(x, pos, st)
             assert toks[i]["key"] == r["key"]
-            np.testing.assert_array_equal(toks[i]["tokens"], idx[0].numpy())
+            # the shards were tokenized in batches of 3: another summation order, so codes
+            # are compared where the nearest code wins by more than such a change can move
+            with torch.no_grad():
+                z = tok.encode(x, pos, st, overlap_ratio=omni.config.overlap_ratio)
+            _, margin = rvq_walk(tok.quantizer.codebooks, z)
+            decided = clear(margin, BATCH_TOL)
+            got = torch.from_numpy(toks[i]["tokens"].astype(np.int64))[None]
+            assert_codes_equal_where_clear(got, idx, decided, min_fraction=0.0)
+            n_decided += int(decided.sum())
+            n_codes += decided.numel()
             n += 1
     assert n == src["totals"]["samples"]
+    assert n_decided >= 0.5 * n_codes, (n_decided, n_codes)
     assert toks[0]["tokens"].shape == (4, 160, 2)  # 30 s, overlap 0.25 -> 20 windows x 8
     # stage 2 from the token shards (default), and from raw shards under ZeRO-3
     for name, args in (
