@@ -7,7 +7,8 @@ bad values raise ``ValueError`` naming the recipe and the fix. Fields:
 * ``name`` (required): the recipe's name (``AD65``, ``TUAB``, ...).
 * ``dataset``, ``version``: the source dataset (OpenNeuro accession and snapshot, TUH corpus)
   - informational, recorded in the set's ``meta``.
-* ``modality``: ``eeg``, ``meg`` or ``emeg`` (which recordings of a BIDS root are used).
+* ``modality``: ``eeg``, ``meg`` or ``emeg`` (which recordings of a BIDS root are used:
+  its ``eeg/``, ``meg/`` or both datatype folders; MEG files keep their EEG channels).
 * ``classes`` (required): class names; label ``i`` is ``classes[i]``.
 * ``labels`` (required): where labels come from
 

@@ -102,7 +102,7 @@ def recording_refs(
 
         fs, path = get_fs(source, storage_options)
         if fs.exists(f"{path.rstrip('/')}/dataset_description.json"):
-            mods = ("eeg",) if recipe.modality == "eeg" else ("meg",)
+            mods = {"eeg": ("eeg",), "meg": ("meg",)}.get(recipe.modality, ("eeg", "meg"))
             res = crawl_bids(
                 source,
                 name=recipe.dataset or None,
