@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ INDEX_NAME = "labelled_set.json"
 TAR_NAME = "windows.tar"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 MAX_WINDOWS = 10_000_000
+_TUEV_NAME = re.compile(r"^(?P<subject>[A-Za-z0-9]+)_(?P<run>\d+)\.edf$", re.I)
 
 
 def pack_config_for(recipe: Recipe, config: CleanConfig = DEFAULT_CONFIG) -> PackConfig:
@@ -121,6 +123,15 @@ def recording_refs(
                 line_freq=recipe.line_freq,
             )
             kind = "tuh"
+            if recipe.labels == "tuev":  # TUEV names files SUBJECT_NNNNNNNN.edf (no sSSS_tTTT)
+                keep = []
+                for r, why in res.skipped:
+                    m = _TUEV_NAME.match(os.path.basename(r.relpath))
+                    if m and why.startswith("not a TUH recording name"):
+                        res.recordings.append(replace(r, subject=m["subject"], run=m["run"]))
+                    else:
+                        keep.append((r, why))
+                res.skipped[:] = keep
         else:
             raise ValueError(
                 f"recipe {recipe.name!r}: {redact(source)} is not a BIDS root (no "

@@ -1,0 +1,321 @@
+"""Labelled windows from real recordings with real events, through the pretraining chain.
+
+Expected window starts and labels are computed here independently, from MNE's own reading
+of each file's annotations / stim channel and the recipe's offsets; window contents from the
+store with a hand-written normalisation (not the pack's function).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mne
+import numpy as np
+import pytest
+
+from brainomni.evaluation.labels import (
+    LabelError,
+    read_label_table,
+    read_tuev_rec,
+    tuab_label,
+)
+from brainomni.evaluation.recipes import recipe_from_dict
+from brainomni.evaluation.windows import (
+    build_labelled_set,
+    load_labelled_set,
+    save_labelled_set,
+)
+from brainomni.signal.config import DEFAULT_CONFIG
+from tests.conftest import meeg_file
+
+SF = DEFAULT_CONFIG.sfreq
+EDF = "EDF/test_edf_overlapping_annotations.edf"
+EDF_RECIPE = {
+    "name": "edf-mi",
+    "classes": ["rest", "left", "right"],
+    "labels": "events",
+    "label_map": {"T0": "rest", "T1": "left", "T2": "right"},
+    "window_s": 4.0,
+    "tmin_s": -0.5,
+    "line_freq": 60.0,
+}
+
+
+def _expected(raw, recipe, window_s, n_times_out):
+    """(start sample, label) of every mapped annotation whose window fits the store."""
+    offset = raw.first_time if raw.annotations.orig_time is not None else 0.0
+    w = int(round(window_s * SF))
+    out = []
+    for a in raw.annotations:
+        lab = recipe.map_label(a["description"])
+        s = int(round((a["onset"] - offset + recipe.tmin_s) * SF))
+        if lab is not None and s >= 0 and s + w <= n_times_out:
+            out.append((s, lab))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def edf_set(tmp_path_factory):
+    path = meeg_file(EDF)
+    recipe = recipe_from_dict(EDF_RECIPE)
+    work = tmp_path_factory.mktemp("edf")
+    return recipe, build_labelled_set(recipe, [str(path)], work_dir=str(work)), path, work
+
+
+def test_edf_event_windows_match_annotations(edf_set):
+    recipe, ls, path, work = edf_set
+    raw = mne.io.read_raw_edf(path, verbose="error")
+    assert len(raw.annotations) == 38
+    n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
+    exp = _expected(raw, recipe, recipe.window_s, n_out)
+    got = sorted((int(round(w.onset_s * SF)), w.label) for w in ls.windows)
+    assert got == exp and len(got) >= 30
+    # the first event (onset 0) starts 0.5 s before the recording: rejected, and counted
+    assert ls.meta["rejected"].get("out_of_range", 0) == 38 - len(exp)
+    assert ls.counts() == {c: sum(1 for _, k in exp if k == i) for i, c in enumerate(ls.classes)}
+    assert all(w.subject == "edf-mi/test_edf_overlapping_annotations" for w in ls.windows)
+    assert all(w.signal.shape == (64, int(recipe.window_s * SF)) for w in ls.windows)
+
+
+def test_edf_meta_records_hashes_and_ledger(edf_set):
+    recipe, ls, _, work = edf_set
+    assert ls.meta["clean_config_hash"] == DEFAULT_CONFIG.hash
+    assert ls.meta["recipe_hash"] == recipe.hash and ls.meta["recipe"] == "edf-mi"
+    (entry,) = ls.meta["recordings"]
+    assert entry["outcome"] == "ok" and entry["events"] == {"source": "annotations", "n": 38}
+    store = os.path.join(work, "stores", f"{entry['recording_id']}.zarr")
+    with open(os.path.join(store, "zarr.json")) as fh:
+        attrs = json.load(fh)["attributes"]
+    assert attrs["config_hash"] == ls.meta["clean_config_hash"]
+
+
+def test_window_content_is_the_pretraining_normalisation(edf_set):
+    """Recompute two windows from the store by hand: common average per time point, divided
+    by the group std + eps (spec §2.11), float16."""
+    import zarr
+
+    _, ls, _, work = edf_set
+    rid = ls.windows[0].recording_id
+    g = zarr.open_group(os.path.join(work, "stores", f"{rid}.zarr"), mode="r")
+    for w in (ls.windows[0], ls.windows[-1]):
+        s = int(round(w.onset_s * SF))
+        x = np.asarray(g["signal"][:, s : s + w.signal.shape[1]], dtype=np.float64)
+        x = x - x.mean(axis=0)
+        ref = x / (x.std() + 1e-5)
+        np.testing.assert_allclose(w.signal.astype(np.float64), ref, rtol=2e-3, atol=2e-3)
+        assert w.signal.dtype == np.float16
+    # positions: centred, RMS radius 1/sqrt(3) per axis (spec §2.6)
+    p = ls.windows[0].sensors[:, :3].astype(np.float64)
+    np.testing.assert_allclose(p.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(3 * np.mean(np.sum(p**2, axis=1))), 1.0, rtol=1e-4)
+
+
+def test_save_load_round_trip_and_tampering(edf_set, tmp_path):
+    _, ls, _, _ = edf_set
+    dest = tmp_path / "set"
+    save_labelled_set(ls, str(dest))
+    back = load_labelled_set(str(dest))
+    assert back.classes == ls.classes and back.name == ls.name and back.meta == ls.meta
+    assert len(back) == len(ls)
+    for a, b in zip(ls.windows, back.windows, strict=True):
+        assert (a.label, a.subject, a.recording_id, a.onset_s) == (
+            b.label,
+            b.subject,
+            b.recording_id,
+            b.onset_s,
+        )
+        np.testing.assert_array_equal(a.signal, b.signal)
+        np.testing.assert_array_equal(a.sensors, b.sensors)
+        np.testing.assert_array_equal(a.sensor_type, b.sensor_type)
+    # a changed byte in the tar, or an index that lies, is refused naming the file
+    tar = dest / "windows.tar"
+    blob = bytearray(tar.read_bytes())
+    blob[2000] ^= 1
+    tar.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="labelled_set.json.*sha256"):
+        load_labelled_set(str(dest))
+    blob[2000] ^= 1
+    tar.write_bytes(bytes(blob))
+    idx = json.loads((dest / "labelled_set.json").read_text())
+    idx["n_windows"] = len(ls) + 1
+    (dest / "labelled_set.json").write_text(json.dumps(idx))
+    with pytest.raises(ValueError, match="index says"):
+        load_labelled_set(str(dest))
+    idx["classes"] = ["only"]
+    idx["n_windows"] = len(ls)
+    (dest / "labelled_set.json").write_text(json.dumps(idx))
+    with pytest.raises(ValueError, match="out of range"):
+        load_labelled_set(str(dest))
+
+
+BIOSEMI32 = [
+    "Fp1",
+    "AF3",
+    "F7",
+    "F3",
+    "FC1",
+    "FC5",
+    "T7",
+    "C3",
+    "CP1",
+    "CP5",
+    "P7",
+    "P3",
+    "Pz",
+    "PO3",
+    "O1",
+    "Oz",
+    "O2",
+    "PO4",
+    "P4",
+    "P8",
+    "CP6",
+    "CP2",
+    "C4",
+    "T8",
+    "FC6",
+    "FC2",
+    "F4",
+    "F8",
+    "AF4",
+    "Fp2",
+    "Fz",
+    "Cz",
+]
+
+
+def test_eeglab_annotations_with_recipe_channel_fixes(tmp_path):
+    """test_raw.set has no positions: the recipe's rename (to 10-20 names) places it, as a
+    catalog fix would; its 154 annotations ('rt', 'square') become labelled windows."""
+    path = meeg_file("EEGLAB/test_raw.set")
+    raw = mne.io.read_raw_eeglab(path, verbose="error")
+    assert len(raw.annotations) == 154
+    recipe = recipe_from_dict(
+        {
+            "name": "eeglab",
+            "classes": ["square", "rt"],
+            "labels": "events",
+            "window_s": 1.0,
+            "tmin_s": -0.25,
+            "rename": {f"EEG {i:03d}": n for i, n in enumerate(BIOSEMI32)},
+        }
+    )
+    ls = build_labelled_set(recipe, [str(path)], work_dir=str(tmp_path))
+    n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
+    exp = _expected(raw, recipe, 1.0, n_out)
+    got = sorted((int(round(w.onset_s * SF)), w.label) for w in ls.windows)
+    rejected = sum(ls.meta["rejected"].values())
+    assert len(got) + rejected == 154 and len(got) > 100
+    assert set(got) <= set(exp)  # every kept window is an expected one (others: QC-rejected)
+
+
+def test_bdf_stim_channel_events(tmp_path):
+    path = meeg_file("BDF/test_bdf_stim_channel.bdf")
+    raw = mne.io.read_raw_bdf(path, verbose="error")
+    ev = mne.find_events(raw, shortest_event=1, consecutive=True, verbose="error")
+    assert len(ev) > 0
+    codes = sorted({str(int(c)) for c in ev[:, 2]})
+    recipe = recipe_from_dict(
+        {
+            "name": "bdf",
+            "classes": ["first", "other"],
+            "labels": "events",
+            "event_source": "stim",
+            "label_map": {c: ("first" if i == 0 else "other") for i, c in enumerate(codes)},
+            "window_s": 0.5,
+            "line_freq": 50.0,
+        }
+    )
+    if len(codes) < 2:
+        pytest.skip(f"stim channel has one code only: {codes}")
+    ls = build_labelled_set(recipe, [str(path)], work_dir=str(tmp_path))
+    n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
+    w = int(0.5 * SF)
+    exp = sorted(
+        (int(round((s - raw.first_samp) / raw.info["sfreq"] * SF)), recipe.map_label(str(c)))
+        for s, _, c in ev
+        if int(round((s - raw.first_samp) / raw.info["sfreq"] * SF)) + w <= n_out
+    )
+    got = sorted((int(round(x.onset_s * SF)), x.label) for x in ls.windows)
+    assert got == exp
+    assert ls.meta["recordings"][0]["events"]["source"] == "stim"
+
+
+def test_tuh_labels_from_paths_and_rec_files(tmp_path):
+    assert tuab_label("edf/train/abnormal/01_tcp_ar/aaaaaaab_s001_t000.edf") == (
+        "abnormal",
+        "train",
+    )
+    assert tuab_label("edf/eval/normal/01_tcp_ar/x_s001_t000.edf") == ("normal", "eval")
+    assert tuab_label("edf/01_tcp_ar/x_s001_t000.edf") is None
+    rec = tmp_path / "a.rec"
+    rec.write_text("0,10.0,11.0,6\n1,10.0,11.0,6\n3,20.5,21.5,1\n")  # same event on 2 channels
+    got = read_tuev_rec(str(rec))
+    assert [(e.onset_s, e.duration_s, e.value) for e in got] == [
+        (10.0, 1.0, "bckg"),
+        (20.5, 1.0, "spsw"),
+    ]
+    rec.write_text("0,10.0,11.0,9\n")
+    with pytest.raises(LabelError, match="a.rec line 1"):
+        read_tuev_rec(str(rec))
+    table = tmp_path / "labels.tsv"
+    table.write_text("subject\tgroup\nsub-01\tPD\n02\tHC\n")
+    assert read_label_table(str(table), "subject", "group") == {"01": "PD", "02": "HC"}
+    with pytest.raises(LabelError, match="labels.tsv.*'diagnosis'"):
+        read_label_table(str(table), "subject", "diagnosis")
+
+
+def test_tuab_and_tuev_trees_end_to_end(tmp_path):
+    """A tiny TUH tree of links to the real EDF: TUAB labels and official split from the
+    folders; a TUEV .rec beside a file; a broken .rec is a 'failed' outcome, not a crash."""
+    edf = meeg_file(EDF)
+    root = tmp_path / "tuab"
+    for split, label, subj in (("train", "normal", "aaaaaaaa"), ("eval", "abnormal", "aaaaaaab")):
+        d = root / "edf" / split / label / "01_tcp_ar"
+        d.mkdir(parents=True)
+        os.symlink(edf, d / f"{subj}_s001_t000.edf")
+    tuab = recipe_from_dict(
+        {
+            "name": "tuab-mini",
+            "classes": ["normal", "abnormal"],
+            "labels": "tuab",
+            "window_s": 10.0,
+            "split": "official",
+            "line_freq": 60.0,
+        }
+    )
+    ls = build_labelled_set(tuab, str(root), work_dir=str(tmp_path / "w1"))
+    assert ls.meta["official_split"] == {
+        "tuab-mini/aaaaaaaa": "train",
+        "tuab-mini/aaaaaaab": "eval",
+    }
+    per_subject = {s: {w.label for w in ls.windows if w.subject == s} for s in set(ls.subjects)}
+    assert per_subject == {"tuab-mini/aaaaaaaa": {0}, "tuab-mini/aaaaaaab": {1}}
+    assert len(ls) == 2 * 12  # 124 s -> 12 windows of 10 s each
+    tuev_root = tmp_path / "tuev"
+    d = tuev_root / "edf" / "train" / "aaaaaaac"
+    d.mkdir(parents=True)
+    os.symlink(edf, d / "aaaaaaac_00000001.edf")
+    d2 = tuev_root / "edf" / "eval" / "aaaaaaad"
+    d2.mkdir(parents=True)
+    os.symlink(edf, d2 / "aaaaaaad_00000001.edf")
+    (d / "aaaaaaac_00000001.rec").write_text("0,30.0,31.0,4\n2,30.0,31.0,4\n5,60.0,61.0,6\n")
+    (d2 / "aaaaaaad_00000001.rec").write_text("garbage\n")
+    tuev = recipe_from_dict(
+        {
+            "name": "tuev-mini",
+            "classes": ["spsw", "gped", "pled", "eyem", "artf", "bckg"],
+            "labels": "tuev",
+            "window_s": 5.0,
+            "tmin_s": -2.0,
+            "split": "official",
+        }
+    )
+    ls = build_labelled_set(tuev, str(tuev_root), work_dir=str(tmp_path / "w2"))
+    got = sorted((round(w.onset_s, 3), ls.classes[w.label]) for w in ls.windows)
+    assert got == [(28.0, "eyem"), (58.0, "bckg")]
+    outcomes = {e["outcome"]: e for e in ls.meta["recordings"]}
+    assert outcomes["failed"]["error_class"] == "BadLabels"
+    assert "aaaaaaad_00000001.rec" in outcomes["failed"]["reason"]
+    assert all(w.subject for w in ls.windows)
