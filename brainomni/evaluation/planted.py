@@ -195,16 +195,25 @@ def band_power_features(ls: Any) -> np.ndarray:
     return np.asarray(feats)
 
 
-def band_power_check(ls: Any, *, folds: int = 4, shuffle: bool = False, seed: int = 0) -> float:
+def band_power_check(
+    ls: Any,
+    *,
+    folds: int = 4,
+    shuffle: bool = False,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+) -> float:
     """Balanced accuracy of log band power + logistic regression over subject folds (every
-    window of a subject in one fold); ``shuffle`` permutes the labels first (the control)."""
+    window of a subject in one fold); ``shuffle`` permutes the labels first (the control).
+    ``features``: :func:`band_power_features` of ``ls`` when already computed."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y, groups = band_power_features(ls), ls.labels.copy(), ls.subjects
+    x = band_power_features(ls) if features is None else features
+    y, groups = ls.labels.copy(), ls.subjects
     if shuffle:
         y = np.random.default_rng(seed).permutation(y)
     pred = np.empty_like(y)

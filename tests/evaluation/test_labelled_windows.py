@@ -319,3 +319,24 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
     assert outcomes["failed"]["error_class"] == "BadLabels"
     assert "aaaaaaad_00000001.rec" in outcomes["failed"]["reason"]
     assert all(w.subject for w in ls.windows)
+
+
+def test_unusable_recordings_end_in_the_ledger(tmp_path):
+    """No subject id, no events.tsv, an unreadable file: recorded outcomes, never a crash."""
+    from brainomni.records import RecordingRef
+
+    edf = str(meeg_file(EDF))
+    bogus = tmp_path / "sub-09_task-x_eeg.edf"
+    bogus.write_bytes(b"not an EDF at all" * 10)
+    (tmp_path / "sub-09_task-x_events.tsv").write_text("onset\tduration\ttrial_type\n1.0\t0\tT1\n")
+    recipe = recipe_from_dict({**EDF_RECIPE, "name": "ledger", "event_source": "bids"})
+    ls = build_labelled_set(
+        recipe,
+        [RecordingRef(uri=edf, dataset="d", relpath="a.edf", subject=""), edf, str(bogus)],
+        work_dir=str(tmp_path / "w"),
+    )
+    assert len(ls) == 0
+    why = {e["error_class"]: e["outcome"] for e in ls.meta["recordings"]}
+    assert why["NoSubject"] == "skipped" and why["NoEvents"] == "skipped"
+    assert set(why) == {"NoSubject", "NoEvents", next(k for k in why if why[k] == "failed")}
+    assert ls.meta["outcomes"] == {"skipped": 2, "failed": 1}
