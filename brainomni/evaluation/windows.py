@@ -146,15 +146,23 @@ def recording_refs(
             if isinstance(item, RecordingRef):
                 recs.append(item)
                 continue
+            from ..sources.bids import entities_from_fname
+
             uri = str(item)
-            stem = os.path.basename(uri.rstrip("/")).split(".")[0]
+            base = os.path.basename(uri.rstrip("/"))
+            ents = entities_from_fname(base)
             recs.append(
                 RecordingRef(
                     uri=uri,
                     dataset=recipe.dataset or recipe.name,
                     dataset_version=recipe.version,
                     relpath=os.path.basename(uri.rstrip("/")),
-                    subject=stem,  # one file = one subject unless refs say otherwise
+                    # the BIDS sub- entity of the name, else the file's stem: one file = one
+                    # subject unless refs say otherwise
+                    subject=ents.get("subject") or base.split(".")[0],
+                    session=ents.get("session", ""),
+                    task=ents.get("task", ""),
+                    run=ents.get("run", ""),
                     line_freq=recipe.line_freq,
                 )
             )
