@@ -42,14 +42,14 @@ EDF_RECIPE = {
 }
 
 
-def _expected(raw, recipe, window_s, n_times_out):
-    """(start sample, label) of every mapped annotation whose window fits the store."""
+def _expected(raw, mapping, tmin_s, window_s, n_times_out):
+    """(start sample, label) of every annotation in ``mapping`` whose window fits the store."""
     offset = raw.first_time if raw.annotations.orig_time is not None else 0.0
     w = int(round(window_s * SF))
     out = []
     for a in raw.annotations:
-        lab = recipe.map_label(a["description"])
-        s = int(round((a["onset"] - offset + recipe.tmin_s) * SF))
+        lab = mapping.get(a["description"])
+        s = int(round((a["onset"] - offset + tmin_s) * SF))
         if lab is not None and s >= 0 and s + w <= n_times_out:
             out.append((s, lab))
     return sorted(out)
@@ -68,7 +68,7 @@ def test_edf_event_windows_match_annotations(edf_set):
     raw = mne.io.read_raw_edf(path, verbose="error")
     assert len(raw.annotations) == 38
     n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
-    exp = _expected(raw, recipe, recipe.window_s, n_out)
+    exp = _expected(raw, {"T0": 0, "T1": 1, "T2": 2}, -0.5, 4.0, n_out)
     got = sorted((int(round(w.onset_s * SF)), w.label) for w in ls.windows)
     assert got == exp and len(got) >= 30
     # the first event (onset 0) starts 0.5 s before the recording: rejected, and counted
@@ -203,7 +203,7 @@ def test_eeglab_annotations_with_recipe_channel_fixes(tmp_path):
     )
     ls = build_labelled_set(recipe, [str(path)], work_dir=str(tmp_path))
     n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
-    exp = _expected(raw, recipe, 1.0, n_out)
+    exp = _expected(raw, {"square": 0, "rt": 1}, -0.25, 1.0, n_out)
     got = sorted((int(round(w.onset_s * SF)), w.label) for w in ls.windows)
     rejected = sum(ls.meta["rejected"].values())
     assert len(got) + rejected == 154 and len(got) > 100
@@ -233,7 +233,7 @@ def test_bdf_stim_channel_events(tmp_path):
     n_out = int(np.floor(raw.n_times * SF / raw.info["sfreq"]))
     w = int(0.5 * SF)
     exp = sorted(
-        (int(round((s - raw.first_samp) / raw.info["sfreq"] * SF)), recipe.map_label(str(c)))
+        (int(round((s - raw.first_samp) / raw.info["sfreq"] * SF)), 0 if str(c) == codes[0] else 1)
         for s, _, c in ev
         if int(round((s - raw.first_samp) / raw.info["sfreq"] * SF)) + w <= n_out
     )
@@ -340,3 +340,30 @@ def test_unusable_recordings_end_in_the_ledger(tmp_path):
     assert why["NoSubject"] == "skipped" and why["NoEvents"] == "skipped"
     assert set(why) == {"NoSubject", "NoEvents", next(k for k in why if why[k] == "failed")}
     assert ls.meta["outcomes"] == {"skipped": 2, "failed": 1}
+
+
+def test_store_time_axis_starts_at_the_first_sample(edf_set):
+    """Event onsets map to store samples as onset * 256 only if the cleaned store has no
+    delay: cross-correlate one channel of the store with MNE's own resampling of the raw
+    file (average-referenced, band-limited the same way); the best lag is 0 (±1 sample)."""
+    import zarr
+
+    _, ls, path, work = edf_set
+    rid = ls.windows[0].recording_id
+    g = zarr.open_group(os.path.join(work, "stores", f"{rid}.zarr"), mode="r")
+    names = list(g.attrs["ch_names"])
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    raw.pick(names)
+    raw.set_eeg_reference("average", verbose="error")
+    raw.resample(SF, verbose="error")
+    raw.filter(1.0, 30.0, verbose="error")
+    row = names.index(next(n for n in names if n.rstrip(".").lower() == "cz"))
+    ref = raw.get_data()[row]
+    sig = mne.filter.filter_data(
+        np.asarray(g["signal"][row], dtype=np.float64), SF, 1.0, 30.0, verbose="error"
+    )
+    n = min(len(ref), len(sig)) - 512
+    seg = slice(256, 256 + n)
+    lags = range(-8, 9)
+    cc = [np.dot(ref[seg], sig[256 + k : 256 + k + n]) for k in lags]
+    assert abs(list(lags)[int(np.argmax(cc))]) <= 1
