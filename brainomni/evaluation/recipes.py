@@ -24,13 +24,17 @@ bad values raise ``ValueError`` naming the recipe and the fix. Fields:
 
 * ``label_map``: raw label value -> class name (values not in the map are dropped and
   counted as ``unmapped``); omitted = the raw value must already be a class name.
+  ``label_map_by_run``: ``{ "4" = { T1 = "left_fist" }, ... }`` - a map per run number
+  (event-locked recipes whose codes mean different things in different runs, PhysioNet-MI);
+  the run comes from the recording's BIDS ``run`` entity, else ``R<nn>`` at the end of its
+  file name (eegmmidb ``S001R04.edf``); recordings of other runs are skipped.
 * ``window_s`` (required): window length (s). ``tmin_s``: for event-locked windows, where the
   window starts relative to the event onset (``-1.0`` with ``window_s = 2`` is onset -1 ... +1
   s). ``stride_s``: for recording/subject labels, the step between windows (default
   ``window_s``).
-* ``line_freq``: the mains frequency notched (Hz) when a recording's metadata does not say
-  (BIDS ``PowerLineFrequency`` wins, as in pretraining: the cleaning config, and its hash,
-  stay those of pretraining).
+* ``line_freq``: the mains frequency notched (Hz) when a BIDS recording's sidecar does not
+  give ``PowerLineFrequency`` (which wins, as in pretraining: the cleaning config, and its
+  hash, stay those of pretraining); for a list of files it stands in for the sidecar.
 * channel fixes as in the catalog: ``montage``, ``rename``, ``exclude``, ``reference``.
 * ``split``: ``kfold`` (cross-subject folds, ``folds`` of them) or ``official`` (the dataset's
   own train/eval split, TUAB/TUEV). ``seed``: the fold seed.
@@ -69,6 +73,7 @@ class Recipe:
     version: str = ""
     modality: str = "eeg"
     label_map: tuple[tuple[str, str], ...] = ()
+    label_map_by_run: tuple[tuple[int, tuple[tuple[str, str], ...]], ...] = ()
     label_column: str = ""
     label_key: str = "subject"  # label tables: "subject" or "recording" (relative path)
     event_source: str = "auto"
@@ -95,10 +100,13 @@ class Recipe:
     def event_locked(self) -> bool:
         return self.labels in ("events", "tuev")
 
-    def map_label(self, raw: str) -> int | None:
-        """Class index of a raw label value, or ``None`` when the recipe drops it."""
+    def map_label(self, raw: str, run: int | None = None) -> int | None:
+        """Class index of a raw label value (in run ``run`` for recipes with
+        ``label_map_by_run``), or ``None`` when the recipe drops it."""
         raw = str(raw).strip()
-        if self.label_map:
+        if self.label_map_by_run:
+            cls = dict(dict(self.label_map_by_run).get(run, ())).get(raw)
+        elif self.label_map:
             cls = dict(self.label_map).get(raw)
         else:
             cls = raw if raw in self.classes else None
@@ -136,6 +144,7 @@ _FIELDS = {
     "classes": list,
     "labels": str,
     "label_map": dict,
+    "label_map_by_run": dict,
     "label_column": str,
     "label_key": str,
     "event_source": str,
@@ -194,6 +203,23 @@ def recipe_from_dict(entry: dict[str, Any], where: str = "recipe") -> Recipe:
     unused = sorted(set(classes) - set(label_map.values())) if label_map else []
     if unused:
         raise bad(f"classes {unused} receive no label in label_map")
+    by_run = entry.get("label_map_by_run", {})
+    runs: list[tuple[int, tuple[tuple[str, str], ...]]] = []
+    for run, m in by_run.items():
+        if not str(run).isdigit() or not isinstance(m, dict):
+            raise bad(f"label_map_by_run: {run!r} must be a run number mapping to a table")
+        for k, v in m.items():
+            if not isinstance(v, str) or v not in classes:
+                raise bad(f"label_map_by_run[{run!r}][{k!r}] = {v!r} is not one of {classes}")
+        runs.append((int(run), tuple(sorted(m.items()))))
+    if by_run:
+        if label_map:
+            raise bad("give label_map or label_map_by_run, not both")
+        if entry["labels"] != "events":
+            raise bad("label_map_by_run applies to labels = 'events' only")
+        unused = sorted(set(classes) - {v for _, m in runs for _, v in m})
+        if unused:
+            raise bad(f"classes {unused} receive no label in label_map_by_run")
     window_s = float(entry["window_s"])
     if not 0 < window_s <= MAX_WINDOW_S or not math.isfinite(window_s):
         raise bad(f"window_s = {window_s} must be in (0, {MAX_WINDOW_S}] s")
@@ -241,6 +267,7 @@ def recipe_from_dict(entry: dict[str, Any], where: str = "recipe") -> Recipe:
         version=entry.get("version", ""),
         modality=entry.get("modality", "eeg"),
         label_map=tuple(sorted((str(k), v) for k, v in label_map.items())),
+        label_map_by_run=tuple(sorted(runs)),
         label_column=entry.get("label_column", ""),
         label_key=entry.get("label_key", "subject"),
         event_source=entry.get("event_source", "auto"),

@@ -205,6 +205,18 @@ def _recording_events(recipe: Recipe, ref: RecordingRef, storage_options) -> tup
         return events_from_stim(opened.raw), "stim"
 
 
+_RUN_IN_NAME = re.compile(r"R(?P<run>\d{1,3})(?:\.[A-Za-z0-9]+)+$")
+
+
+def _run_number(ref: RecordingRef) -> int | None:
+    """The run of a recording: its BIDS ``run`` entity, else ``R<nn>`` ending its file name
+    (PhysioNet eegmmidb ``S001R04.edf``)."""
+    if ref.run.isdigit():
+        return int(ref.run)
+    m = _RUN_IN_NAME.search(os.path.basename(ref.uri.rstrip("/")))
+    return int(m["run"]) if m else None
+
+
 def _fixed_label(recipe: Recipe, ref: RecordingRef, table: dict[str, str] | None) -> str | None:
     if recipe.labels == "participants":
         return participant_label(ref.extra, recipe.label_column)
@@ -346,7 +358,12 @@ def build_labelled_set(
             if recipe.event_locked:
                 events, ev_src = _recording_events(recipe, ref, storage_options)
                 entry["events"] = {"source": ev_src, "n": len(events)}
-                labelled = [(e, recipe.map_label(e.value)) for e in events]
+                run = _run_number(ref) if recipe.label_map_by_run else None
+                if recipe.label_map_by_run and run not in dict(recipe.label_map_by_run):
+                    raise _Skip(
+                        f"{ref.uri}: run {run} has no label map in {recipe.name}", "OtherRun"
+                    )
+                labelled = [(e, recipe.map_label(e.value, run)) for e in events]
                 unmapped.update(e.value for e, lab in labelled if lab is None)
                 labelled = [(e, lab) for e, lab in labelled if lab is not None]
                 if not labelled:

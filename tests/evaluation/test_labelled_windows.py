@@ -367,3 +367,25 @@ def test_store_time_axis_starts_at_the_first_sample(edf_set):
     lags = range(-8, 9)
     cc = [np.dot(ref[seg], sig[256 + k : 256 + k + n]) for k in lags]
     assert abs(list(lags)[int(np.argmax(cc))]) <= 1
+
+
+def test_physionet_mi_labels_depend_on_the_run(tmp_path):
+    """The shipped PhysioNet-MI recipe: T1/T2 are left/right fist in run 4, both fists/feet
+    in run 6; T0 (rest) is no class; a run without a map is skipped."""
+    from brainomni.evaluation.recipes import get_recipe
+    from brainomni.records import RecordingRef
+
+    edf = str(meeg_file(EDF))
+    recipe = get_recipe("PhysioNet-MI")
+    raw = mne.io.read_raw_edf(edf, verbose="error")
+    n_t = {d: int(np.sum(raw.annotations.description == d)) for d in ("T1", "T2")}
+    got = {}
+    for run in ("4", "6", "3"):
+        ref = RecordingRef(
+            uri=edf, dataset="eegmmidb", relpath="S001R.edf", subject="S001", run=run
+        )
+        ls = build_labelled_set(recipe, [ref], work_dir=str(tmp_path))
+        got[run] = ls.counts()
+    assert got["4"] == {"left_fist": n_t["T1"], "right_fist": n_t["T2"], "both_fists": 0, "feet": 0}
+    assert got["6"] == {"left_fist": 0, "right_fist": 0, "both_fists": n_t["T1"], "feet": n_t["T2"]}
+    assert sum(got["3"].values()) == 0

@@ -87,3 +87,18 @@ def test_hash_covers_every_field_and_label_map():
     assert recipe_from_dict({**BASE, "label_map": {"1": "a", "2": "b"}}).hash == r.hash
     assert recipe_from_dict({**BASE, "label_map": {"1": "b", "2": "a"}}).hash != r.hash
     assert recipe_from_dict({**BASE, "tmin_s": -1.0}).hash != recipe_from_dict(BASE).hash
+
+
+def test_label_map_by_run_is_validated():
+    by_run = {"4": {"T1": "a", "T2": "b"}}
+    r = recipe_from_dict({**BASE, "label_map_by_run": by_run})
+    assert (r.map_label("T2", 4), r.map_label("T2", 5), r.map_label("T2")) == (1, None, None)
+    for bad, needle in (
+        ({"x": {"T1": "a"}}, "run number"),
+        ({"4": {"T1": "c"}}, "not one of"),
+        ({"4": {"T1": "a"}}, "receive no label"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            recipe_from_dict({**BASE, "label_map_by_run": bad})
+    with pytest.raises(ValueError, match="not both"):
+        recipe_from_dict({**BASE, "label_map_by_run": by_run, "label_map": {"T1": "a", "T2": "b"}})
