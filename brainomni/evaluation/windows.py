@@ -96,6 +96,8 @@ def recording_refs(
     """``(recordings, skipped with reasons, source kind)`` of a source: a BIDS root (has
     ``dataset_description.json``), a TUH root (recipes with ``labels`` = tuab/tuev), or a list
     of files / refs. Every ref carries the recipe's channel fixes and line frequency."""
+    from ..sensors.fixes import ChannelFixes
+
     fixes = recipe.fixes_json()
     if isinstance(source, str):
         from ..sources.bids import crawl_bids
@@ -168,7 +170,9 @@ def recording_refs(
             )
     out = []
     for r in recs:
-        r = replace(r, fixes=fixes) if fixes and not r.fixes else r
+        if fixes and not r.fixes:  # as the crawl attaches catalog fixes (checksum suffixed)
+            tag = f"+fixes-{ChannelFixes.from_json(fixes).hash}"
+            r = replace(r, fixes=fixes, checksum=f"{r.checksum or ''}{tag}")
         if r.line_freq is None and recipe.line_freq is not None:
             r = replace(r, line_freq=recipe.line_freq)
         out.append(r)
@@ -230,14 +234,25 @@ def _fixed_label(recipe: Recipe, ref: RecordingRef, table: dict[str, str] | None
     raise AssertionError(recipe.labels)
 
 
+def store_path(work_dir: str, ref: RecordingRef) -> str:
+    """Where a recording's store lives: ``work_dir/recordings/<dataset>/<recording_id>.zarr``,
+    the ingest job's layout, so an ingest run into ``work_dir`` (Ray, many workers) leaves
+    stores that :func:`build_labelled_set` reuses."""
+    return os.path.join(
+        work_dir, "recordings", ref.dataset or "unknown", f"{ref.recording_id}.zarr"
+    )
+
+
 def _store_ok(uri: str, ref: RecordingRef, config: CleanConfig) -> bool:
+    """A complete store of this recording, source checksum and cleaning config hash."""
     from ..pack.plan import read_recording_info
 
     try:
         info = read_recording_info(uri)
-    except (FileNotFoundError, KeyError, ValueError):
+    except (FileNotFoundError, KeyError, ValueError, TypeError):  # incomplete or foreign
         return False
-    return info.config_hash == config.hash and info.recording_id == ref.recording_id
+    same_source = ref.checksum is None or info.source_checksum == ref.checksum
+    return info.config_hash == config.hash and info.recording_id == ref.recording_id and same_source
 
 
 def cut_windows(
@@ -310,8 +325,9 @@ def build_labelled_set(
 ) -> LabelledSet:
     """The labelled windows of ``recipe`` over ``source`` (see the module docstring).
 
-    ``work_dir`` holds the recording stores (``work_dir/stores/<recording_id>.zarr``; a store
-    of the same recording and cleaning config hash is reused). ``label_table``: the TSV/CSV of
+    ``work_dir`` holds the recording stores (:func:`store_path`; a store of the same
+    recording, source checksum and cleaning config hash is reused, e.g. one an ingest run
+    into ``work_dir`` wrote). ``label_table``: the TSV/CSV of
     recipes with ``labels = "table"``.
     """
     from ..preprocess import preprocess_recording
@@ -341,8 +357,6 @@ def build_labelled_set(
     unmapped: Counter[str] = Counter()
     split_of: dict[str, str] = {}
     split_conflicts: list[str] = []
-    stores_dir = os.path.join(work_dir, "stores")
-    os.makedirs(stores_dir, exist_ok=True)
     for ref in sorted(refs, key=lambda r: r.recording_id):
         entry: dict[str, Any] = {
             "recording_id": ref.recording_id,
@@ -393,7 +407,7 @@ def build_labelled_set(
                     raise _Skip(f"{ref.uri}: no train/eval folder in its path", "NoSplit")
                 if split_of.setdefault(subject, split) != split:
                     split_conflicts.append(subject)
-            store = os.path.join(stores_dir, f"{ref.recording_id}.zarr")
+            store = store_path(work_dir, ref)
             if not _store_ok(store, ref, config):
                 res = preprocess_recording(
                     ref, out=store, config=config, storage_options=storage_options

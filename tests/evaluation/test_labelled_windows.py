@@ -84,7 +84,7 @@ def test_edf_meta_records_hashes_and_ledger(edf_set):
     assert ls.meta["recipe_hash"] == recipe.hash and ls.meta["recipe"] == "edf-mi"
     (entry,) = ls.meta["recordings"]
     assert entry["outcome"] == "ok" and entry["events"] == {"source": "annotations", "n": 38}
-    store = os.path.join(work, "stores", f"{entry['recording_id']}.zarr")
+    store = os.path.join(work, "recordings", "edf-mi", f"{entry['recording_id']}.zarr")
     with open(os.path.join(store, "zarr.json")) as fh:
         attrs = json.load(fh)["attributes"]
     assert attrs["config_hash"] == ls.meta["clean_config_hash"]
@@ -97,7 +97,7 @@ def test_window_content_is_the_pretraining_normalisation(edf_set):
 
     _, ls, _, work = edf_set
     rid = ls.windows[0].recording_id
-    g = zarr.open_group(os.path.join(work, "stores", f"{rid}.zarr"), mode="r")
+    g = zarr.open_group(os.path.join(work, "recordings", "edf-mi", f"{rid}.zarr"), mode="r")
     for w in (ls.windows[0], ls.windows[-1]):
         s = int(round(w.onset_s * SF))
         x = np.asarray(g["signal"][:, s : s + w.signal.shape[1]], dtype=np.float64)
@@ -350,7 +350,7 @@ def test_store_time_axis_starts_at_the_first_sample(edf_set):
 
     _, ls, path, work = edf_set
     rid = ls.windows[0].recording_id
-    g = zarr.open_group(os.path.join(work, "stores", f"{rid}.zarr"), mode="r")
+    g = zarr.open_group(os.path.join(work, "recordings", "edf-mi", f"{rid}.zarr"), mode="r")
     names = list(g.attrs["ch_names"])
     raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
     raw.pick(names)
@@ -369,9 +369,10 @@ def test_store_time_axis_starts_at_the_first_sample(edf_set):
     assert abs(list(lags)[int(np.argmax(cc))]) <= 1
 
 
-def test_physionet_mi_labels_depend_on_the_run(tmp_path):
+def test_physionet_mi_labels_depend_on_the_run(tmp_path, monkeypatch):
     """The shipped PhysioNet-MI recipe: T1/T2 are left/right fist in run 4, both fists/feet
-    in run 6; T0 (rest) is no class; a run without a map is skipped."""
+    in run 6; T0 (rest) is no class; a run without a map is skipped. The store cleaned for
+    the first build is reused by the next ones (same recording, checksum, config)."""
     from brainomni.evaluation.recipes import get_recipe
     from brainomni.records import RecordingRef
 
@@ -386,6 +387,11 @@ def test_physionet_mi_labels_depend_on_the_run(tmp_path):
         )
         ls = build_labelled_set(recipe, [ref], work_dir=str(tmp_path))
         got[run] = ls.counts()
+
+        def no_cleaning(*a, **k):
+            raise AssertionError("the store should have been reused")
+
+        monkeypatch.setattr("brainomni.preprocess.preprocess_recording", no_cleaning)
     assert got["4"] == {"left_fist": n_t["T1"], "right_fist": n_t["T2"], "both_fists": 0, "feet": 0}
     assert got["6"] == {"left_fist": 0, "right_fist": 0, "both_fists": n_t["T1"], "feet": n_t["T2"]}
     assert sum(got["3"].values()) == 0
