@@ -100,7 +100,7 @@ def read_events_tsv(
     out = []
     for i, row in enumerate(rows):
         what = f"{uri} row {i + 2}"
-        onset = _float(row["onset"], f"{what} onset")
+        onset = _float(row.get("onset") or "", f"{what} onset")  # short rows: None
         if onset is None:
             continue
         dur = _float(row.get("duration", "") or "", f"{what} duration") or 0.0

@@ -16,6 +16,7 @@ import pytest
 
 from brainomni.evaluation.labels import (
     LabelError,
+    read_events_tsv,
     read_label_table,
     read_tuev_rec,
     tuab_label,
@@ -259,6 +260,20 @@ def test_tuh_labels_from_paths_and_rec_files(tmp_path):
     rec.write_text("0,10.0,11.0,9\n")
     with pytest.raises(LabelError, match="a.rec line 1"):
         read_tuev_rec(str(rec))
+    ev = tmp_path / "sub-01_task-x_events.tsv"
+    # missing values (n/a, NaN, short rows) drop the row; they are not errors
+    ev.write_text("onset\tduration\ttrial_type\n1.5\tn/a\tgo\n2.5\n3.0\t0\tn/a\nNaN\t0\tgo\n")
+    assert [(e.onset_s, e.value) for e in read_events_tsv(str(ev))] == [(1.5, "go")]
+    for body, needle in (
+        ("onset\ttrial_type\n-inf\tgo\n", "not finite"),
+        ("onset\ttrial_type\n1e400\tgo\n", "not finite"),
+        ("onset\ttrial_type\nsoon\tgo\n", "not a number"),
+        ("onset\ttrial_type\n1\tgo\textra\n", "more fields"),
+        ("onset\tvalue\n1\tgo\n", "'trial_type'"),
+    ):
+        ev.write_text(body)
+        with pytest.raises(LabelError, match=needle):
+            read_events_tsv(str(ev))
     table = tmp_path / "labels.tsv"
     table.write_text("subject\tgroup\nsub-01\tPD\n02\tHC\n")
     assert read_label_table(str(table), "subject", "group") == {"01": "PD", "02": "HC"}
