@@ -146,9 +146,15 @@ def events_from_stim(raw: Any, stim_channel: str | None = None) -> list[Event]:
     picks = mne.pick_types(raw.info, stim=True)
     if stim_channel is None and len(picks) == 0:
         return []
-    events = mne.find_events(
-        raw, stim_channel=stim_channel, shortest_event=1, consecutive=True, verbose="error"
-    )
+    try:
+        events = mne.find_events(
+            raw, stim_channel=stim_channel, shortest_event=1, consecutive=True, verbose="error"
+        )
+    except ValueError as exc:  # MNE's word for a stim channel it cannot decode
+        where = (raw.filenames[0] if raw.filenames else None) or "recording"
+        raise LabelError(
+            f"{where}: stim channel unreadable ({exc}); use BIDS events.tsv or annotations"
+        ) from None
     sfreq = float(raw.info["sfreq"])
     return [Event((int(s) - raw.first_samp) / sfreq, 0.0, str(int(v))) for s, _, v in events]
 
