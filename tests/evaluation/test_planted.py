@@ -63,3 +63,18 @@ def test_planted_is_learnable_and_shuffled_labels_are_not(planted):
     assert band_power_check(ls, folds=3, features=x) >= 0.9
     shuffled = [band_power_check(ls, folds=3, shuffle=True, seed=s, features=x) for s in range(20)]
     assert 0.3 <= float(np.mean(shuffled)) <= 0.7
+
+
+def test_planted_round_trip_with_mixed_devices(planted, tmp_path):
+    """EEG (17 channels) and MEG (24) windows in one saved set come back equal."""
+    from brainomni.evaluation.windows import load_labelled_set, save_labelled_set
+
+    *_, ls = planted
+    assert len({w.signal.shape[0] for w in ls.windows}) == 2
+    save_labelled_set(ls, str(tmp_path / "s"))
+    back = load_labelled_set(str(tmp_path / "s"))
+    assert back.meta == ls.meta and back.classes == ls.classes
+    for a, b in zip(ls.windows, back.windows, strict=True):
+        assert (a.label, a.subject, a.onset_s) == (b.label, b.subject, b.onset_s)
+        np.testing.assert_array_equal(a.signal, b.signal)
+        np.testing.assert_array_equal(a.sensors, b.sensors)
