@@ -205,7 +205,11 @@ def band_power_check(
 ) -> float:
     """Balanced accuracy of log band power + logistic regression over subject folds (every
     window of a subject in one fold); ``shuffle`` permutes the labels first (the control).
-    ``features``: :func:`band_power_features` of ``ls`` when already computed."""
+    ``features``: :func:`band_power_features` of ``ls`` when already computed. Needs
+    scikit-learn (declared with the downstream evaluation's fine-tuning dependencies)."""
+    from ..errors import require
+
+    require("sklearn", "train")
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import GroupKFold

@@ -298,7 +298,12 @@ DEFAULT_RECIPES = Path(__file__).resolve().parents[2] / "manifests" / "downstrea
 
 def load_recipes(path: str | Path = DEFAULT_RECIPES) -> dict[str, Recipe]:
     """Every ``[[recipe]]`` of a TOML file, validated, by name."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        from ..errors import require
+
+        tomllib = require("tomli", "ingest")  # type: ignore[assignment]
 
     path = Path(path)
     try:
