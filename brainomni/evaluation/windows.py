@@ -347,7 +347,7 @@ def build_labelled_set(
             "uri": redact(r.uri),
             "subject": r.subject,
             "outcome": "skipped",
-            "reason": why,
+            "reason": redact(why),
             "error_class": "Crawl",
         }
         for r, why in crawl_skipped
@@ -406,7 +406,12 @@ def build_labelled_set(
                 if split is None:
                     raise _Skip(f"{ref.uri}: no train/eval folder in its path", "NoSplit")
                 if split_of.setdefault(subject, split) != split:
-                    split_conflicts.append(subject)
+                    split_conflicts.append(subject)  # folds must never split a subject
+                    raise _Skip(
+                        f"{ref.uri}: subject {subject} is already in the {split_of[subject]} "
+                        f"split, this recording is in {split}",
+                        "SplitConflict",
+                    )
             store = store_path(work_dir, ref)
             if not _store_ok(store, ref, config):
                 res = preprocess_recording(
@@ -414,7 +419,7 @@ def build_labelled_set(
                 )
                 if res.outcome != "ok":
                     entry.update(
-                        outcome=res.outcome, reason=res.reason, error_class=res.error_class
+                        outcome=res.outcome, reason=redact(res.reason), error_class=res.error_class
                     )
                     continue
             if recipe.event_locked:
@@ -431,19 +436,19 @@ def build_labelled_set(
                 store, items, pack, subject=subject, recording_id=ref.recording_id
             )
         except _Skip as s:
-            entry.update(outcome="skipped", reason=s.reason, error_class=s.error_class)
+            entry.update(outcome="skipped", reason=redact(s.reason), error_class=s.error_class)
             continue
         except LabelError as exc:
-            entry.update(outcome="failed", reason=str(exc), error_class="BadLabels")
+            entry.update(outcome="failed", reason=redact(str(exc)), error_class="BadLabels")
             continue
         except RecordingOutcome as o:  # reading the file for its annotations
-            entry.update(outcome=o.outcome, reason=o.reason, error_class=o.error_class)
+            entry.update(outcome=o.outcome, reason=redact(o.reason), error_class=o.error_class)
             continue
         windows.extend(got)
         rejected.update(rej)
         entry.update(
             outcome="ok" if got else "skipped",
-            reason="" if got else "every window rejected",
+            reason="" if got else ("every window rejected" if items else "shorter than one window"),
             error_class=None if got else "NoWindows",
             windows=len(got),
             rejected=dict(sorted(rej.items())),

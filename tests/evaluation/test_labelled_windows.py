@@ -286,10 +286,14 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
     folders; a TUEV .rec beside a file; a broken .rec is a 'failed' outcome, not a crash."""
     edf = meeg_file(EDF)
     root = tmp_path / "tuab"
-    for split, label, subj in (("train", "normal", "aaaaaaaa"), ("eval", "abnormal", "aaaaaaab")):
+    for split, label, subj, ses in (
+        ("train", "normal", "aaaaaaaa", 1),
+        ("eval", "abnormal", "aaaaaaab", 1),
+        ("eval", "abnormal", "aaaaaaaa", 2),  # a subject on both sides: one side is refused
+    ):
         d = root / "edf" / split / label / "01_tcp_ar"
-        d.mkdir(parents=True)
-        os.symlink(edf, d / f"{subj}_s001_t000.edf")
+        d.mkdir(parents=True, exist_ok=True)
+        os.symlink(edf, d / f"{subj}_s{ses:03d}_t000.edf")
     tuab = recipe_from_dict(
         {
             "name": "tuab-mini",
@@ -301,12 +305,18 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
         }
     )
     ls = build_labelled_set(tuab, str(root), work_dir=str(tmp_path / "w1"))
-    assert ls.meta["official_split"] == {
-        "tuab-mini/aaaaaaaa": "train",
-        "tuab-mini/aaaaaaab": "eval",
+    split = ls.meta["official_split"]
+    assert split["tuab-mini/aaaaaaab"] == "eval" and set(split) == {
+        "tuab-mini/aaaaaaaa",
+        "tuab-mini/aaaaaaab",
     }
+    (conflict,) = [e for e in ls.meta["recordings"] if e.get("error_class") == "SplitConflict"]
+    assert conflict["subject"] == "aaaaaaaa" and ls.meta["split_conflicts"] == [
+        "tuab-mini/aaaaaaaa"
+    ]
+    a_label = {"train": 0, "eval": 1}[split["tuab-mini/aaaaaaaa"]]  # normal in train, else abnormal
     per_subject = {s: {w.label for w in ls.windows if w.subject == s} for s in set(ls.subjects)}
-    assert per_subject == {"tuab-mini/aaaaaaaa": {0}, "tuab-mini/aaaaaaab": {1}}
+    assert per_subject == {"tuab-mini/aaaaaaaa": {a_label}, "tuab-mini/aaaaaaab": {1}}
     assert len(ls) == 2 * 12  # 124 s -> 12 windows of 10 s each
     tuev_root = tmp_path / "tuev"
     d = tuev_root / "edf" / "train" / "aaaaaaac"
