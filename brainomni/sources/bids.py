@@ -398,13 +398,7 @@ class _SidecarIndex:
         bads: tuple[str, ...] = ()
         channels = self.applicable(cand.rel, entities, "channels", ".tsv")
         if channels:
-            rows = listing.read_tsv(channels[-1][0])
-            channel_types = tuple(
-                (r["name"], r.get("type", "").upper()) for r in rows if r.get("name")
-            )
-            bads = tuple(
-                r["name"] for r in rows if r.get("name") and r.get("status", "").lower() == "bad"
-            )
+            channel_types, bads = self._channels(channels[-1][0])
             read.append(channels[-1][0])
         for rel in read:  # say which sidecars were not UTF-8 (decoded as Latin-1)
             if (enc := listing.encoding(rel)) not in (None, "utf-8"):
@@ -416,6 +410,20 @@ class _SidecarIndex:
             "electrodes_uri": self._electrodes(cand, entities),
             "extra": extra,
         }
+
+    def _channels(self, rel: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """(name, TYPE) pairs and bad names of a ``channels.tsv``, once per distinct file
+        content (:meth:`Listing.read_tsv` shares the rows of identical files)."""
+        rows = self.listing.read_tsv(rel)
+        cache = self.__dict__.setdefault("_by_rows", {})
+        got = cache.get(id(rows))
+        if got is None or got[0] is not rows:
+            types = tuple((r["name"], r.get("type", "").upper()) for r in rows if r.get("name"))
+            bads = tuple(
+                r["name"] for r in rows if r.get("name") and r.get("status", "").lower() == "bad"
+            )
+            got = cache[id(rows)] = (rows, types, bads)
+        return got[1], got[2]
 
     def _electrodes(self, cand: _Candidate, entities: Mapping[str, str]) -> str | None:
         listing = self.listing

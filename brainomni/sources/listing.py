@@ -206,7 +206,11 @@ class Listing:
 
         key = "json:" + rel
         if key not in self._cache:
-            self._cache[key] = parse_json(self.read_text(rel), self.url(self.abs(rel)))
+            text = self.read_text(rel)
+            by_text = self._cache.setdefault("json-by-text", {})
+            if text not in by_text:  # per-recording sidecars of one dataset are often equal
+                by_text[text] = parse_json(text, self.url(self.abs(rel)))
+            self._cache[key] = by_text[text]
         return self._cache[key]
 
     def read_tsv(self, rel: str) -> list[dict[str, str]]:
@@ -215,5 +219,12 @@ class Listing:
 
         key = "tsv:" + rel
         if key not in self._cache:
-            self._cache[key] = parse_tsv(self.read_text(rel))
+            text = self.read_text(rel)
+            # Parsed once per distinct content: a dataset's per-recording channels.tsv are
+            # mostly identical (one cap, one device), and parsing them was most of a large
+            # crawl's CPU. The rows are shared: callers must not modify them.
+            by_text = self._cache.setdefault("tsv-by-text", {})
+            if text not in by_text:
+                by_text[text] = parse_tsv(text)
+            self._cache[key] = by_text[text]
         return self._cache[key]
