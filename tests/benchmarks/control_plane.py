@@ -384,6 +384,8 @@ def run_all(
     reread = timer("ledger read", led["_read"])
     out["ledger_rows"] = len(folded)
     assert len(reread) == len(folded) == len(refs)
+    # each job's driver holds only its own inputs: drop what a later job would not have
+    led = folded = reread = None
 
     split_config = SplitConfig(unseen_datasets=(), excluded_datasets=(), namespaces=())
 
@@ -397,6 +399,7 @@ def run_all(
 
     out["leakage"] = timer("splits", splits)
     infos = pack_infos(shape, refs)
+    refs = None
     cfg = pack_config(shards or max(1, n // 2), infos)
     plan = timer("pack plan", lambda: plan_from_infos(infos, cfg, split_config))
     timer("pack plan hash", lambda: plan.hash)
@@ -408,7 +411,7 @@ def run_all(
     index = fake_index(plan)
     with open(os.path.join(shards_root, "index.json"), "w") as fh:
         json.dump(index, fh)
-    del index
+    index = plan = infos = None
     man_dir = os.path.join(work, "manifests")
     shutil.rmtree(man_dir, ignore_errors=True)
     from brainomni.manifests.catalog import Catalog
@@ -432,6 +435,7 @@ def run_all(
     for s in other["shards"][::97]:
         s["sha256"] = hashlib.sha256(s["sha256"].encode()).hexdigest()
     out["diff_lines"] = len(timer("manifest diff", lambda: pub.diff(manifest, other)))
+    manifest = other = by_path = None
 
     def start_loader() -> Any:
         loader = ShardLoader(path, "train", rank=world - 1, world=world, micro_batch=8, chunk=64)
