@@ -7,6 +7,7 @@ AUC-PR for binary tasks; Cohen's kappa and weighted F1 for multi-class ones).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +42,18 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, fl
     pred = p.argmax(1)
     labels = np.arange(n_cls)
     present = np.unique(y)
-    out = {
+    with warnings.catch_warnings():  # a one-class test set: NaN where undefined, no noise
+        warnings.simplefilter("ignore", UserWarning)
+        out = _scores(m, y, pred, labels)
+    if n_cls == 2:
+        ok = len(present) == 2
+        out["auroc"] = float(m.roc_auc_score(y, p[:, 1])) if ok else math.nan
+        out["auc_pr"] = float(m.average_precision_score(y, p[:, 1])) if ok else math.nan
+    return out
+
+
+def _scores(m, y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {
         # over the classes present (sklearn's definition; an absent class has no recall)
         "balanced_accuracy": float(m.balanced_accuracy_score(y, pred)),
         "cohen_kappa": float(m.cohen_kappa_score(y, pred, labels=labels)),
@@ -51,15 +63,10 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, fl
         "accuracy": float((pred == y).mean()) if len(y) else math.nan,
         "n": int(len(y)),
     }
-    if n_cls == 2:
-        ok = len(present) == 2
-        out["auroc"] = float(m.roc_auc_score(y, p[:, 1])) if ok else math.nan
-        out["auc_pr"] = float(m.average_precision_score(y, p[:, 1])) if ok else math.nan
-    return out
 
 
 def summarise(runs: Sequence[dict[str, float]], names: Sequence[str]) -> dict[str, dict]:
-    """Mean and standard deviation (numpy's, ddof=0, as the official ``metrics_stat.py``) of
+    """Mean and standard deviation (numpy's default, ddof=0) of
     each metric over runs (folds x seeds); NaNs are left out and counted."""
     out = {}
     for k in names:
