@@ -108,7 +108,11 @@ def run_bandpower(
     X = band_power_features(windows, sfreq=sfreq)
     y = windows.labels
     n_cls = len(windows.classes)
-    identity = {"model": "bandpower", "set_hash": set_hash(windows), "c_grid": list(c_grid)}
+    identity = {
+        "model": "bandpower",
+        "set_hash": set_hash(windows),
+        "c_grid": [float(c) for c in c_grid],
+    }
     units = []
     for seed in cfg.seeds:
         for fold in folds_for(windows, k=cfg.folds, seed=seed):

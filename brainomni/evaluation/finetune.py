@@ -624,6 +624,7 @@ def run_grid(
         "set_hash": set_hash(windows),
         "config": cfg.to_dict(),
     }
+    identity = json.loads(json.dumps(identity, default=_jsonable))  # as read back from disk
     units: list[dict[str, Any]] = []
     for seed in cfg.seeds:
         for fold in folds_for(windows, k=cfg.folds, seed=seed):
