@@ -615,6 +615,7 @@ def run_grid(
     are skipped), then the LR chosen on validation. Returns the model's entry for the report:
     ``{"model", "identity", "selection", "units" (of the chosen LR), "all_units"}``."""
     out = Path(out)
+    check_finite(windows)
     ctx = ctx or setup_distributed()
     identity = {
         "format": RUN_FORMAT,
@@ -630,7 +631,11 @@ def run_grid(
         for fold in folds_for(windows, k=cfg.folds, seed=seed):
             for lr in cfg.lrs:
                 d = unit_dir(out, spec.label, lr, seed, fold.index)
-                rec = read_unit(d, identity)
+                # rank 0 decides (ranks need not share a filesystem), every rank follows
+                got: list[Any] = [read_unit(d, identity) if ctx.rank == 0 else None]
+                if ctx.world > 1:
+                    dist.broadcast_object_list(got, src=0)
+                rec = got[0]
                 if rec is None:
                     rec, preds = trainer(windows, fold, lr, seed, cfg, spec, ctx)
                     rec = {**rec, "identity": identity}
@@ -651,6 +656,20 @@ def run_grid(
         "units": [u for u in units if u["lr"] == lr],
         "all_units": units,
     }
+
+
+def check_finite(windows: LabelledSet) -> None:
+    """Refuse a set with non-finite samples or positions (they would turn every loss NaN)."""
+    bad = [
+        w.recording_id
+        for w in windows.windows
+        if not (np.isfinite(w.signal).all() and np.isfinite(w.sensors).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} windows hold NaN or infinite values (recordings {sorted(set(bad))[:5]}); "
+            "rebuild the labelled set (its windows must pass the pretraining window checks)"
+        )
 
 
 def select_lr(units: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:

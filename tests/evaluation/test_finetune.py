@@ -228,3 +228,15 @@ def test_cli_evaluate_downstream_end_to_end(tmp_path, ctx, planted, export):
         assert f"| {name} |" in md
         assert (out / "plots" / f"confusion-{name}.png").exists()
         assert (out / "plots" / f"roc-{name}.png").exists()
+
+
+def test_a_set_with_nan_windows_is_refused_naming_the_recording(tmp_path, export):
+    from brainomni.evaluation.data import Window
+
+    ws = planted_set(n_subjects=3, per_class=1)
+    w = ws.windows[0]
+    sig = w.signal.copy()
+    sig[0, 5] = np.nan
+    ws.windows[0] = Window(sig, w.sensors, w.sensor_type, w.label, w.subject, "synth/broken")
+    with pytest.raises(ValueError, match="synth/broken"):
+        ft.run_grid(ws, tmp_path, ft.cpu_test_finetune(), ft.Backbone(str(export)))
