@@ -240,3 +240,33 @@ def test_a_set_with_nan_windows_is_refused_naming_the_recording(tmp_path, export
     ws.windows[0] = Window(sig, w.sensors, w.sensor_type, w.label, w.subject, "synth/broken")
     with pytest.raises(ValueError, match="synth/broken"):
         ft.run_grid(ws, tmp_path, ft.cpu_test_finetune(), ft.Backbone(str(export)))
+
+
+def test_an_easier_test_set_changes_no_choice(tmp_path, ctx, export):
+    """Two sets that differ only in their (official) test subjects' windows, the second's
+    made easier: LR, checkpoints and validation numbers must be the same, only test moves."""
+    hard, easy = planted_set(effect=2.0), planted_set(effect=2.0)
+    official = ["synth/sub-00", "synth/sub-01", "synth/sub-02"]
+    strong = planted_set(effect=12.0)
+    for s in (hard, easy):
+        s.meta["test_subjects"] = official
+    easy.windows[:] = [
+        strong.windows[i] if w.subject in official else w for i, w in enumerate(easy.windows)
+    ]
+    cfg = ft.apply_overrides(
+        ft.cpu_test_finetune(), ["lrs=[3e-4,1e-3]", "folds=2", "epochs=3", "patience=3"]
+    )
+    spec = ft.Backbone(str(export))
+    a = ft.run_grid(hard, tmp_path / "hard", cfg, spec, ctx=ctx)
+    b = ft.run_grid(easy, tmp_path / "easy", cfg, spec, ctx=ctx)
+    assert a["selection"]["lr"] == b["selection"]["lr"]
+    assert a["selection"]["table"] == pytest.approx(b["selection"]["table"], abs=1e-12)
+    for u, v in zip(a["all_units"], b["all_units"], strict=True):
+        assert (u["lr"], u["fold"], u["best_epoch"]) == (v["lr"], v["fold"], v["best_epoch"])
+        assert u["val"]["balanced_accuracy"] == pytest.approx(
+            v["val"]["balanced_accuracy"], abs=1e-12
+        )
+    # the test windows did differ, and so did what the model said about them
+    pa = ft.load_predictions(Path(a["units"][0]["dir"]))["test_prob"]
+    pb = ft.load_predictions(Path(b["units"][0]["dir"]))["test_prob"]
+    assert pa.shape == pb.shape and not np.allclose(pa, pb)
