@@ -38,7 +38,10 @@ def load_labelled_set(spec: str):
         raise SystemExit(
             f"--set {spec}: no such file (give a .npz labelled set or module:function)"
         )
-    return load_set(spec)
+    try:
+        return load_set(spec)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -53,7 +56,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--recipe", default="paper-finetune", choices=sorted(RECIPES))
     p.add_argument("--frozen", action="store_true", help="freeze the backbone (head only)")
-    p.add_argument("--sfreq", type=float, default=256.0, help="sampling rate of the windows (Hz)")
+    p.add_argument(
+        "--sfreq",
+        type=float,
+        default=None,
+        help="sampling rate of the windows in Hz (default: the set's meta['sfreq'], else 256)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
@@ -67,11 +75,14 @@ def _setup(args):
     cfg = get_recipe(args.recipe)
     sets = ["frozen=true"] if args.frozen else []
     cfg = apply_overrides(cfg, sets + list(args.overrides))
+    windows = load_labelled_set(args.set_spec)  # a bad set fails before any process group
+    if args.sfreq is None:
+        args.sfreq = float(windows.meta.get("sfreq", 256.0))
     ctx = setup_distributed()
     logging.getLogger("brainomni").setLevel(
         logging.DEBUG if args.verbose else logging.INFO if ctx.rank == 0 else logging.WARNING
     )
-    return cfg, ctx, load_labelled_set(args.set_spec)
+    return cfg, ctx, windows
 
 
 def _finish(args, ctx, windows, cfg, entries) -> int:

@@ -72,3 +72,13 @@ def test_labelled_set_file_round_trip_and_refusals(tmp_path):
     np.savez(tmp_path / "bad.npz", **z)
     with pytest.raises(ValueError, match="disagree"):
         load_set(tmp_path / "bad.npz")
+
+
+def test_cli_refuses_a_bad_set_file_naming_it(tmp_path):
+    from brainomni.cli import main
+
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    argv = ["finetune", "--set", str(tmp_path / "junk.npz"), "--checkpoint", str(tmp_path)]
+    with pytest.raises(SystemExit, match="junk.npz"):
+        main([*argv, "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
