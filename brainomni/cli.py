@@ -214,6 +214,8 @@ _HELP = {
     "pretrain": "pretrain the tokenizer or BrainOmni with DeepSpeed ZeRO (torchrun for many ranks)",
     "export": "export a checkpoint as one fp32 safetensors file + config.json",
     "tokenize": "tokenize 30-s shards once into token shards with their own manifest",
+    "finetune": "fine-tune an exported model on a labelled set under cross-subject folds",
+    "evaluate": "evaluate a model: 'downstream' (fine-tune + baselines, same folds)",
 }
 
 
@@ -221,7 +223,7 @@ def _load_plugins() -> None:
     """Subcommands defined by other modules register themselves on import."""
     import importlib
 
-    for mod in ("brainomni.train.cli", "brainomni.tokenize_cli"):
+    for mod in ("brainomni.train.cli", "brainomni.tokenize_cli", "brainomni.evaluation.cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
