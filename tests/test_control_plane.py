@@ -37,7 +37,9 @@ def _counts(n: int, work: str) -> tuple[dict[str, int], dict]:
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
     root = tmp_path_factory.mktemp("control-plane")
-    return _counts(1000, str(root / "a")), _counts(2000, str(root / "b"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BRAINOMNI_CRAWL_PROCS", "1")  # crawl in this process: every call counted
+        return _counts(1000, str(root / "a")), _counts(2000, str(root / "b"))
 
 
 def test_every_step_is_linear(scaled):
@@ -78,3 +80,21 @@ def test_entities_parser_equals_mne_bids():
     for n in names:
         want = {k: v for k, v in get_entities_from_fname(n, on_error="ignore").items() if v}
         assert entities_from_fname(n) == want, n
+
+
+def test_parallel_crawl_equals_serial(tmp_path, monkeypatch):
+    """Sources crawled by a process pool give the same frozen list as one by one."""
+    from brainomni.ingest.plan import crawl_all
+    from brainomni.sources import Source
+
+    cp.GeneratedBIDS.configure(800)
+    sources = [
+        Source(url=f"genbids://gen{k:05d}", kind="bids", name=f"gen{k:05d}", version="1.0.0")
+        for k in range(4)
+    ]
+    monkeypatch.setenv("BRAINOMNI_CRAWL_PROCS", "2")
+    pooled = crawl_all(sources)
+    monkeypatch.setenv("BRAINOMNI_CRAWL_PROCS", "1")
+    serial = crawl_all(sources)
+    assert [r.recordings for r in pooled] == [r.recordings for r in serial]
+    assert sum(len(r.recordings) for r in pooled) == 800
