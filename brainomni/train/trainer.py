@@ -149,6 +149,10 @@ class Trainer:
                 self.model, self.model.tokenizer.encoder.neuros
             )
         self.step = 0
+        # the best validation checkpoint so far (OUT/best.json): by the validation loss of
+        # the first val split, which every rank gets after the all-reduce
+        self.best_metric = f"{d.val_splits[0]}/loss" if d.val_splits else None
+        self.best: dict[str, Any] | None = None
         if self.rank == 0:
             (self.out / "config.json").write_text(
                 json.dumps(
@@ -163,6 +167,7 @@ class Trainer:
             if self.rank == 0:
                 # the steps after the checkpoint are redone: drop their records (no duplicates)
                 truncate_logs(self.out, self.step)
+            self.best = self._resume_best()
             dist.barrier()  # before any rank appends to its samples log again
         self.log = MetricsLog(self.out, self.rank == 0, purge_after=self.step if resume else None)
 
@@ -267,6 +272,41 @@ class Trainer:
         )
         return True
 
+    def _resume_best(self) -> dict[str, Any] | None:
+        """Rank 0's reading of ``OUT/best.json`` for every rank (they must agree on when a
+        new best is saved). A best after the resumed step is dropped (that step is redone)."""
+        rec: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                best = ckpt.read_best(self.out)
+            except ckpt.CheckpointError as exc:
+                log.warning("%s: starting the best-checkpoint record afresh", exc)
+                best = None
+            if best is not None and (
+                best["step"] > self.step
+                or best.get("metric") != self.best_metric
+                or not (ckpt.step_dir(self.out, best["step"]) / ckpt.META).is_file()
+            ):
+                log.warning(
+                    "%s names step %d (%s), which this resume at step %d does not keep: "
+                    "starting the best-checkpoint record afresh",
+                    self.out / ckpt.BEST,
+                    best["step"],
+                    best.get("metric"),
+                    self.step,
+                )
+                best = None
+            rec = [best]
+        dist.broadcast_object_list(rec, src=0)
+        return rec[0]
+
+    def _improves(self, res: dict[str, float]) -> bool:
+        """Whether this validation's loss is the lowest so far (same answer on every rank)."""
+        v = res.get(self.best_metric) if self.best_metric else None
+        if v is None or v != v:
+            return False
+        return self.best is None or v < self.best["value"]
+
     def _universal_tag(self, d: Path, saved_world: int) -> str:
         """Rank 0 converts ``d/ds`` once; every rank learns whether it worked."""
         err: list[Any] = [None]
@@ -349,6 +389,7 @@ class Trainer:
                     "time": time.time(),
                 },
                 self.cfg.keep_last,
+                keep=(self.best["step"],) if self.best else (),
             )
         dist.barrier()
         return d
@@ -505,13 +546,28 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", sps=f"{rate:.1f}")
+            improved = False
             if self.step % cfg.val_every == 0 or self.step == self.total_steps:
                 res = self.validate()
+                improved = self._improves(res)
                 if self.rank == 0:
                     self.log.write(self.step, res, kind="val")
                     log.info("validation step %d: %s", self.step, _short(res))
-            if self.step % cfg.ckpt_every == 0 or self.step == self.total_steps:
+            # a new best is saved even between checkpoint steps, and kept from pruning
+            if self.step % cfg.ckpt_every == 0 or self.step == self.total_steps or improved:
                 self.save()
+            if improved:
+                self.best = {
+                    "step": self.step,
+                    "metric": self.best_metric,
+                    "value": res[self.best_metric],
+                    "checkpoint": ckpt.step_dir(".", self.step).as_posix(),
+                }
+                if self.rank == 0:
+                    ckpt.write_best(self.out, self.best)
+                    log.info(
+                        "best %s %.5g at step %d", self.best_metric, self.best["value"], self.step
+                    )
             if kill_at and self.step == kill_at and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
         st = self.loader.stats()
