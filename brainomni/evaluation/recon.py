@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import nullcontext
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 

@@ -85,9 +85,10 @@ def tokenizer_report(sums: torch.Tensor) -> dict[str, float]:
             name = SENSOR_TYPE_NAMES[t]
             for j, k in enumerate(TOKENIZER_METRICS):
                 out[f"{name}/{k}"] = float(sums[t, j]) / n
-    n = float(sums[:, -1].sum())
+    have = sums[:, -1] > 0
+    n = float(sums[have, -1].sum())
     if n > 0:
-        mean = {k: float(sums[:, j].sum()) / n for j, k in enumerate(TOKENIZER_METRICS)}
+        mean = {k: float(sums[have, j].sum()) / n for j, k in enumerate(TOKENIZER_METRICS)}
         out["loss"] = mean["mae"] + math.exp(-mean["pcc"]) + mean["amp"] + 0.5 * mean["phase"]
     return out
 
