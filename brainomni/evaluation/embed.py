@@ -15,6 +15,8 @@ sample the pack would have written (in float32, the pack's ``dtype="float32"``).
   channels are judged on all of them; filters ring for a few samples across the joins,
   as they would at the edges of separately cleaned epochs); each epoch gives one window of
   its length rounded down to whole 2-s tokenizer windows (or ``window_s`` windows within it).
+  The data is what ``Epochs.get_data()`` gives: with the file's SSP projectors applied when
+  the Epochs were built with ``proj=True`` (MNE's default), which a Raw does not have.
 
 Returns an :class:`Embedding`: per kept window the codebook indices (tokens) and the
 features: the quantised tokenizer features for a tokenizer, the downstream features of
@@ -244,7 +246,8 @@ def _spans(
     n_ep = int(round(n_out / (per_epoch * r)))
     out = []
     for e in range(max(n_ep, 1)):
-        a = int(np.ceil(e * per_epoch * r - 1e-9))
-        b = min(n_out, int(np.floor((e + 1) * per_epoch * r + 1e-9)))
+        # rounded: at a non-integer rate ratio (300.3 Hz) an epoch maps to a fractional span
+        a = int(round(e * per_epoch * r))
+        b = min(n_out, int(round((e + 1) * per_epoch * r)))
         out.append((a, max(0, b - a)))
     return out
