@@ -151,7 +151,8 @@ class Trainer:
         self.step = 0
         # the best validation checkpoint so far (OUT/best.json): by the validation loss of
         # the first val split, which every rank gets after the all-reduce
-        self.best_metric = f"{d.val_splits[0]}/loss" if d.val_splits else None
+        vs = cfg.data.val_splits
+        self.best_metric = f"{vs[0]}/loss" if vs else None
         self.best: dict[str, Any] | None = None
         if self.rank == 0:
             (self.out / "config.json").write_text(
@@ -289,16 +290,44 @@ class Trainer:
             ):
                 log.warning(
                     "%s names step %d (%s), which this resume at step %d does not keep: "
-                    "starting the best-checkpoint record afresh",
+                    "taking the best remaining checkpoint from metrics.jsonl",
                     self.out / ckpt.BEST,
                     best["step"],
                     best.get("metric"),
                     self.step,
                 )
-                best = None
+                best = self._best_from_log()
+                if best is not None:
+                    ckpt.write_best(self.out, best)
+                else:
+                    (self.out / ckpt.BEST).unlink(missing_ok=True)
             rec = [best]
         dist.broadcast_object_list(rec, src=0)
         return rec[0]
+
+    def _best_from_log(self) -> dict[str, Any] | None:
+        """The lowest logged validation loss (up to the resumed step, ``metrics.jsonl`` is
+        truncated there) among the steps whose checkpoint is still complete."""
+        kept = set(ckpt.complete_steps(self.out))
+        best = None
+        path = self.out / "metrics.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            v = r.get(self.best_metric) if isinstance(r, dict) else None
+            s = r.get("step") if isinstance(r, dict) else None
+            if r.get("kind") != "val" or type(s) is not int or s not in kept or s > self.step:
+                continue
+            if isinstance(v, float) and v == v and (best is None or v < best["value"]):
+                best = {
+                    "step": s,
+                    "metric": self.best_metric,
+                    "value": v,
+                    "checkpoint": ckpt.step_dir(".", s).as_posix(),
+                }
+        return best
 
     def _improves(self, res: dict[str, float]) -> bool:
         """Whether this validation's loss is the lowest so far (same answer on every rank)."""

@@ -43,8 +43,10 @@ def trained_run() -> Path:
         out = Path(tempfile.mkdtemp(prefix="brainomni-best-")) / "run"
         Trainer(cfg, out).train()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        if dist.is_initialized():  # DeepSpeed's too: it caches groups of the old one
+            import deepspeed.comm
+
+            deepspeed.comm.destroy_process_group()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -143,3 +143,45 @@ def test_export_best_takes_a_run_folder(run, tmp_path):
     d = ckpt.latest(run)
     with pytest.raises(SystemExit, match="--best takes the run folder"):
         main(["export", str(d), str(tmp_path / "out"), "--best"])
+
+
+def test_resume_keeps_or_rebuilds_the_best_record(run, tmp_path):
+    """A resume at step 3 whose best.json names step 4 (its checkpoint deleted) takes the
+    best remaining checkpoint from the log; at the end best.json again names the argmin of
+    the logged validation losses."""
+    import os
+
+    import torch.distributed as dist
+
+    from brainomni.train import checkpoint as ckpt
+    from brainomni.train.config import TrainConfig
+    from brainomni.train.trainer import Trainer
+    from tests.train.best_run import _free_port, val_records
+
+    r = tmp_path / "run"
+    shutil.copytree(run, r)
+    assert ckpt.read_best(r)["step"] == 4 and ckpt.complete_steps(r)[-2:] == [3, 4]
+    shutil.rmtree(ckpt.step_dir(r, 4))
+    cfg = TrainConfig.from_dict(json.loads((r / "config.json").read_text())["train"])
+    mp = pytest.MonkeyPatch()
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in {**env, "MASTER_PORT": str(_free_port())}.items():
+        mp.setenv(k, v)
+    try:
+        tr = Trainer(cfg, r, resume=True)
+        assert tr.step == 3 and tr.best is not None and tr.best["step"] == 3
+        assert ckpt.read_best(r)["step"] == 3  # rewritten at once: nothing names a gone step
+        tr.train()
+    finally:
+        if dist.is_initialized():  # DeepSpeed's too: it caches groups of the old one
+            import deepspeed.comm
+
+            deepspeed.comm.destroy_process_group()
+        mp.undo()
+    losses = {s: rec["val/loss"] for s, rec in val_records(r).items()}
+    assert sorted(losses) == [1, 2, 3, 4]
+    lowest = min(losses.values())
+    best = ckpt.read_best(r)
+    assert losses[best["step"]] == lowest == best["value"]
+    assert (ckpt.step_dir(r, best["step"]) / "meta.json").is_file()
+    assert os.path.exists(ckpt.best_dir(r))
