@@ -74,8 +74,9 @@ def sample_datasets(
     read_config: Any = None,
     storage_options: dict | None = None,
 ) -> dict[str, str]:
-    """``{sample key: dataset}`` of a split, from the samples' JSON metadata. A shard that
-    cannot be read is skipped here as the loader skips it (its samples never come)."""
+    """``{sample key: (dataset, channel layout)}`` of a split, from the samples' JSON
+    metadata (layout: the channel counts per type, e.g. ``EEG60+GRAD204+MAG102``). A shard
+    that cannot be read is skipped here as the loader skips it (its samples never come)."""
     from brainomni.loader.loader import split_shards
     from brainomni.loader.reader import ReadConfig, ShardFailed, read_shard
 
@@ -85,7 +86,21 @@ def sample_datasets(
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = None
         ds = meta.get("dataset") if isinstance(meta, dict) else None
-        return {"key": key, "dataset": ds if isinstance(ds, str) and ds else UNKNOWN}
+        ch = meta.get("channels") if isinstance(meta, dict) else None
+        layout = (
+            "+".join(
+                f"{t}{n}"
+                for t, n in sorted(ch.items())
+                if isinstance(t, str) and type(n) is int and n > 0
+            )
+            if isinstance(ch, dict)
+            else ""
+        )
+        return {
+            "key": key,
+            "dataset": ds if isinstance(ds, str) and ds else UNKNOWN,
+            "layout": layout or UNKNOWN,
+        }
 
     out: dict[str, str] = {}
     cfg = read_config or ReadConfig()
@@ -95,7 +110,7 @@ def sample_datasets(
         except ShardFailed as exc:
             log.error("skipping shard for the dataset table: %s", exc)
             continue
-        out.update({s["key"]: s["dataset"] for s in got.values()})
+        out.update({s["key"]: (s["dataset"], s["layout"]) for s in got.values()})
     return out
 
 
@@ -122,10 +137,11 @@ def evaluate_split(
     read_config: Any = None,
     storage_options: dict | None = None,
     device: str | torch.device = "cpu",
-    datasets: dict[str, str] | None = None,
+    datasets: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Sums of one split: ``{"all": (3, M+1), "datasets": {name: (3, M+1)}, "samples": n,
-    "first": first batch}`` (float64 sums, see :func:`brainomni.train.metrics.reduce_rows`)."""
+    """Sums of one split: ``{"all": (3, M+1), "groups": {(dataset, layout): (3, M+1)},
+    "samples": n, "first": first batch}`` (float64 sums, see
+    :func:`brainomni.train.metrics.reduce_rows`); ``datasets`` maps sample keys to groups."""
     from brainomni.loader.loader import ShardLoader
     from brainomni.train.metrics import reduce_rows, tokenizer_rows
 
@@ -159,7 +175,7 @@ def evaluate_split(
             per = tokenizer_rows(model, b)
         s = reduce_rows(per, b["mask"], b["sensor_type"])
         total = s if total is None else total + s
-        names = [datasets.get(k, UNKNOWN) for k in b["keys"]]
+        names = [datasets.get(k, (UNKNOWN, UNKNOWN)) for k in b["keys"]]
         for name in sorted(set(names)):
             rows = torch.tensor([x == name for x in names], device=b["mask"].device)
             part = reduce_rows(per, b["mask"] & rows[:, None], b["sensor_type"])
@@ -167,7 +183,7 @@ def evaluate_split(
         n += len(b["keys"])
     if total is None:
         total = torch.zeros(3, 6, dtype=torch.float64)
-    return {"all": total, "datasets": by, "samples": n, "first": first}
+    return {"all": total, "groups": by, "samples": n, "first": first}
 
 
 def _clean(sums: torch.Tensor) -> dict[str, Any]:
@@ -259,16 +275,21 @@ def evaluate_recon(
             device=device,
             datasets=ds_of,
         )
+        # the catalog's device of the dataset; for a dataset it does not know, the channel
+        # layout stands in for the device ("unknown: EEG60+GRAD204+MAG102")
+        by_ds: dict[str, torch.Tensor] = {}
         by_dev: dict[str, torch.Tensor] = {}
-        for name, s in res["datasets"].items():
+        for (name, layout), s in res["groups"].items():
             dev = devices.get(name, UNKNOWN)
+            dev = dev if dev != UNKNOWN else f"{UNKNOWN}: {layout}"
+            by_ds[name] = s if name not in by_ds else by_ds[name] + s
             by_dev[dev] = s if dev not in by_dev else by_dev[dev] + s
         report["splits"][split] = {
             "samples": res["samples"],
             "overall": _clean(res["all"]),
             "by_dataset": {
                 k: {"device": devices.get(k, UNKNOWN), **_clean(v)}
-                for k, v in sorted(res["datasets"].items())
+                for k, v in sorted(by_ds.items())
             },
             "by_device": {k: _clean(v) for k, v in sorted(by_dev.items())},
         }
@@ -296,7 +317,7 @@ def plot_devices(report: dict[str, Any], path: Path) -> Path:
 
     splits = list(report["splits"])
     devs = sorted({d for s in splits for d in report["splits"][s]["by_device"]})
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(devs) * len(splits)), 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(devs) + len(splits)), 4.5))
     width = 0.8 / max(1, len(splits))
     for ax, metric in zip(axes, ("pcc", "mse"), strict=True):
         for j, sp in enumerate(splits):
@@ -307,8 +328,10 @@ def plot_devices(report: dict[str, Any], path: Path) -> Path:
                 v = [float(x) for x in v]
                 vals.append(float(np.mean(v)) if v else np.nan)
             ax.bar(np.arange(len(devs)) + j * width, vals, width, label=sp)
-        ax.set_xticks(np.arange(len(devs)) + 0.4 - width / 2, devs, rotation=30, ha="right")
-        ax.set_title(f"{metric.upper()} per device (mean over sensor types)")
+        ax.set_xticks(
+            np.arange(len(devs)) + 0.4 - width / 2, devs, rotation=20, ha="right", fontsize=7
+        )
+        ax.set_title(f"{metric.upper()} per device (mean over sensor types)", fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,9 @@ def test_breakdown_recombines_and_the_whole_split_is_read(best_export):
                     assert mean == pytest.approx(r["overall"][f"{t}/{k}"], rel=1e-9)
         for name, p in r["by_dataset"].items():
             assert p["device"] == datasets.get(name, "unknown")
+        known = {d for d in datasets.values() if d != "unknown"}
+        for dev in r["by_device"]:  # the catalog's device, else the channel layout
+            assert dev in known or dev.startswith("unknown: ") and dev != "unknown: unknown"
 
 
 def test_cli_and_refusals(best_export, tmp_path):
