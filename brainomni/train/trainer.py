@@ -316,9 +316,10 @@ class Trainer:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            v = r.get(self.best_metric) if isinstance(r, dict) else None
-            s = r.get("step") if isinstance(r, dict) else None
-            if r.get("kind") != "val" or type(s) is not int or s not in kept or s > self.step:
+            if not isinstance(r, dict) or r.get("kind") != "val":
+                continue
+            v, s = r.get(self.best_metric), r.get("step")
+            if type(s) is not int or s not in kept or s > self.step:
                 continue
             if isinstance(v, float) and v == v and (best is None or v < best["value"]):
                 best = {
@@ -575,15 +576,17 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", sps=f"{rate:.1f}")
+            save_now = self.step % cfg.ckpt_every == 0 or self.step == self.total_steps
             improved = False
             if self.step % cfg.val_every == 0 or self.step == self.total_steps:
                 res = self.validate()
-                improved = self._improves(res)
+                # candidates: validations whose step is saved (all of them when ckpt_every
+                # divides val_every); no extra checkpoints, so resumes see the usual steps
+                improved = save_now and self._improves(res)
                 if self.rank == 0:
                     self.log.write(self.step, res, kind="val")
                     log.info("validation step %d: %s", self.step, _short(res))
-            # a new best is saved even between checkpoint steps, and kept from pruning
-            if self.step % cfg.ckpt_every == 0 or self.step == self.total_steps or improved:
+            if save_now:  # keeps the recorded best from pruning
                 self.save()
             if improved:
                 self.best = {

@@ -1,7 +1,7 @@
 """One tiny tokenizer run shared by the best-checkpoint and reconstruction-report tests.
 
-Trained in this process once (1 rank, gloo, ZeRO-2, 4 steps, validation after every step,
-a checkpoint every 2 steps, ``keep_last=1``) and cached; tests copy it before changing it.
+Trained in this process once (1 rank, gloo, ZeRO-2, 4 steps, validation and a checkpoint
+after every step, ``keep_last=1``) and cached; tests copy it before changing it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 _CACHE: dict[str, Path] = {}
-SETS = ["max_steps=4", "val_every=1", "ckpt_every=2", "keep_last=1", "log_every=1"]
+SETS = ["max_steps=4", "val_every=1", "ckpt_every=1", "keep_last=1", "log_every=1"]
 
 
 def _free_port() -> int:
