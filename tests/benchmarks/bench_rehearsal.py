@@ -141,50 +141,21 @@ def main() -> None:
     try:
         t["ingest"] = run(
             "ingest",
-            [
-                py,
-                str(ROOT / "pipelines/ingest.py"),
-                "--source",
-                str(bids),
-                "--dest",
-                str(out / "corpus"),
-                "--num-cpus",
-                str(cores),
-            ],
+            [py, str(ROOT / "pipelines/ingest.py"), "--source", str(bids), "--dest",
+             str(out / "corpus"), "--num-cpus", str(cores)],
             out / "logs" / "ingest.log",
         )
         summary = json.loads((out / "corpus" / "summary.json").read_text())
         t["pack"] = run(
             "pack",
-            [
-                py,
-                str(ROOT / "pipelines/pack.py"),
-                "--store",
-                str(out / "corpus"),
-                "--profile",
-                "tokenizer-10s",
-                "--dest",
-                "s3://rehearsal/pack",
-                "--num-cpus",
-                str(cores),
-            ],
+            [py, str(ROOT / "pipelines/pack.py"), "--store", str(out / "corpus"), "--profile",
+             "tokenizer-10s", "--dest", "s3://rehearsal/pack", "--num-cpus", str(cores)],
             out / "logs" / "pack.log",
         )
         t["publish+verify"] = run(
             "publish+verify",
-            [
-                py,
-                str(ROOT / "pipelines/publish.py"),
-                "publish",
-                "--shards",
-                "s3://rehearsal/pack",
-                "--name",
-                "rehearsal",
-                "--version",
-                "1.0.0",
-                "--out",
-                str(out / "manifests"),
-            ],
+            [py, str(ROOT / "pipelines/publish.py"), "publish", "--shards", "s3://rehearsal/pack",
+             "--name", "rehearsal", "--version", "1.0.0", "--out", str(out / "manifests")],
             out / "logs" / "publish.log",
         )
         manifest = out / "manifests" / "rehearsal" / "1.0.0" / "manifest.json"
