@@ -6,8 +6,10 @@ after every step, ``keep_last=1``) and cached; tests copy it before changing it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -40,7 +42,9 @@ def trained_run() -> Path:
         cfg = apply_overrides(
             get_recipe("cpu-test-tokenizer"), [f"data.manifest={json.dumps(str(m))}", *SETS]
         )
-        out = Path(tempfile.mkdtemp(prefix="brainomni-best-")) / "run"
+        root = Path(tempfile.mkdtemp(prefix="brainomni-best-"))
+        atexit.register(shutil.rmtree, root, True)
+        out = root / "run"
         Trainer(cfg, out).train()
     finally:
         if dist.is_initialized():  # DeepSpeed's too: it caches groups of the old one
