@@ -32,6 +32,37 @@ def command(name: str):
     return deco
 
 
+# ``brainomni evaluate NAME``: evaluations register here (``evaluate_command``), each as
+# ``(configure(parser), run(args) -> exit code)`` like a subcommand; the group is built from
+# this dict, so a new evaluation needs no edit here.
+_EVALUATE: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {}
+_EVALUATE_HELP: dict[str, str] = {}
+
+
+def evaluate_command(name: str, help: str = ""):
+    """Register ``(configure(parser), run(args) -> exit code)`` as ``brainomni evaluate NAME``."""
+
+    def deco(pair):
+        _EVALUATE[name] = pair
+        _EVALUATE_HELP[name] = help
+        return pair
+
+    return deco
+
+
+def _conf_evaluate(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
+    for name, (conf, _) in sorted(_EVALUATE.items()):
+        h = _EVALUATE_HELP.get(name, "")
+        conf(sub.add_parser(name, help=h, description=h))
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    return _EVALUATE[args.evaluation][1](args)
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source",
@@ -207,6 +238,7 @@ def _run_preprocess(args) -> int:
 
 command("inspect")((_conf_inspect, _run_inspect))
 command("preprocess")((_conf_preprocess, _run_preprocess))
+command("evaluate")((_conf_evaluate, _run_evaluate))
 
 _HELP = {
     "inspect": "show outcome, sensor table, dropped channels and QC of one recording (writes nothing)",
@@ -215,7 +247,8 @@ _HELP = {
     "export": "export a checkpoint as one fp32 safetensors file + config.json",
     "tokenize": "tokenize 30-s shards once into token shards with their own manifest",
     "finetune": "fine-tune an exported model on a labelled set under cross-subject folds",
-    "evaluate": "evaluate a model: 'downstream' (fine-tune + baselines, same folds)",
+    "evaluate": "evaluate a model: 'downstream', 'recon' (brainomni evaluate EVALUATION --help)",
+    "embed": "tokens and features of one recording (any device) under an exported model",
 }
 
 
@@ -223,7 +256,12 @@ def _load_plugins() -> None:
     """Subcommands defined by other modules register themselves on import."""
     import importlib
 
-    for mod in ("brainomni.train.cli", "brainomni.tokenize_cli", "brainomni.evaluation.cli"):
+    for mod in (
+        "brainomni.train.cli",
+        "brainomni.tokenize_cli",
+        "brainomni.evaluation.cli",
+        "brainomni.evaluation.recon_cli",
+    ):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

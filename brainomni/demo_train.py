@@ -39,6 +39,20 @@ def _losses(run: Path, key: str = "loss") -> list[tuple[int, float]]:
     return out
 
 
+def _val_records(run: Path) -> list[tuple[int, dict[str, float]]]:
+    """``[(step, validation record)]`` of a run's ``metrics.jsonl``."""
+    out = []
+    f = run / "metrics.jsonl"
+    for line in f.read_text().splitlines() if f.exists() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "val" and type(rec.get("step")) is int:
+            out.append((rec["step"], {k: v for k, v in rec.items() if isinstance(v, float)}))
+    return out
+
+
 def _plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
     import matplotlib
 
@@ -78,7 +92,22 @@ def train_and_report(out: Path, manifests: dict[str, Path], *, steps: int = 30) 
         ],
         "pretrain tokenizer",
     )
-    _run(["export", str(tok_run), str(tok_export)], "export tokenizer")
+    # the checkpoint of the lowest validation loss (RUN/best.json), not merely the last one
+    _run(["export", str(tok_run), str(tok_export), "--best"], "export best tokenizer")
+    recon = out / "recon"
+    _run(
+        [
+            "evaluate",
+            "recon",
+            "--tokenizer",
+            str(tok_export),
+            "--manifest",
+            str(manifests["tokenizer-10s"]),
+            "--out",
+            str(recon),
+        ],
+        "zero-shot reconstruction report",
+    )
     _run(
         [
             "tokenize",
@@ -109,8 +138,9 @@ def train_and_report(out: Path, manifests: dict[str, Path], *, steps: int = 30) 
     )
 
     curves = {"BrainTokenizer": _losses(tok_run), "BrainOmni tiny (from tokens)": _losses(omni_run)}
+    val = _val_records(tok_run)
     _plot_losses(curves, out / "losses.png")
-    recon = sorted((tok_run / "plots").glob("*.png")) if (tok_run / "plots").exists() else []
+    plots = sorted((tok_run / "plots").glob("*.png")) if (tok_run / "plots").exists() else []
     lines = ["# BrainOmni demo report", ""]
     for name, pts in curves.items():
         if pts:
@@ -118,10 +148,26 @@ def train_and_report(out: Path, manifests: dict[str, Path], *, steps: int = 30) 
                 f"- {name}: loss {pts[0][1]:.3f} (step {pts[0][0]}) -> "
                 f"{pts[-1][1]:.3f} (step {pts[-1][0]})"
             )
+    if len(val) >= 1:
+        (s0, v0), (s1, v1) = val[0], val[-1]
+        pcc = sorted(k for k in v1 if k.endswith("/pcc"))
+        lines.append(
+            f"- BrainTokenizer validation loss {v0.get('val/loss', float('nan')):.3f} (step {s0})"
+            f" -> {v1.get('val/loss', float('nan')):.3f} (step {s1}); "
+            + ", ".join(f"{k} {v0.get(k, float('nan')):.3f} -> {v1[k]:.3f}" for k in pcc)
+        )
     lines += ["", "![training losses](losses.png)", ""]
-    if recon:
-        rel = os.path.relpath(recon[-1], out)
+    if plots:
+        rel = os.path.relpath(plots[-1], out)
         lines += ["Reconstruction at the last validation:", "", f"![reconstruction]({rel})", ""]
+    if (recon / "recon-devices.png").exists():
+        lines += [
+            "Zero-shot reconstruction of the exported best tokenizer per device "
+            f"(`{recon / 'recon.json'}`):",
+            "",
+            f"![per device]({os.path.relpath(recon / 'recon-devices.png', out)})",
+            "",
+        ]
     lines += [
         f"Exported tokenizer: `{tok_export}`",
         f"Token shards: `{tokens}`",

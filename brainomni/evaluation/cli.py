@@ -1,9 +1,8 @@
 """``brainomni finetune`` and ``brainomni evaluate downstream``.
 
 Registered on import by :mod:`brainomni.cli`. One process per device under ``torchrun`` or the
-``deepspeed`` launcher; without a launcher a single process. ``evaluate`` dispatches to the
-evaluations in :data:`EVALUATIONS` (other modules add theirs: ``EVALUATIONS["name"] =
-(configure, run)``).
+``deepspeed`` launcher; without a launcher a single process. ``evaluate downstream`` is
+registered with :func:`brainomni.cli.evaluate_command`, like every evaluation.
 """
 
 from __future__ import annotations
@@ -12,14 +11,9 @@ import argparse
 import importlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from brainomni.cli import command
-
-EVALUATIONS: dict[
-    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {}
+from brainomni.cli import command, evaluate_command
 
 
 def load_labelled_set(spec: str):
@@ -149,18 +143,7 @@ def _run_downstream(args: argparse.Namespace) -> int:
     return _finish(args, ctx, windows, cfg, entries)
 
 
-EVALUATIONS["downstream"] = (_conf_downstream, _run_downstream)
-
-
-def _conf_evaluate(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
-    for name, (conf, _) in EVALUATIONS.items():
-        conf(sub.add_parser(name))
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    return EVALUATIONS[args.evaluation][1](args)
-
-
+evaluate_command(
+    "downstream", "fine-tune + baselines under the same cross-subject folds; results.md"
+)((_conf_downstream, _run_downstream))
 command("finetune")((_conf_finetune, _run_finetune))
-command("evaluate")((_conf_evaluate, _run_evaluate))

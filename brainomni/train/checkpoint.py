@@ -347,15 +347,73 @@ def verify(d: Path, *, trust_unhashed: bool = False) -> dict[str, Any]:
     return meta
 
 
-def finish(d: Path, meta: dict[str, Any], keep_last: int) -> None:
+def finish(d: Path, meta: dict[str, Any], keep_last: int, keep: tuple[int, ...] = ()) -> None:
     """Rank 0, after a barrier: record every file's sha256, write the marker, then prune
-    older complete checkpoints."""
+    older complete checkpoints (except the steps in ``keep``: the best checkpoint)."""
     write_json(d / META, {**meta, "format": FORMAT, "files": file_table(d)})
     out = d.parent.parent
     steps = complete_steps(out)
     for s in steps[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(step_dir(out, s), ignore_errors=True)
+        if s not in keep:
+            shutil.rmtree(step_dir(out, s), ignore_errors=True)
     log.info("checkpoint %s complete", d)
+
+
+# --------------------------------------------------------------------------- best checkpoint
+
+BEST = "best.json"  # OUT/best.json: the step whose validation loss is the lowest so far
+
+
+def write_best(out: str | Path, record: dict[str, Any]) -> None:
+    """Rank 0: ``OUT/best.json`` (atomic), written once that step's checkpoint is complete."""
+    write_json(Path(out) / BEST, record)
+
+
+def read_best(out: str | Path) -> dict[str, Any] | None:
+    """``OUT/best.json`` checked (a step count, a finite value, a metric name), or None when
+    the run has none. A record that is not one raises :class:`CheckpointError` naming it;
+    the checkpoint it names is not checked here (see :func:`best_dir`)."""
+    p = Path(out) / BEST
+    if not p.exists():
+        return None
+    rec = _read_json(p, "best-checkpoint record")
+    step, value, metric = rec.get("step"), rec.get("value"), rec.get("metric")
+    ok = (
+        type(step) is int
+        and step >= 0
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+        and isinstance(metric, str)
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{p} is not a best-checkpoint record (step {step!r}, value {value!r}, metric "
+            f"{metric!r}): delete it (the next validation writes a new one) or export a step "
+            f"folder instead"
+        )
+    return rec
+
+
+def best_dir(out: str | Path) -> Path:
+    """The complete checkpoint ``OUT/best.json`` names; :class:`CheckpointError` (saying
+    what to do) when the run records none or it is gone. Only the step number is taken from
+    the record: the folder is always ``OUT/checkpoints/step-N``."""
+    rec = read_best(out)
+    if rec is None:
+        raise CheckpointError(
+            f"{out} records no best checkpoint ({Path(out) / BEST} is missing: the run never "
+            f"validated, or was written by an older brainomni); export the latest checkpoint "
+            f"(without --best) or a step folder"
+        )
+    d = step_dir(out, rec["step"])
+    if not (d / META).is_file():
+        raise CheckpointError(
+            f"{Path(out) / BEST} names step {rec['step']}, but {d} is not a complete "
+            f"checkpoint (deleted?): export another step folder"
+        )
+    return d
 
 
 def save_model(d: Path, state: dict[str, torch.Tensor], model_json: dict[str, Any]) -> None:

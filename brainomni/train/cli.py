@@ -119,6 +119,11 @@ def _conf_export(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export a checkpoint whose meta.json records no file hashes (older brainomni)",
     )
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="export the run's best validation checkpoint (RUN/best.json) instead of its latest",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -126,7 +131,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from .export import export
 
     try:
-        out = export(args.ckpt, args.out, trust_unhashed=args.trust_unhashed)
+        out = export(args.ckpt, args.out, trust_unhashed=args.trust_unhashed, best=args.best)
     except CheckpointError as exc:
         raise SystemExit(f"brainomni export: checkpoint refused: {exc}") from None
     print(out)

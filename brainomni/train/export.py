@@ -66,17 +66,28 @@ def load_export(path: str | Path, *, strict: bool = True):
     return model
 
 
-def export(ckpt: str | Path, out: str | Path, *, trust_unhashed: bool = False) -> Path:
+def export(
+    ckpt: str | Path, out: str | Path, *, trust_unhashed: bool = False, best: bool = False
+) -> Path:
     """Write ``OUT/model.safetensors`` + ``OUT/config.json`` from a checkpoint folder
-    (``.../step-N``) or a run folder (its latest complete checkpoint).
+    (``.../step-N``) or a run folder (its latest complete checkpoint; with ``best``, the
+    checkpoint of its lowest validation loss, ``RUN/best.json``).
 
     The checkpoint is verified first (:func:`.checkpoint.verify`: every file's sha256, no
     pickle that is not plain data), although export itself reads only its safetensors and
     JSON files: a checkpoint that would be refused on resume is not exported either."""
-    from .checkpoint import META, latest, verify
+    from .checkpoint import META, CheckpointError, best_dir, latest, read_best, verify
 
     src = Path(ckpt)
-    if not (src / META).exists():
+    best_rec = None
+    if best:
+        if (src / META).exists():
+            raise CheckpointError(
+                f"{src} is a checkpoint folder; --best takes the run folder (the one holding "
+                f"best.json and checkpoints/)"
+            )
+        src, best_rec = best_dir(src), read_best(src)
+    elif not (src / META).exists():
         found = latest(src)
         if found is None:
             raise FileNotFoundError(f"{src} is neither a complete checkpoint nor a run folder")
@@ -92,6 +103,8 @@ def export(ckpt: str | Path, out: str | Path, *, trust_unhashed: bool = False) -
         "source_checkpoint": str(src.resolve()),
         "weights_sha256": file_sha256(out / WEIGHTS),
     }
+    if best_rec is not None:
+        cfg["best"] = {k: best_rec[k] for k in ("step", "metric", "value")}
     (out / CONFIG).write_text(json.dumps(cfg, indent=1, sort_keys=True))
     load_export(out)  # refuse to leave something that does not load
     log.info("exported %s -> %s", src, out)

@@ -149,6 +149,11 @@ class Trainer:
                 self.model, self.model.tokenizer.encoder.neuros
             )
         self.step = 0
+        # the best validation checkpoint so far (OUT/best.json): by the validation loss of
+        # the first val split, which every rank gets after the all-reduce
+        vs = cfg.data.val_splits
+        self.best_metric = f"{vs[0]}/loss" if vs else None
+        self.best: dict[str, Any] | None = None
         if self.rank == 0:
             (self.out / "config.json").write_text(
                 json.dumps(
@@ -163,6 +168,7 @@ class Trainer:
             if self.rank == 0:
                 # the steps after the checkpoint are redone: drop their records (no duplicates)
                 truncate_logs(self.out, self.step)
+            self.best = self._resume_best()
             dist.barrier()  # before any rank appends to its samples log again
         self.log = MetricsLog(self.out, self.rank == 0, purge_after=self.step if resume else None)
 
@@ -267,6 +273,70 @@ class Trainer:
         )
         return True
 
+    def _resume_best(self) -> dict[str, Any] | None:
+        """Rank 0's reading of ``OUT/best.json`` for every rank (they must agree on when a
+        new best is saved). A best after the resumed step is dropped (that step is redone)."""
+        rec: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                best = ckpt.read_best(self.out)
+            except ckpt.CheckpointError as exc:
+                log.warning("%s: starting the best-checkpoint record afresh", exc)
+                best = None
+            if best is not None and (
+                best["step"] > self.step
+                or best.get("metric") != self.best_metric
+                or not (ckpt.step_dir(self.out, best["step"]) / ckpt.META).is_file()
+            ):
+                log.warning(
+                    "%s names step %d (%s), which this resume at step %d does not keep: "
+                    "taking the best remaining checkpoint from metrics.jsonl",
+                    self.out / ckpt.BEST,
+                    best["step"],
+                    best.get("metric"),
+                    self.step,
+                )
+                best = self._best_from_log()
+                if best is not None:
+                    ckpt.write_best(self.out, best)
+                else:
+                    (self.out / ckpt.BEST).unlink(missing_ok=True)
+            rec = [best]
+        dist.broadcast_object_list(rec, src=0)
+        return rec[0]
+
+    def _best_from_log(self) -> dict[str, Any] | None:
+        """The lowest logged validation loss (up to the resumed step, ``metrics.jsonl`` is
+        truncated there) among the steps whose checkpoint is still complete."""
+        kept = set(ckpt.complete_steps(self.out))
+        best = None
+        path = self.out / "metrics.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(r, dict) or r.get("kind") != "val":
+                continue
+            v, s = r.get(self.best_metric), r.get("step")
+            if type(s) is not int or s not in kept or s > self.step:
+                continue
+            if isinstance(v, float) and v == v and (best is None or v < best["value"]):
+                best = {
+                    "step": s,
+                    "metric": self.best_metric,
+                    "value": v,
+                    "checkpoint": ckpt.step_dir(".", s).as_posix(),
+                }
+        return best
+
+    def _improves(self, res: dict[str, float]) -> bool:
+        """Whether this validation's loss is the lowest so far (same answer on every rank)."""
+        v = res.get(self.best_metric) if self.best_metric else None
+        if v is None or v != v:
+            return False
+        return self.best is None or v < self.best["value"]
+
     def _universal_tag(self, d: Path, saved_world: int) -> str:
         """Rank 0 converts ``d/ds`` once; every rank learns whether it worked."""
         err: list[Any] = [None]
@@ -349,6 +419,7 @@ class Trainer:
                     "time": time.time(),
                 },
                 self.cfg.keep_last,
+                keep=(self.best["step"],) if self.best else (),
             )
         dist.barrier()
         return d
@@ -505,13 +576,30 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", sps=f"{rate:.1f}")
+            save_now = self.step % cfg.ckpt_every == 0 or self.step == self.total_steps
+            improved = False
             if self.step % cfg.val_every == 0 or self.step == self.total_steps:
                 res = self.validate()
+                # candidates: validations whose step is saved (all of them when ckpt_every
+                # divides val_every); no extra checkpoints, so resumes see the usual steps
+                improved = save_now and self._improves(res)
                 if self.rank == 0:
                     self.log.write(self.step, res, kind="val")
                     log.info("validation step %d: %s", self.step, _short(res))
-            if self.step % cfg.ckpt_every == 0 or self.step == self.total_steps:
+            if save_now:  # keeps the recorded best from pruning
                 self.save()
+            if improved:
+                self.best = {
+                    "step": self.step,
+                    "metric": self.best_metric,
+                    "value": res[self.best_metric],
+                    "checkpoint": ckpt.step_dir(".", self.step).as_posix(),
+                }
+                if self.rank == 0:
+                    ckpt.write_best(self.out, self.best)
+                    log.info(
+                        "best %s %.5g at step %d", self.best_metric, self.best["value"], self.step
+                    )
             if kill_at and self.step == kill_at and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
         st = self.loader.stats()
