@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainomni.models.layers import CrissCrossBlock, RMSNorm
+from brainomni.models.speed import autocast, check_speed_options, maybe_compile
 from brainomni.models.tokenizer import BrainTokenizer, TokenizerConfig
 
 DEDICATED_MASK_PROBABILITY = 0.8  # of masked positions: 80 % mask token, 20 % random token
@@ -33,8 +34,11 @@ class BrainOmniConfig:
     mask_ratio: float = 0.5
     overlap_ratio: float = 0.25
     num_quantizers_used: int = 4
+    precision: str = "fp32"  # "bf16"/"auto": bf16 autocast over the blocks (see speed.py)
+    compile: bool = False  # torch.compile every criss-cross block (see speed.py)
 
     def __post_init__(self) -> None:
+        check_speed_options(self.precision, self.compile)
         if self.lm_dim % 2 or self.lm_head % 2 or (self.lm_dim // 2) % (self.lm_head // 2):
             raise ValueError(f"lm_dim={self.lm_dim}/lm_head={self.lm_head} must split in halves")
         if not 0.0 < self.mask_ratio < 1.0:
@@ -86,6 +90,7 @@ class BrainOmni(nn.Module):
         for name, m in self.named_modules():
             if not name.startswith("tokenizer"):
                 _init_weights(m)
+        maybe_compile(list(self.blocks), cfg.compile)
 
     def train(self, mode: bool = True) -> BrainOmni:
         super().train(mode)
@@ -137,7 +142,8 @@ class BrainOmni(nn.Module):
         equally seeded generators mask the same positions.
 
         Returns ``loss`` (mean cross-entropy over masked positions x Q layers), ``acc_all`` and
-        ``acc_{q}`` per layer.
+        ``acc_{q}`` per layer. The blocks and the head run under bf16 autocast with
+        ``precision="bf16"`` (``speed.py``); the cross-entropy is float32 either way.
         """
         feats, labels = self.tokens(x, pos, sensor_type, mask, indices=indices)
         B, S, W, D = feats.shape
@@ -149,12 +155,13 @@ class BrainOmni(nn.Module):
         h = torch.where(keep.unsqueeze(-1), feats, random_tokens)
         not_mask_token = (keep.float() + u) > DEDICATED_MASK_PROBABILITY  # keep, or 20 % random
         h = torch.where(not_mask_token.unsqueeze(-1), h, self.mask_token.to(h.dtype))
-        h = self._embed(h)
-        rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
-        for block in self.blocks:
-            h = block(h, rope)
         Q = self.config.num_quantizers_used
-        logits = self.predict_head(h).view(B, S, W, Q, -1)
+        with autocast(self.config.precision, dev.type):
+            h = self._embed(h)
+            rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
+            for block in self.blocks:
+                h = block(h, rope)
+            logits = self.predict_head(h).view(B, S, W, Q, -1)
         sel = ~keep
         sel_logits, sel_labels = logits[sel].float(), labels[..., :Q][sel]  # X Q K, X Q
         loss = F.cross_entropy(sel_logits.reshape(-1, sel_logits.shape[-1]), sel_labels.reshape(-1))

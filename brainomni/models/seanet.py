@@ -87,6 +87,25 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torc
     return torch.baddbmm(b.view(1, -1, 1).expand(N, -1, L), w, x)
 
 
+# oneDNN's bf16 convolutions (torch 2.13 CPU, measured on an AMX Xeon) return wrong values
+# for small channel counts with kernels >= 4: e.g. conv1d 16 -> 32 channels, kernel 8,
+# stride 4, or conv_transpose1d 32 -> 16, kernel 8, stride 4, are off by ~100 % of the
+# output's scale, forward and backward. Every shape with kernel <= 3, or >= 32 channels on
+# both sides, was exact to bf16 rounding (tests/models/test_speed_paths.py checks the
+# guarded shapes). Under CPU autocast such a convolution runs in float32 instead; in the
+# paper's configuration that is only the 1-channel first encoder / last decoder conv.
+_BF16_MIN_CHANNELS = 32
+
+
+def _bf16_unsafe(x: torch.Tensor, in_ch: int, out_ch: int, kernel: int) -> bool:
+    return (
+        kernel > 3
+        and min(in_ch, out_ch) < _BF16_MIN_CHANNELS
+        and x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+    )
+
+
 def _is_elu(m: nn.Module) -> bool:
     return isinstance(m, nn.ELU) and m.alpha == 1.0
 
@@ -154,6 +173,9 @@ class SConv1d(nn.Module):
             x = _EluReflectPad.apply(x, left, right)
         else:
             x = _reflect_pad(F.elu(x) if pre_elu else x, left, right)
+        if _bf16_unsafe(x, conv.in_channels, conv.out_channels, k):
+            with torch.autocast("cpu", enabled=False):
+                return F.conv1d(x.float(), weight, bias, s, 0, d)
         return F.conv1d(x, weight, bias, s, 0, d)
 
 
@@ -170,9 +192,15 @@ class SConvTranspose1d(nn.Module):
         total = self.kernel_size - self.stride
         right = total // 2
         left = total - right
+        if _bf16_unsafe(x, convtr.in_channels, convtr.out_channels, self.kernel_size):
+            with torch.autocast("cpu", enabled=False):
+                return self._trimmed(x.float(), convtr.weight, convtr.bias, left, right)
+        return self._trimmed(x, convtr.weight, convtr.bias, left, right)
+
+    def _trimmed(self, x, weight, bias, left: int, right: int) -> torch.Tensor:
         if left == right:  # symmetric trim = the convolution's own padding, no slice
-            return F.conv_transpose1d(x, convtr.weight, convtr.bias, self.stride, left)
-        y = F.conv_transpose1d(x, convtr.weight, convtr.bias, self.stride)
+            return F.conv_transpose1d(x, weight, bias, self.stride, left)
+        y = F.conv_transpose1d(x, weight, bias, self.stride)
         return y[..., left : y.shape[-1] - right]
 
 

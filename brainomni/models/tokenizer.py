@@ -22,6 +22,7 @@ from vector_quantize_pytorch import ResidualVQ
 from brainomni.models.layers import FeedForward, RMSNorm
 from brainomni.models.losses import reconstruction_losses, total_loss, zscore
 from brainomni.models.seanet import SEANetDecoder, SEANetEncoder
+from brainomni.models.speed import autocast, check_speed_options, maybe_compile
 
 N_SENSOR_TYPES = 3  # EEG 0, MAG 1, GRAD 2 (brainomni.records)
 
@@ -50,8 +51,11 @@ class TokenizerConfig:
     channel_drop_ratio: float = 0.25  # channels hidden from the encoder in training (>= 1)
     noise_std: float = 0.1  # Gaussian noise on the encoder input in training
     sync_codebook: bool | None = None  # all-reduce EMA statistics; None = if distributed
+    precision: str = "fp32"  # "bf16": bf16 autocast in forward() (see speed.py)
+    compile: bool = False  # torch.compile the SEANet encoder and decoder (see speed.py)
 
     def __post_init__(self) -> None:
+        check_speed_options(self.precision, self.compile)
         hop = 1
         for r in self.ratios:
             hop *= r
@@ -278,6 +282,7 @@ class BrainTokenizer(nn.Module):
         self.quantizer = BrainQuantizer(cfg)
         self.decoder = BrainTokenizerDecoder(cfg)
         self.apply(_init_weights)
+        maybe_compile([self.encoder.seanet_encoder, self.decoder.seanet_decoder], cfg.compile)
 
     # ------------------------------------------------------------------ helpers
     def unfold(self, x_BCT: torch.Tensor, overlap_ratio: float = 0.0) -> torch.Tensor:
@@ -389,8 +394,13 @@ class BrainTokenizer(nn.Module):
         (at least 1, never all) is hidden from the encoder and its input gets N(0, 0.1^2)
         noise; every real channel is reconstructed against its per-window z-scored target.
         Returns ``loss`` (to backpropagate) and detached ``time_loss``, ``pcc``, ``amp_loss``,
-        ``phase_loss``, ``commitment_loss``, ``judge_loss``.
+        ``phase_loss``, ``commitment_loss``, ``judge_loss``. Runs under bf16 autocast with
+        ``precision="bf16"`` (``speed.py``); the losses are float32 either way.
         """
+        with autocast(self.config.precision, x.device.type):
+            return self._objective(x, pos, sensor_type, mask, corrupt)
+
+    def _objective(self, x, pos, sensor_type, mask, corrupt) -> dict[str, torch.Tensor]:
         cfg = self.config
         mask = _check_inputs(x, pos, sensor_type, mask)
         corrupt = self.training if corrupt is None else corrupt

@@ -1,0 +1,73 @@
+"""Speed options of the models: bf16 autocast and torch.compile, chosen in the model config.
+
+``precision`` (``TokenizerConfig`` / ``BrainOmniConfig``, so ``model.precision=bf16`` in a
+training config):
+
+- ``"fp32"`` (default): the model adds no autocast. The trainer's own autocast still applies
+  (bf16 on CUDA).
+- ``"bf16"``: the training forward runs under ``torch.autocast(<device>, bfloat16)``. On CPUs
+  with AMX or AVX512-BF16 the convolutions, LSTM and matrix products then use bf16 kernels;
+  elsewhere they are emulated (correct but slow: prefer ``"auto"``). Losses, the RVQ and the
+  RMSNorm statistics stay float32.
+- ``"auto"``: ``"bf16"`` where the device computes bf16 natively (CUDA with bf16, a CPU with
+  AMX-BF16 or AVX512-BF16), else ``"fp32"``.
+
+``compile`` (default False): ``nn.Module.compile()`` of the SEANet encoder/decoder (tokenizer)
+or of every criss-cross block (BrainOmni), in place so parameter names are unchanged. The
+first steps pay the compilation (tens of seconds on CPU, again for each new batch shape
+until shapes are marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py``
+reports the compile time separately from the step time.
+
+Only the training ``forward`` uses ``precision``: ``tokenize``/``encode``/``reconstruct``
+run in the caller's precision, so stored token indices do not depend on this option.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def check_speed_options(precision: object, compile: object) -> None:
+    """Raise ``ValueError`` naming the field and the fix for an invalid option."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile={compile!r}: use true or false")
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` computes bf16 matrix products natively."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        cpu = torch.cpu
+        amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return bool(amx or avx512_bf16)
+    return False
+
+
+def resolved_precision(precision: str, device_type: str) -> str:
+    """``"fp32"`` or ``"bf16"`` for ``precision`` on ``device_type``."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device_type) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device_type: str):
+    """The autocast context of ``precision`` on ``device_type`` (a no-op for fp32)."""
+    if resolved_precision(precision, device_type) == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def maybe_compile(modules: list[nn.Module], enabled: bool) -> None:
+    """Compile each module in place (``nn.Module.compile``): names and state dicts unchanged."""
+    if enabled:
+        for m in modules:
+            m.compile()

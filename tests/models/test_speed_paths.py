@@ -1,0 +1,271 @@
+"""Our fast paths compute the plain formulation's function (tests/models/plain_reference.py).
+
+float32 paths: losses, gradients and latents equal within float tolerance. bf16 autocast
+(``precision="bf16"``): continuous outputs within a stated bf16 tolerance. Codebook indices
+are compared only where the nearest code wins by a clear margin (a near tie may flip under
+another summation order; that is not an error).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from brainomni.models import BrainOmni, BrainOmniConfig, BrainTokenizer, TokenizerConfig
+from brainomni.models.losses import reconstruction_losses, zscore
+from brainomni.models.seanet import SConv1d, SConvTranspose1d, SEANetDecoder, SEANetEncoder
+from brainomni.models.speed import autocast, native_bf16, resolved_precision
+from tests.models.plain_reference import SEANetDecoder as PlainDecoder
+from tests.models.plain_reference import SEANetEncoder as PlainEncoder
+from tests.models.plain_reference import copy_weights, plain_omni, plain_tokenizer
+
+TOK = {"n_filters": 4, "n_dim": 32, "n_head": 2, "codebook_size": 16, "kmeans_iters": 2}
+OMNI = {"lm_dim": 32, "lm_head": 4, "lm_depth": 2, "lm_dropout": 0.0}
+
+# bf16 keeps 8 significant bits (relative step 2^-8 = 0.4 %); through ~20 layers the errors
+# add up to a few percent of an output's scale. Stated tolerance for continuous outputs:
+BF16_REL = 0.05  # max |ours_bf16 - plain_fp32| <= 5 % of max |plain_fp32|
+BF16_GRAD_COS = 0.99  # cosine similarity of the whole gradient vectors
+
+
+def _inputs(b: int, c: int, t: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, t, generator=g)
+    pos = torch.randn(b, c, 6, generator=g)
+    st = torch.randint(0, 3, (b, c), generator=g)
+    mask = torch.ones(b, c, dtype=torch.bool)
+    mask[0, c - 2 :] = False  # a padded recording: exercises the key mask
+    return x, pos, st, mask
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[BrainTokenizer, BrainTokenizer]:
+    """(ours, plain) with the same weights and k-means-initialised codebooks."""
+    torch.manual_seed(0)
+    ours = BrainTokenizer(**TOK).eval()
+    x, pos, st, mask = _inputs(2, 6, 1024, seed=1)
+    ours.tokenize(x, pos, st, mask)  # k-means init
+    plain = plain_tokenizer(**TOK).eval()
+    copy_weights(plain, ours)
+    return ours, plain
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _step(model, **inputs) -> tuple[dict, dict]:
+    model.zero_grad(set_to_none=True)
+    out = model(**inputs)
+    out["loss"].backward()
+    return {k: v.detach() for k, v in out.items()}, _grads(model)
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def _flat_cos(ga: dict, gb: dict) -> float:
+    a = torch.cat([ga[k].flatten().float() for k in sorted(gb)])
+    b = torch.cat([gb[k].flatten().float() for k in sorted(gb)])
+    return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+
+def clear_margin(z_BSWD: torch.Tensor, books_QKD: torch.Tensor, margin: float):
+    """Indices (B, S, W, Q) of the residual VQ on the L2-normalised ``z`` and a mask of the
+    entries whose nearest code beats the second by more than ``margin`` in distance, at
+    every layer up to that one (a later layer's residual depends on the earlier choices)."""
+    res = torch.nn.functional.normalize(z_BSWD.float(), dim=-1)
+    idx, clear = [], torch.ones(z_BSWD.shape[:-1], dtype=torch.bool)
+    for book in books_QKD:
+        d = torch.cdist(res.reshape(-1, res.shape[-1]), book).view(*res.shape[:-1], -1)
+        two = d.topk(2, dim=-1, largest=False)
+        clear = clear & ((two.values[..., 1] - two.values[..., 0]) > margin)
+        idx.append(two.indices[..., 0])
+        res = res - book[two.indices[..., 0]]
+    return torch.stack(idx, -1), clear
+
+
+def _codec_step(model, x, pos, st, mask) -> tuple[torch.Tensor, dict]:
+    """Encode -> decode (no RVQ: its nearest-code choice is discontinuous, so a near tie could
+    flip under another summation order) -> reconstruction losses, and their gradients."""
+    model.zero_grad(set_to_none=True)
+    rec = model.decode(model.encode(x, pos, st, mask), pos, st, mask)
+    parts = reconstruction_losses(rec[mask], zscore(x[mask]))
+    loss = parts["time_loss"] + parts["amp_loss"] + torch.exp(-parts["pcc"])
+    loss.backward()
+    return rec.detach(), _grads(model)
+
+
+def test_tokenizer_fp32_equals_plain(pair):
+    """Every fast path of the tokenizer (SEANet, both attentions, sensor module), forward and
+    backward, against the plain formulation."""
+    ours, plain = pair
+    x, pos, st, mask = _inputs(2, 6, 1024, seed=2)
+    rec_a, a_grad = _codec_step(ours, x, pos, st, mask)
+    rec_b, b_grad = _codec_step(plain, x, pos, st, mask)
+    torch.testing.assert_close(rec_a, rec_b, rtol=1e-4, atol=1e-5)
+    assert a_grad.keys() == b_grad.keys() and len(b_grad) > 40
+    for k in b_grad:
+        torch.testing.assert_close(a_grad[k], b_grad[k], rtol=1e-3, atol=1e-5, msg=k)
+    with torch.no_grad():
+        za, zb = ours.encode(x, pos, st, mask), plain.encode(x, pos, st, mask)
+    torch.testing.assert_close(za, zb, rtol=1e-4, atol=1e-5)
+
+
+def test_tokenizer_indices_equal_where_clear(pair):
+    ours, plain = pair
+    x, pos, st, mask = _inputs(2, 6, 1024, seed=4)
+    _, idx = ours.tokenize(x, pos, st, mask)
+    with torch.no_grad():
+        ref, clear = clear_margin(plain.encode(x, pos, st, mask), ours.quantizer.codebooks, 1e-4)
+    assert clear.float().mean() > 0.5  # the comparison covers most positions (all Q layers)
+    assert torch.equal(idx[clear], ref[clear])
+
+
+needs_bf16 = pytest.mark.skipif(
+    not native_bf16("cpu"), reason="this CPU has neither AMX-BF16 nor AVX512-BF16"
+)
+
+
+@needs_bf16
+def test_tokenizer_bf16_within_tolerance(pair):
+    ours, plain = pair
+    fast = BrainTokenizer(**TOK, precision="bf16").eval()
+    copy_weights(fast, ours)
+    x, pos, st, mask = _inputs(2, 6, 1024, seed=5)
+    a_out, a_grad = _step(fast, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=False)
+    b_out, b_grad = _step(plain, x=x, pos=pos, sensor_type=st, mask=mask, corrupt=False)
+    assert all(v.dtype == torch.float32 for v in a_out.values())
+    for k in ("loss", "time_loss", "amp_loss", "pcc"):
+        assert abs(a_out[k] - b_out[k]) <= BF16_REL * max(1.0, abs(b_out[k])), k
+    # no gradient comparison here: bf16 latents may pick another nearest code at near ties,
+    # which changes the decoder's input discontinuously (BrainOmni's gradients are compared)
+    assert a_grad.keys() == b_grad.keys()
+    assert all(torch.isfinite(g).all() for g in a_grad.values())
+    with torch.no_grad():
+        zb = plain.encode(x, pos, st, mask)
+        rec_b = plain.decode(zb, pos, st, mask)
+        with autocast("bf16", "cpu"):
+            z = fast.encode(x, pos, st, mask)
+            rec = fast.decode(zb, pos, st, mask)
+    assert z.dtype == torch.bfloat16  # the fast path really ran in bf16
+    # z is an attention average of random-init features that nearly cancel: its bf16
+    # error is measured against the scale of the encoder's SEANet output, not of z itself
+    seanet_scale = plain.encoder.seanet_encoder(x[:, :, :512].reshape(-1, 1, 512)).abs().max()
+    assert (z.float() - zb).abs().max() <= BF16_REL * seanet_scale
+    assert _rel_err(rec, rec_b) <= BF16_REL
+
+
+@pytest.fixture(scope="module")
+def omni_pair(pair):
+    ours_tok = pair[0]
+    torch.manual_seed(0)
+    ours = BrainOmni("tiny", tokenizer=ours_tok, **OMNI).train()
+    plain = plain_omni("tiny", tokenizer=ours_tok, **OMNI).train()
+    copy_weights(plain, ours)
+    x, pos, st, _ = _inputs(2, 5, 6, seed=6)
+    _, idx = ours.tokens(torch.randn(2, 5, 6 * 256), pos, st)
+    return ours, plain, idx
+
+
+def test_omni_fp32_equals_plain(omni_pair):
+    ours, plain, idx = omni_pair
+    a_out, a_grad = _step(ours, indices=idx, generator=torch.Generator().manual_seed(1))
+    b_out, b_grad = _step(plain, indices=idx, generator=torch.Generator().manual_seed(1))
+    # the loss only: acc_* are argmax counts (discontinuous)
+    torch.testing.assert_close(a_out["loss"], b_out["loss"], rtol=1e-4, atol=1e-5)
+    assert a_grad.keys() == b_grad.keys() and len(b_grad) > 20
+    for k in b_grad:
+        torch.testing.assert_close(a_grad[k], b_grad[k], rtol=1e-3, atol=1e-6, msg=k)
+    torch.testing.assert_close(ours.encode(indices=idx), plain.encode(indices=idx))
+
+
+@needs_bf16
+def test_omni_bf16_within_tolerance(omni_pair):
+    ours, plain, idx = omni_pair
+    fast = BrainOmni("tiny", tokenizer=ours.tokenizer, **OMNI, precision="bf16").train()
+    copy_weights(fast, ours)
+    a_out, a_grad = _step(fast, indices=idx, generator=torch.Generator().manual_seed(2))
+    b_out, b_grad = _step(plain, indices=idx, generator=torch.Generator().manual_seed(2))
+    assert a_out["loss"].dtype == torch.float32
+    assert abs(a_out["loss"] - b_out["loss"]) <= BF16_REL * abs(b_out["loss"])
+    assert _flat_cos(a_grad, b_grad) >= BF16_GRAD_COS
+    with torch.no_grad(), autocast("bf16", "cpu"):
+        h = fast.encode(indices=idx)
+    assert _rel_err(h, plain.encode(indices=idx)) <= BF16_REL
+
+
+def test_speed_options_validated_and_resolved():
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        TokenizerConfig(precision="fp16")
+    with pytest.raises(ValueError, match="compile='yes'"):
+        BrainOmniConfig(compile="yes")
+    assert resolved_precision("fp32", "cpu") == "fp32"
+    assert resolved_precision("bf16", "cpu") == "bf16"
+    assert resolved_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert BrainTokenizer(**TOK).config_dict()["precision"] == "fp32"  # safe default
+    with pytest.raises(ValueError, match="float32"):
+        plain_tokenizer(**TOK, precision="bf16")
+
+
+@needs_bf16
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: SConv1d(16, 32, 8, stride=4),  # wrong in oneDNN bf16 without the guard
+        lambda: SConv1d(8, 1, 8),
+        lambda: SConvTranspose1d(32, 16, 8, 4),
+        lambda: SConv1d(32, 64, 8, stride=4),  # bf16 kernels
+        lambda: SConvTranspose1d(64, 32, 8, 4),
+    ],
+)
+def test_bf16_convolutions_within_tolerance(layer):
+    """Shapes where oneDNN's bf16 convolution is wrong run in float32 (seanet._bf16_unsafe);
+    forward and gradients match float32 within the bf16 tolerance either way."""
+    torch.manual_seed(0)
+    m = layer()
+    inner = m.convtr.convtr if isinstance(m, SConvTranspose1d) else m.conv.conv
+    x = torch.randn(3, inner.in_channels, 40)
+    x.requires_grad_(True)
+    ref = m(x)
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, *m.parameters()])
+    with autocast("bf16", "cpu"):
+        out = m(x)
+    g = torch.autograd.grad(out.float().square().sum(), [x, *m.parameters()])
+    assert _rel_err(out, ref) <= BF16_REL
+    for a, b in zip(g, g_ref, strict=True):
+        assert _rel_err(a, b) <= BF16_REL
+
+
+@needs_bf16
+def test_paper_seanet_bf16_within_tolerance():
+    """The paper's SEANet widths (bf16 convolutions and LSTM) against the plain float32 ones."""
+    torch.manual_seed(0)
+    enc, dec = SEANetEncoder(), SEANetDecoder()
+    penc, pdec = PlainEncoder(256, 32, (8, 4, 2), 5, 5), PlainDecoder(256, 32, (8, 4, 2), 5, 5)
+    copy_weights(penc, enc), copy_weights(pdec, dec)
+    x = torch.randn(4, 1, 512)
+    with torch.no_grad():
+        z_ref, y_ref = penc(x), pdec(penc(x))
+        with autocast("bf16", "cpu"):
+            z = enc(x)
+            y = dec(z_ref)
+    assert z.dtype == torch.bfloat16
+    assert _rel_err(z, z_ref) <= BF16_REL and _rel_err(y, y_ref) <= BF16_REL
+
+
+def test_attention_with_dropout_in_bf16_is_the_written_out_form():
+    """layers.attention's bf16 dropout path against the plain formula, same dropout draws."""
+    from brainomni.models.layers import attention as ours_attention
+    from tests.models.plain_reference import attention as plain_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 2, 20, 8, generator=g).bfloat16() for _ in range(3))
+    torch.manual_seed(3)
+    a = ours_attention(q, k, v, 0.25)
+    torch.manual_seed(3)
+    b = plain_attention(q, k, v, dropout_p=0.25)
+    assert a.dtype == torch.bfloat16
+    assert _rel_err(a, b) <= BF16_REL
+    assert not torch.allclose(a.float(), ours_attention(q, k, v, 0.0).float())  # dropout ran
