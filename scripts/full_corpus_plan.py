@@ -312,9 +312,9 @@ def markdown(p: dict, cl: dict, c: dict) -> str:
             f"| {g['stage']} | {g['samples_per_epoch']:,.0f} | {g['epochs']} | "
             f"{g['paper_gpu_hours']} | {g['paper_implied_samples_per_s']:.1f} | "
             + (
-                f"{g['our_gpu_hours']:.0f} A100-h at {g['our_samples_per_s']:.1f}/s"
+                f"{g['our_gpu_hours']:.0f} GPU-h at {g['our_samples_per_s']:.1f}/s"
                 if g["our_samples_per_s"]
-                else "unmeasured (no GPU lent; `tests/benchmarks/bench_gpu.py`)"
+                else "unmeasured: pass `--gpu-tokenizer` / `--gpu-omni` (`bench_gpu.py`)"
             )
             + " |"
             for g in c["gpu_stages"]
