@@ -211,12 +211,13 @@ def test_random_init_keeps_the_tokenizer_and_redraws_brainomni(export):
 
 def test_cli_evaluate_downstream_end_to_end(tmp_path, ctx, planted, export):
     from brainomni.cli import main
-    from brainomni.evaluation.setfile import save_set
+    from brainomni.evaluation.windows import save_labelled_set
 
-    path = save_set(planted, tmp_path / "planted.npz")
+    save_labelled_set(planted, str(tmp_path / "planted"))
     out = tmp_path / "eval"
-    argv = ["evaluate", "downstream", "--set", str(path), "--checkpoint", str(export)]
-    argv += ["--out", str(out), "--recipe", "cpu-test-finetune", "epochs=2", "--sfreq", "256"]
+    argv = ["evaluate", "downstream", "--set", str(tmp_path / "planted")]
+    argv += ["--checkpoint", str(export), "--out", str(out), "--protocol", "cpu-test-finetune"]
+    argv += ["epochs=2", "--sfreq", "256"]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert set(res["models"]) == {"brainomni", "random-init", "bandpower"}
@@ -249,7 +250,7 @@ def test_an_easier_test_set_changes_no_choice(tmp_path, ctx, export):
     official = ["synth/sub-00", "synth/sub-01", "synth/sub-02"]
     strong = planted_set(effect=12.0)
     for s in (hard, easy):
-        s.meta["test_subjects"] = official
+        s.meta["official_split"] = {x: "eval" for x in official}
     easy.windows[:] = [
         strong.windows[i] if w.subject in official else w for i, w in enumerate(easy.windows)
     ]

@@ -14,6 +14,7 @@ import mne
 import numpy as np
 import pytest
 
+from brainomni.evaluation.folds import folds_for
 from brainomni.evaluation.labels import (
     LabelError,
     read_events_tsv,
@@ -290,6 +291,8 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
         ("train", "normal", "aaaaaaaa", 1),
         ("eval", "abnormal", "aaaaaaab", 1),
         ("eval", "abnormal", "aaaaaaaa", 2),  # a subject on both sides: one side is refused
+        ("train", "abnormal", "aaaaaaae", 1),
+        ("train", "normal", "aaaaaaaf", 1),
     ):
         d = root / "edf" / split / label / "01_tcp_ar"
         d.mkdir(parents=True, exist_ok=True)
@@ -309,15 +312,30 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
     assert split["tuab-mini/aaaaaaab"] == "eval" and set(split) == {
         "tuab-mini/aaaaaaaa",
         "tuab-mini/aaaaaaab",
+        "tuab-mini/aaaaaaae",
+        "tuab-mini/aaaaaaaf",
     }
+    # the fine-tuning folds read the same key: every fold tests on the official eval subject,
+    # the train subjects rotate through validation, no subject in two parts
+    folds = folds_for(ls, k=2, seed=42)
+    evals = tuple(s for s, v in sorted(split.items()) if v == "eval")
+    assert "tuab-mini/aaaaaaab" in evals and [f.test for f in folds] == [evals] * 2
+    assert sorted(v for f in folds for v in f.val) == [
+        s for s, v in sorted(split.items()) if v == "train"
+    ]
     (conflict,) = [e for e in ls.meta["recordings"] if e.get("error_class") == "SplitConflict"]
     assert conflict["subject"] == "aaaaaaaa" and ls.meta["split_conflicts"] == [
         "tuab-mini/aaaaaaaa"
     ]
     a_label = {"train": 0, "eval": 1}[split["tuab-mini/aaaaaaaa"]]  # normal in train, else abnormal
     per_subject = {s: {w.label for w in ls.windows if w.subject == s} for s in set(ls.subjects)}
-    assert per_subject == {"tuab-mini/aaaaaaaa": {a_label}, "tuab-mini/aaaaaaab": {1}}
-    assert len(ls) == 2 * 12  # 124 s -> 12 windows of 10 s each
+    assert per_subject == {
+        "tuab-mini/aaaaaaaa": {a_label},
+        "tuab-mini/aaaaaaab": {1},
+        "tuab-mini/aaaaaaae": {1},
+        "tuab-mini/aaaaaaaf": {0},
+    }
+    assert len(ls) == 4 * 12  # 124 s -> 12 windows of 10 s each
     tuev_root = tmp_path / "tuev"
     d = tuev_root / "edf" / "train" / "aaaaaaac"
     d.mkdir(parents=True)
