@@ -73,7 +73,8 @@ def test_planted_effect_is_learned_across_subject_folds(tmp_path, ctx, planted, 
     m = saved["models"]["brainomni"]
     assert m["summary"]["balanced_accuracy"]["mean"] == pytest.approx(_mean_test(entry))
     assert m["summary"]["auroc"]["mean"] == pytest.approx(_mean_test(entry, "auroc"))
-    assert saved["set"]["meta"] == planted.meta and saved["recipe"] == cfg.recipe
+    assert saved["set"]["meta"] == planted.meta and saved["protocol_name"] == cfg.recipe
+    assert saved["recipe"] == planted.meta["recipe"]
     assert saved["seeds"] == [42]
     assert "| brainomni |" in (tmp_path / "results.md").read_text()
     for f in res["plots"]["brainomni"]:
