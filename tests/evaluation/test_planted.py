@@ -204,3 +204,21 @@ def test_label_shuffled_control_given_as_a_saved_set_stays_at_chance(planted, fi
     assert main([*argv, "--no-plots"]) == 0
     res = json.loads((root / "run-shuffled" / "results.json").read_text())
     assert abs(float(np.mean(_baccs(res))) - 0.5) <= 0.1
+
+
+def test_labelled_set_command_saves_what_the_builder_builds(planted, tmp_path, capsys):
+    """``brainomni labelled-set`` (stores reused from the fixture's work dir) saves the same
+    windows and ledger as build_labelled_set; its summary counts them."""
+    from brainomni.cli import main
+    from brainomni.evaluation.windows import load_labelled_set
+
+    root, _, _, ls = planted
+    argv = ["labelled-set", "--recipe", "planted", "--source", str(root / "bids")]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--work-dir", str(root / "work")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    back = load_labelled_set(str(tmp_path / "s"))
+    assert summary["windows"] == len(back) == len(ls) and summary["classes"] == ls.counts()
+    assert back.meta["recordings"] == ls.meta["recordings"]
+    for a, b in zip(ls.windows, back.windows, strict=True):
+        assert (a.subject, a.label, a.onset_s) == (b.subject, b.label, b.onset_s)
+        np.testing.assert_array_equal(a.signal, b.signal)
