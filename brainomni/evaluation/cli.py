@@ -169,14 +169,15 @@ def _resolve_data(args, out: str, folds: int | None):
         ls, where = read_set(args.set_dir), args.set_dir
     elif args.recipe and args.source:
         args.work_dir = args.work_dir or os.path.join(out, "work")
-        ls, where = build_or_load(args)
+        ls, dest = build_or_load(args)
+        where = f"--source {args.source} (set saved in {dest}; --rebuild after fixing the source)"
     else:
         raise SystemExit(
             "no data: give --set DIR (a saved labelled set) or --recipe NAME --source ROOT"
         )
     if folds is not None:
         _check_usable(ls, where, folds)
-    return ls
+    return ls, where
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -225,9 +226,9 @@ def _setup(args):
     rank = int(os.environ.get("RANK", "0"))
     windows = None
     if args.set_dir or rank == 0:
-        windows = _resolve_data(args, args.out, None)
+        windows, where = _resolve_data(args, args.out, None)
         cfg = _folds_from_set(cfg, windows, explicit_folds)
-        _check_usable(windows, args.set_dir or args.source, cfg.folds)
+        _check_usable(windows, where, cfg.folds)
     try:
         _check_export(args.checkpoint)
     except ValueError as exc:
@@ -235,7 +236,7 @@ def _setup(args):
     ctx = setup_distributed()
     if windows is None:
         ctx.barrier()  # rank 0 has built and saved the set
-        windows = _resolve_data(args, args.out, None)
+        windows, _ = _resolve_data(args, args.out, None)
         cfg = _folds_from_set(cfg, windows, explicit_folds)
     elif not args.set_dir:
         ctx.barrier()

@@ -65,4 +65,27 @@ def test_cli_refuses_a_bad_set_naming_it(tmp_path):
         main([*argv, "--recipe", "planted"])
     with pytest.raises(SystemExit, match="--recipe nosuch"):
         main([*argv, "--recipe", "nosuch", "--source", str(tmp_path)])
+    # a source whose recordings yield no window: the message points to the ledger
+    (tmp_path / "bids").mkdir()
+    (tmp_path / "bids" / "dataset_description.json").write_text(
+        '{"Name": "x", "BIDSVersion": "1.8.0"}'
+    )
+    src = [
+        "--recipe",
+        "planted",
+        "--source",
+        str(tmp_path / "bids"),
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
+    with pytest.raises(SystemExit, match=r"no labelled window.*meta\['recordings'\]"):
+        main([*argv, *src])
+    # a good set: too few subjects for the protocol's folds, then a checkpoint that is no export
+    from brainomni.evaluation.windows import save_labelled_set
+
+    save_labelled_set(planted_set(n_subjects=3, per_class=1), str(tmp_path / "small"))
+    with pytest.raises(SystemExit, match="lower --folds"):
+        main([*argv, "--set", str(tmp_path / "small")])
+    with pytest.raises(SystemExit, match="--checkpoint: .*brainomni export"):
+        main([*argv, "--set", str(tmp_path / "small"), "folds=3"])
     assert not (tmp_path / "o").exists()
