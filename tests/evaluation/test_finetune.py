@@ -5,7 +5,6 @@ choose anything, resume by unit, the CLI end to end. One process group for the m
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +20,9 @@ from tests.evaluation.synthetic import planted_set, tiny_export
 pytest.importorskip("deepspeed", reason="fine-tuning runs on DeepSpeed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ctx():
-    import torch.distributed as dist
-
-    mp = pytest.MonkeyPatch()
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    for k, v in {**env, "MASTER_PORT": str(_free_port())}.items():
-        mp.setenv(k, v)
-    yield ft.setup_distributed()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    mp.undo()
+def ctx(dist_ctx):
+    return dist_ctx  # one process group for the package (tests/evaluation/conftest.py)
 
 
 @pytest.fixture(scope="module")

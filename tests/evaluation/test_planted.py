@@ -93,25 +93,8 @@ def test_planted_round_trip_with_mixed_devices(planted, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ctx():
-    import socket
-
-    import torch.distributed as dist
-
-    pytest.importorskip("deepspeed", reason="fine-tuning runs on DeepSpeed")
-    from brainomni.evaluation.finetune import setup_distributed
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp = pytest.MonkeyPatch()
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    for k, v in {**env, "MASTER_PORT": str(port)}.items():
-        mp.setenv(k, v)
-    yield setup_distributed()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    mp.undo()
+def ctx(dist_ctx):
+    return dist_ctx  # one process group for the package (tests/evaluation/conftest.py)
 
 
 @pytest.fixture(scope="module")
