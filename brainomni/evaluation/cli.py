@@ -82,6 +82,18 @@ def set_cache_dir(work_dir: str, recipe, source: str, label_table: str | None) -
     return os.path.join(work_dir, SETS_DIR, f"{safe}-{key}")
 
 
+def _source(spec: list[str]):
+    """``--source``: one BIDS/TUH root (a folder or URL), or recording files (a list)."""
+    if len(spec) == 1 and not os.path.isfile(spec[0]):
+        return spec[0]
+    missing = [f for f in spec if not os.path.isfile(f)]
+    if missing:
+        raise SystemExit(
+            f"--source: {missing[:3]} are not files; give one BIDS/TUH root, or recording files"
+        )
+    return list(spec)
+
+
 def build_or_load(args):
     """The set of ``--recipe`` over ``--source`` (cached under ``--work-dir``); the folder it
     is saved in. ``SystemExit`` naming the ledger when no window survives."""
@@ -90,7 +102,8 @@ def build_or_load(args):
     recipe = _recipe(args)
     if args.label_table and not os.path.isfile(args.label_table):
         raise SystemExit(f"--label-table {args.label_table}: no such file")
-    dest = set_cache_dir(args.work_dir, recipe, args.source, args.label_table)
+    source = _source(args.source)
+    dest = set_cache_dir(args.work_dir, recipe, json.dumps(source), args.label_table)
     if not args.rebuild and os.path.isfile(os.path.join(dest, INDEX_NAME)):
         try:
             ls = load_labelled_set(dest)
@@ -100,10 +113,10 @@ def build_or_load(args):
             log.warning("%s: %s; building it again", dest, exc)
     try:
         ls = build_labelled_set(
-            recipe, args.source, work_dir=args.work_dir, label_table=args.label_table
+            recipe, source, work_dir=args.work_dir, label_table=args.label_table
         )
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"--recipe {recipe.name} --source {args.source}: {exc}") from None
+        raise SystemExit(f"--recipe {recipe.name} --source {source}: {exc}") from None
     save_labelled_set(ls, dest)
     return ls, dest
 
@@ -145,7 +158,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="downstream recipe (manifests/downstream.toml: AD65, TUAB, planted, ...)",
     )
-    g.add_argument("--source", default=None, help="BIDS root or TUH root of the recipe's dataset")
+    g.add_argument(
+        "--source",
+        nargs="+",
+        default=None,
+        help="BIDS root or TUH root of the recipe's dataset, or recording files",
+    )
     g.add_argument(
         "--recipes", default=None, help="another recipes TOML (default manifests/downstream.toml)"
     )
@@ -170,7 +188,7 @@ def _resolve_data(args, out: str, folds: int | None):
     elif args.recipe and args.source:
         args.work_dir = args.work_dir or os.path.join(out, "work")
         ls, dest = build_or_load(args)
-        where = f"--source {args.source} (set saved in {dest}; --rebuild after fixing the source)"
+        where = f"--source {' '.join(args.source)} (set saved in {dest}; --rebuild after fixing it)"
     else:
         raise SystemExit(
             "no data: give --set DIR (a saved labelled set) or --recipe NAME --source ROOT"
@@ -345,7 +363,9 @@ def _conf_labelled_set(p: argparse.ArgumentParser) -> None:
         "(labelled_set.json + windows.tar) for `brainomni finetune --set`"
     )
     p.add_argument("--recipe", required=True, help="downstream recipe (manifests/downstream.toml)")
-    p.add_argument("--source", required=True, help="BIDS root or TUH root of the dataset")
+    p.add_argument(
+        "--source", nargs="+", required=True, help="BIDS root or TUH root, or recording files"
+    )
     p.add_argument("--out", required=True, help="folder for labelled_set.json + windows.tar")
     p.add_argument("--recipes", default=None, help="another recipes TOML")
     p.add_argument("--label-table", default=None, help="TSV/CSV of labels (labels = 'table')")
@@ -361,10 +381,11 @@ def _run_labelled_set(args: argparse.Namespace) -> int:
     if args.label_table and not os.path.isfile(args.label_table):
         raise SystemExit(f"--label-table {args.label_table}: no such file")
     work = args.work_dir or os.path.join(args.out, "work")
+    source = _source(args.source)
     try:
-        ls = build_labelled_set(recipe, args.source, work_dir=work, label_table=args.label_table)
+        ls = build_labelled_set(recipe, source, work_dir=work, label_table=args.label_table)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"--recipe {recipe.name} --source {args.source}: {exc}") from None
+        raise SystemExit(f"--recipe {recipe.name} --source {source}: {exc}") from None
     index = save_labelled_set(ls, args.out)
     summary = {
         "index": index,

@@ -210,6 +210,23 @@ def test_eeglab_annotations_with_recipe_channel_fixes(tmp_path):
     rejected = sum(ls.meta["rejected"].values())
     assert len(got) + rejected == 154 and len(got) > 100
     assert set(got) <= set(exp)  # every kept window is an expected one (others: QC-rejected)
+    # the same real events through the CLI, from a recipes TOML and the file as the user has
+    # it: the set is built and saved, and fine-tuning refuses it naming the fix (one
+    # recording = one subject cannot make subject folds)
+    from brainomni.cli import main
+
+    rename = ", ".join(f'"EEG {i:03d}" = "{n}"' for i, n in enumerate(BIOSEMI32))
+    toml = tmp_path / "recipes.toml"
+    toml.write_text(
+        '[[recipe]]\nname = "eeglab"\nclasses = ["square", "rt"]\nlabels = "events"\n'
+        f"window_s = 1.0\ntmin_s = -0.25\nrename = {{ {rename} }}\n"
+    )
+    argv = ["--recipes", str(toml), "--recipe", "eeglab", "--source", str(path)]
+    argv += ["--work-dir", str(tmp_path)]
+    assert main(["labelled-set", *argv, "--out", str(tmp_path / "set")]) == 0
+    assert len(load_labelled_set(str(tmp_path / "set"))) == len(ls)
+    with pytest.raises(SystemExit, match="1 subjects cannot make 5 subject folds; lower"):
+        main(["finetune", *argv, "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")])
 
 
 def test_bdf_stim_channel_events(tmp_path):
