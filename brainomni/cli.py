@@ -249,6 +249,7 @@ _HELP = {
     "finetune": "fine-tune an exported model on a labelled set under cross-subject folds",
     "evaluate": "evaluate a model: 'downstream', 'recon' (brainomni evaluate EVALUATION --help)",
     "embed": "tokens and features of one recording (any device) under an exported model",
+    "labelled-set": "build a downstream recipe's labelled windows from a BIDS/TUH root and save them",
 }
 
 

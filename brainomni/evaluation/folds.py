@@ -5,9 +5,11 @@ run's seed and cut into 5 groups; fold ``i`` tests on group ``i``, validates on 
 ``i + 1`` and trains on the other 3. Seeds 42 and 3407 give 10 runs.
 
 Datasets with an official evaluation set (TUAB, TUEV) say so in ``LabelledSet.meta``:
-``meta["test_subjects"]`` lists the official test subjects. Every fold then tests on them and
-the remaining subjects are cut into ``k`` groups: fold ``i`` validates on group ``i`` and
-trains on the rest.
+``meta["official_split"] = {subject: "train" | "eval"}``, written by
+:func:`brainomni.evaluation.windows.build_labelled_set` for recipes with
+``split = "official"`` (one key for the data side and the fine-tuning side). Every fold then
+tests on the ``eval`` subjects that have windows, and the remaining subjects are cut into
+``k`` groups: fold ``i`` validates on group ``i`` and trains on the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 from .data import LabelledSet
 
 PAPER_SEEDS = (42, 3407)
-OFFICIAL_TEST_KEY = "test_subjects"
+OFFICIAL_SPLIT_KEY = "official_split"
+OFFICIAL_TEST = "eval"
+OFFICIAL_SPLITS = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,34 @@ def subject_folds(
     return folds
 
 
+def official_test_subjects(windows: LabelledSet) -> list[str] | None:
+    """The ``eval`` subjects of ``meta["official_split"]`` that have windows in ``windows``;
+    ``None`` when the set has no official split. ``ValueError`` naming the fix when the split
+    is malformed or leaves no test subject."""
+    split = windows.meta.get(OFFICIAL_SPLIT_KEY)
+    if split is None:
+        return None
+    where = f"labelled set {windows.name!r}: meta[{OFFICIAL_SPLIT_KEY!r}]"
+    if not isinstance(split, dict) or not all(
+        isinstance(k, str) and v in OFFICIAL_SPLITS for k, v in split.items()
+    ):
+        raise ValueError(
+            f"{where} must map subject -> 'train' or 'eval'; rebuild the set with "
+            "build_labelled_set"
+        )
+    present = set(windows.subjects.tolist())
+    test = sorted(s for s, v in split.items() if v == OFFICIAL_TEST and s in present)
+    if not test:
+        raise ValueError(
+            f"{where}: no 'eval' subject has windows; the official evaluation set is empty "
+            "(see the set's meta['recordings'] ledger for why its recordings were skipped)"
+        )
+    return test
+
+
 def folds_for(windows: LabelledSet, *, k: int = 5, seed: int = 42) -> list[Fold]:
-    """The folds of a labelled set: with its official test subjects when ``meta`` names them."""
+    """The folds of a labelled set: every fold tests on its official ``eval`` subjects when
+    ``meta["official_split"]`` exists (:func:`official_test_subjects`)."""
     return subject_folds(
-        windows.subjects, k=k, seed=seed, test_subjects=windows.meta.get(OFFICIAL_TEST_KEY)
+        windows.subjects, k=k, seed=seed, test_subjects=official_test_subjects(windows)
     )

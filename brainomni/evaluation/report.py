@@ -74,7 +74,11 @@ def write_report(
             "meta": windows.meta,
             "set_hash": set_hash(windows),
         },
-        "recipe": cfg.recipe,
+        # the downstream recipe that built the set (manifests/downstream.toml) and its hash;
+        # the fine-tuning protocol (FinetuneConfig) by name and in full
+        "recipe": windows.meta.get("recipe", ""),
+        "recipe_hash": windows.meta.get("recipe_hash", ""),
+        "protocol_name": cfg.recipe,
         "protocol": cfg.to_dict(),
         "seeds": list(cfg.seeds),
         "selection": "hyper-parameters and checkpoints chosen on validation only",
@@ -97,7 +101,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Test metrics, mean ± std over {n_runs} runs ({results['protocol']['folds']} "
         f"cross-subject folds x seeds {', '.join(map(str, results['seeds']))}); recipe "
-        f"`{results['recipe']}`; LR / C chosen on validation.",
+        f"`{results['recipe'] or 'n/a'}`, protocol `{results['protocol_name']}`; LR / C "
+        "chosen on validation.",
         "",
         "| Model | #P (trainable) | chosen | " + " | ".join(SHORT[n] for n in names) + " |",
         "|---|---|---|" + "---|" * len(names),

@@ -558,6 +558,8 @@ def load_labelled_set(src: str) -> LabelledSet:
     if index.get("tar") != TAR_NAME or not isinstance(index.get("meta"), dict):
         raise bad("unexpected tar name or meta")
     tar_path = os.path.join(src, TAR_NAME)
+    if not os.path.isfile(tar_path):
+        raise bad(f"{tar_path} is missing")
     if os.path.getsize(tar_path) != index.get("bytes"):
         raise bad(f"{tar_path} has {os.path.getsize(tar_path)} bytes, index says {index['bytes']}")
     sha = hashlib.sha256()

@@ -36,11 +36,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from tests.conftest import MEEG_DIR  # noqa: E402
 
-MIX = (  # (label, file under MEEG_DIR, share of the hours, reader kwargs)
-    ("EEG 64 ch EDF", "EDF/test_edf_overlapping_annotations.edf", 0.65, {}),
-    ("Neuromag 306+60", "SSS/sample_audvis_trunc_raw_sss.fif", 0.20, {}),
-    ("KIT 125", "KIT/MQKIT_125_2sec.con", 0.10, {}),
-    ("CTF 275", "CTF/testdata_ctf_short_discontinuous.ds", 0.05, {}),
+MIX = (  # (label, file under MEEG_DIR, share of the hours, longest recording in minutes)
+    ("EEG 64 ch EDF", "EDF/test_edf_overlapping_annotations.edf", 0.65, None),
+    ("Neuromag 306+60", "SSS/sample_audvis_trunc_raw_sss.fif", 0.20, None),
+    ("KIT 125", "KIT/MQKIT_125_2sec.con", 0.10, None),
+    # 1.2 kHz x 300+ channels is tiled in memory (float64): 10-min pieces stay under 5 GB
+    ("CTF 275", "CTF/testdata_ctf_short_discontinuous.ds", 0.05, 10.0),
 )
 
 
@@ -61,18 +62,21 @@ def build(root: Path, hours: float, minutes: float) -> dict[str, float]:
 
     got: dict[str, float] = {}
     sub = 0
-    for label, rel, share, kw in MIX:
-        raw = mne.io.read_raw(MEEG_DIR / rel, preload=True, verbose="error", **kw)
+    for label, rel, share, longest in MIX:
+        raw = mne.io.read_raw(MEEG_DIR / rel, preload=True, verbose="error")
         if label.startswith("CTF"):
             raw.pick(["meg", "eeg", "ref_meg", "stim"], verbose="error")
         raw.info["line_freq"] = 50.0
-        n_rec = max(1, round(hours * share * 60 / minutes))
-        tiled = _tile(raw, minutes * 60)
+        length = min(minutes, longest or minutes)
+        n_rec = max(1, round(hours * share * 60 / length))
+        tiled = _tile(raw, length * 60)
         fmt = "EDF" if label.startswith("EEG") else "FIF"
         datatype = "eeg" if label.startswith("EEG") else "meg"
         for _ in range(n_rec):
             sub += 1
             bp = BIDSPath(subject=f"{sub:03d}", task="rest", datatype=datatype, root=root)
+            if (root / f"sub-{sub:03d}").exists():  # kept from an interrupted build
+                continue
             write_raw_bids(
                 tiled, bp, overwrite=True, allow_preload=True, format=fmt, verbose="error"
             )
@@ -124,9 +128,10 @@ def main() -> None:
         sys.exit("the real recordings (../shared/data/meeg) are needed")
     out = Path(a.out)
     bids = out / "bids"
-    if not (a.keep_inputs and (bids / "dataset_description.json").exists()):
-        shutil.rmtree(out, ignore_errors=True)
-        bids.mkdir(parents=True)
+    if not (a.keep_inputs and (out / "mix.json").exists()):
+        if not a.keep_inputs:
+            shutil.rmtree(out, ignore_errors=True)
+        bids.mkdir(parents=True, exist_ok=True)
         print(f"building {a.hours:g} recording-hours under {bids}", flush=True)
         mix = build(bids, a.hours, a.minutes)
         (out / "mix.json").write_text(json.dumps(mix))

@@ -1,4 +1,4 @@
-"""The classical baseline (log band power + logistic regression) and the labelled-set file."""
+"""The classical baseline (log band power + logistic regression); the CLI refusing bad sets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from scipy.signal import welch
 from brainomni.evaluation.baselines import BANDS, band_power_features, run_bandpower
 from brainomni.evaluation.data import LabelledSet, Window
 from brainomni.evaluation.finetune import cpu_test_finetune
-from brainomni.evaluation.setfile import load_set, save_set
 from tests.evaluation.synthetic import SFREQ, planted_set
 
 
@@ -50,35 +49,43 @@ def test_bandpower_finds_the_planted_effect_and_not_shuffled_labels(tmp_path):
     assert abs(chance - 0.5) <= 0.1
 
 
-def test_labelled_set_file_round_trip_and_refusals(tmp_path):
-    ws = planted_set(n_subjects=2, per_class=2)
-    ws.meta["test_subjects"] = ["synth/sub-01"]
-    back = load_set(save_set(ws, tmp_path / "set.npz"))
-    assert back.classes == ws.classes and back.meta == ws.meta and len(back) == len(ws)
-    for a, b in zip(ws.windows, back.windows, strict=True):
-        assert (a.label, a.subject, a.recording_id, a.onset_s) == (
-            b.label,
-            b.subject,
-            b.recording_id,
-            b.onset_s,
-        )
-        np.testing.assert_array_equal(a.signal, b.signal)
-        np.testing.assert_array_equal(a.sensors, b.sensors)
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="junk.npz"):
-        load_set(tmp_path / "junk.npz")
-    z = dict(np.load(tmp_path / "set.npz"))
-    z["channels"] = z["channels"] + 1  # sizes that disagree: refused before building
-    np.savez(tmp_path / "bad.npz", **z)
-    with pytest.raises(ValueError, match="disagree"):
-        load_set(tmp_path / "bad.npz")
-
-
-def test_cli_refuses_a_bad_set_file_naming_it(tmp_path):
+def test_cli_refuses_a_bad_set_naming_it(tmp_path):
     from brainomni.cli import main
 
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    argv = ["finetune", "--set", str(tmp_path / "junk.npz"), "--checkpoint", str(tmp_path)]
-    with pytest.raises(SystemExit, match="junk.npz"):
-        main([*argv, "--out", str(tmp_path / "o")])
+    argv = ["finetune", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(SystemExit, match="junk: no labelled_set.json"):
+        main([*argv, "--set", str(tmp_path / "junk")])
+    (tmp_path / "junk" / "labelled_set.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"junk.*labelled_set.json: not a JSON index"):
+        main([*argv, "--set", str(tmp_path / "junk")])
+    with pytest.raises(SystemExit, match="either --set DIR or --recipe"):
+        main([*argv, "--set", str(tmp_path / "junk"), "--recipe", "planted", "--source", "x"])
+    with pytest.raises(SystemExit, match="no data: give --set DIR"):
+        main([*argv, "--recipe", "planted"])
+    with pytest.raises(SystemExit, match="--recipe nosuch"):
+        main([*argv, "--recipe", "nosuch", "--source", str(tmp_path)])
+    # a source whose recordings yield no window: the message points to the ledger
+    (tmp_path / "bids").mkdir()
+    (tmp_path / "bids" / "dataset_description.json").write_text(
+        '{"Name": "x", "BIDSVersion": "1.8.0"}'
+    )
+    src = [
+        "--recipe",
+        "planted",
+        "--source",
+        str(tmp_path / "bids"),
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
+    with pytest.raises(SystemExit, match=r"no labelled window.*meta\['recordings'\]"):
+        main([*argv, *src])
+    # a good set: too few subjects for the protocol's folds, then a checkpoint that is no export
+    from brainomni.evaluation.windows import save_labelled_set
+
+    save_labelled_set(planted_set(n_subjects=3, per_class=1), str(tmp_path / "small"))
+    with pytest.raises(SystemExit, match="lower --folds"):
+        main([*argv, "--set", str(tmp_path / "small")])
+    with pytest.raises(SystemExit, match="--checkpoint: .*brainomni export"):
+        main([*argv, "--set", str(tmp_path / "small"), "folds=3"])
     assert not (tmp_path / "o").exists()

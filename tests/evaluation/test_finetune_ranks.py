@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainomni.evaluation.setfile import save_set
+from brainomni.evaluation.windows import save_labelled_set
 from tests.evaluation.synthetic import planted_set, tiny_export
 
 pytest.importorskip("deepspeed", reason="fine-tuning runs on DeepSpeed")
@@ -24,14 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_ranks_cover_every_window_once(tmp_path):
     ws = planted_set()
     exp = tiny_export(tmp_path / "exp", ws)
-    path = save_set(ws, tmp_path / "set.npz")
+    path = tmp_path / "set"
+    save_labelled_set(ws, str(path))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     cmd += ["--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "brainomni"]
     cmd += ["finetune", "--set", str(path), "--checkpoint", str(exp), "--out", str(tmp_path / "o")]
-    cmd += ["--recipe", "cpu-test-finetune", "epochs=1", "global_batch=16", "--no-plots"]
+    cmd += ["--protocol", "cpu-test-finetune", "epochs=1", "global_batch=16", "--no-plots"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]

@@ -48,7 +48,9 @@ def test_official_test_subjects_are_every_folds_test_set():
 
 def test_folds_of_a_set_and_window_indices_follow_subjects():
     ws = planted_set(n_subjects=6, per_class=1)
-    ws.meta["test_subjects"] = ["synth/sub-00"]
+    # the key build_labelled_set writes for official splits (TUAB/TUEV); an eval subject
+    # without windows is not a test subject
+    ws.meta["official_split"] = {"synth/sub-00": "eval", "synth/sub-01": "train", "gone": "eval"}
     folds = folds_for(ws, k=3, seed=42)
     for f in folds:
         tr, va, te = f.indices(ws)
@@ -62,5 +64,12 @@ def test_bad_fold_requests_raise_value_errors_that_say_what_to_do():
         subject_folds(SUBJECTS[:4], k=5)
     with pytest.raises(ValueError, match="no windows"):
         subject_folds(SUBJECTS, test_subjects=["other/sub-1"])
+    ws = planted_set(n_subjects=4, per_class=1)
+    ws.meta["official_split"] = {"synth/sub-00": "test"}
+    with pytest.raises(ValueError, match="'train' or 'eval'"):
+        folds_for(ws, k=2)
+    ws.meta["official_split"] = {"synth/sub-00": "train", "gone": "eval"}
+    with pytest.raises(ValueError, match="no 'eval' subject has windows"):
+        folds_for(ws, k=2)
     with pytest.raises(ValueError, match="disjoint"):
         Fold(0, 42, ("a", "b"), ("b",), ("c",))

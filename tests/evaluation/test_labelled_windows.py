@@ -14,6 +14,7 @@ import mne
 import numpy as np
 import pytest
 
+from brainomni.evaluation.folds import folds_for
 from brainomni.evaluation.labels import (
     LabelError,
     read_events_tsv,
@@ -209,6 +210,23 @@ def test_eeglab_annotations_with_recipe_channel_fixes(tmp_path):
     rejected = sum(ls.meta["rejected"].values())
     assert len(got) + rejected == 154 and len(got) > 100
     assert set(got) <= set(exp)  # every kept window is an expected one (others: QC-rejected)
+    # the same real events through the CLI, from a recipes TOML and the file as the user has
+    # it: the set is built and saved, and fine-tuning refuses it naming the fix (one
+    # recording = one subject cannot make subject folds)
+    from brainomni.cli import main
+
+    rename = ", ".join(f'"EEG {i:03d}" = "{n}"' for i, n in enumerate(BIOSEMI32))
+    toml = tmp_path / "recipes.toml"
+    toml.write_text(
+        '[[recipe]]\nname = "eeglab"\nclasses = ["square", "rt"]\nlabels = "events"\n'
+        f"window_s = 1.0\ntmin_s = -0.25\nrename = {{ {rename} }}\n"
+    )
+    argv = ["--recipes", str(toml), "--recipe", "eeglab", "--source", str(path)]
+    argv += ["--work-dir", str(tmp_path)]
+    assert main(["labelled-set", *argv, "--out", str(tmp_path / "set")]) == 0
+    assert len(load_labelled_set(str(tmp_path / "set"))) == len(ls)
+    with pytest.raises(SystemExit, match="1 subjects cannot make 5 subject folds; lower"):
+        main(["finetune", *argv, "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")])
 
 
 def test_bdf_stim_channel_events(tmp_path):
@@ -290,6 +308,8 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
         ("train", "normal", "aaaaaaaa", 1),
         ("eval", "abnormal", "aaaaaaab", 1),
         ("eval", "abnormal", "aaaaaaaa", 2),  # a subject on both sides: one side is refused
+        ("train", "abnormal", "aaaaaaae", 1),
+        ("train", "normal", "aaaaaaaf", 1),
     ):
         d = root / "edf" / split / label / "01_tcp_ar"
         d.mkdir(parents=True, exist_ok=True)
@@ -309,15 +329,30 @@ def test_tuab_and_tuev_trees_end_to_end(tmp_path):
     assert split["tuab-mini/aaaaaaab"] == "eval" and set(split) == {
         "tuab-mini/aaaaaaaa",
         "tuab-mini/aaaaaaab",
+        "tuab-mini/aaaaaaae",
+        "tuab-mini/aaaaaaaf",
     }
+    # the fine-tuning folds read the same key: every fold tests on the official eval subject,
+    # the train subjects rotate through validation, no subject in two parts
+    folds = folds_for(ls, k=2, seed=42)
+    evals = tuple(s for s, v in sorted(split.items()) if v == "eval")
+    assert "tuab-mini/aaaaaaab" in evals and [f.test for f in folds] == [evals] * 2
+    assert sorted(v for f in folds for v in f.val) == [
+        s for s, v in sorted(split.items()) if v == "train"
+    ]
     (conflict,) = [e for e in ls.meta["recordings"] if e.get("error_class") == "SplitConflict"]
     assert conflict["subject"] == "aaaaaaaa" and ls.meta["split_conflicts"] == [
         "tuab-mini/aaaaaaaa"
     ]
     a_label = {"train": 0, "eval": 1}[split["tuab-mini/aaaaaaaa"]]  # normal in train, else abnormal
     per_subject = {s: {w.label for w in ls.windows if w.subject == s} for s in set(ls.subjects)}
-    assert per_subject == {"tuab-mini/aaaaaaaa": {a_label}, "tuab-mini/aaaaaaab": {1}}
-    assert len(ls) == 2 * 12  # 124 s -> 12 windows of 10 s each
+    assert per_subject == {
+        "tuab-mini/aaaaaaaa": {a_label},
+        "tuab-mini/aaaaaaab": {1},
+        "tuab-mini/aaaaaaae": {1},
+        "tuab-mini/aaaaaaaf": {0},
+    }
+    assert len(ls) == 4 * 12  # 124 s -> 12 windows of 10 s each
     tuev_root = tmp_path / "tuev"
     d = tuev_root / "edf" / "train" / "aaaaaaac"
     d.mkdir(parents=True)
