@@ -52,6 +52,9 @@ def build_model(cfg: dict[str, Any]):
     return BrainOmni("tiny", tokenizer=tok, **asdict(o))
 
 
+_RUNTIME_DEFAULTS = {"precision": "fp32", "compile": False}
+
+
 def load_export(path: str | Path, *, strict: bool = True):
     """The exported model (eval mode, fp32). ``path``: an export folder or a checkpoint."""
     from safetensors.torch import load_file
@@ -59,6 +62,11 @@ def load_export(path: str | Path, *, strict: bool = True):
     p = Path(path)
     cfg_path = p / CONFIG if (p / CONFIG).exists() else p / "model.json"
     cfg = json.loads(cfg_path.read_text())
+    # How a model was trained (bf16 autocast, torch.compile) is not how it is used: an
+    # export loads as the documented fp32, eager model (compiling on load would take minutes).
+    for key in ("tokenizer_config", "omni_config"):
+        if isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **{k: v for k, v in _RUNTIME_DEFAULTS.items() if k in cfg[key]}}
     model = build_model(cfg)
     state = load_file(str(p / WEIGHTS))
     model.load_state_dict(state, strict=strict)
