@@ -240,24 +240,24 @@ def _check_group(group: str, names: list[str], pos: np.ndarray, sources: list[st
 
 
 def _scale_unit_sphere(rows: dict[int, tuple]) -> None:
-    """EEG positions from the file that all lie on the unit sphere (|p| = 1 +- 1%, at least
-    3 of them: MNE's projection of a 2-D layout, no head size) are scaled to
-    :data:`HEAD_RADIUS_M`; their ``pos_source`` says so. Anything else is left to
-    :func:`check_geometry`."""
-    idx = [i for i, r in rows.items() if r[0] == EEG and r[3] == POS_FILE]
-    if len(idx) < 3:
-        return
-    norms = np.linalg.norm(np.array([rows[i][1] for i in idx], dtype=np.float64), axis=1)
-    if np.all(np.abs(norms - 1.0) < 0.01):
-        for i in idx:
-            t, pos, ori, _ = rows[i]
-            rows[i] = (
-                t,
-                np.asarray(pos, dtype=np.float64) * HEAD_RADIUS_M,
-                ori,
-                POS_FILE_UNIT_SPHERE,
+    """EEG positions of one source (the file, or BIDS ``electrodes.tsv``) that all lie on the
+    unit sphere (|p| = 1 +- 1%, at least 3 of them) are scaled to :data:`HEAD_RADIUS_M`;
+    their ``pos_source`` says so (``file:unit-sphere*0.095``). That is MNE's projection of a
+    2-D layout with no head size (Neuroscan CNT), also as mne-bids writes it into an
+    ``electrodes.tsv`` declared in metres. Anything else is left to :func:`check_geometry`."""
+    for source in (POS_FILE, POS_ELECTRODES):
+        idx = [i for i, r in rows.items() if r[0] == EEG and r[3] == source]
+        if len(idx) < 3:
+            continue
+        norms = np.linalg.norm(np.array([rows[i][1] for i in idx], dtype=np.float64), axis=1)
+        if np.all(np.abs(norms - 1.0) < 0.01):
+            label = f"{source}:unit-sphere*{HEAD_RADIUS_M}"
+            for i in idx:
+                t, pos, ori, _ = rows[i]
+                rows[i] = (t, np.asarray(pos, dtype=np.float64) * HEAD_RADIUS_M, ori, label)
+            logger.info(
+                "EEG positions (%s) on the unit sphere scaled to a %g m head", source, HEAD_RADIUS_M
             )
-        logger.info("EEG positions on the unit sphere scaled to a %g m head", HEAD_RADIUS_M)
 
 
 def _fmt_xyz(xyz: np.ndarray) -> str:

@@ -81,6 +81,29 @@ def test_unit_sphere_positions_are_scaled_to_a_head() -> None:
     assert set(table.pos_source) == {"file:unit-sphere*0.095"}
 
 
+def test_unit_sphere_electrodes_tsv_is_scaled_too() -> None:
+    """mne-bids writes a CNT's unit-sphere layout into electrodes.tsv declared in metres:
+    scaled like the file's, and said so; a sphere of another radius still fails."""
+    import mne
+
+    raw = mne.io.read_raw_cnt(
+        meeg_file("CNT/scan41_short.cnt"), data_format="int16", verbose="error"
+    )
+    unit = {c["ch_name"]: list(map(float, c["loc"][:3])) for c in raw.info["chs"]}
+    info = raw.info.copy()
+    with info._unlock():
+        for ch in info["chs"]:
+            ch["loc"][:3] = np.nan  # positions only in the sidecar, as in a BIDS dataset
+    table = build_sensor_table(info, electrodes=unit)
+    expected = np.array([unit[n] for n in table.names]) * 0.095
+    np.testing.assert_allclose(table.pos, expected, rtol=1e-6, atol=1e-9)
+    assert set(table.pos_source) == {"electrodes.tsv:unit-sphere*0.095"}
+    bigger = {n: [v * 1.5 for v in xyz] for n, xyz in unit.items()}
+    with pytest.raises(RecordingFailed) as e:
+        build_sensor_table(info, electrodes=bigger)
+    assert e.value.error_class == "ImplausibleGeometry"
+
+
 # --------------------------------------------------------------------------- last resort
 
 
