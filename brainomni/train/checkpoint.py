@@ -26,8 +26,9 @@ Checkpoints are data, never code (they live on shared object storage, see README
 and threat model"): :func:`verify` checks every file against the sha256 in ``meta.json`` and
 refuses unlisted files, symlinks and pickles that name any global outside torch's
 ``weights_only`` set plus :data:`DS_SAFE_GLOBALS`, before anything is loaded (resume,
-universal conversion, export). DeepSpeed's own ``torch.load(..., weights_only=False)`` calls
-(its checkpoint engine, ZeRO optimizers, ``ds_to_universal``) then run inside
+universal conversion, export). DeepSpeed's own ``torch.load`` calls, which turn
+``weights_only`` off (its checkpoint engine, ZeRO optimizers, ``ds_to_universal``), then run
+inside
 :func:`weights_only_loads`, which forces ``weights_only=True`` with that allowlist, so even a
 pickle that passed the hash check (an attacker who also rewrote ``meta.json``) cannot run.
 """

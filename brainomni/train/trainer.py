@@ -248,7 +248,7 @@ class Trainer:
             tag = "ds"
         with ckpt.weights_only_loads(
             d / tag
-        ):  # DeepSpeed's torch.load(weights_only=False) included
+        ):  # DeepSpeed's own loads (which disable weights_only) included
             load_path, _ = self.engine.load_checkpoint(str(d), tag=tag)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {d / tag}")

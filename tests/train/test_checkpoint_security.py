@@ -141,7 +141,7 @@ def test_tampered_file_refused_on_resume_conversion_and_export(run, tmp_path, re
 
 @pytest.mark.parametrize("rel", [MODEL_STATES, OPTIM_STATES])
 def test_weights_only_stops_a_payload_the_scan_missed(run, tmp_path, monkeypatch, rel):
-    """With the static scan switched off, DeepSpeed's own torch.load(weights_only=False) of the
+    """With the static scan switched off, DeepSpeed's own torch.load (weights_only turned off there) of the
     payload (engine.load_checkpoint, ds_to_universal) still runs nothing."""
     from brainomni.train import checkpoint as ckpt
     from brainomni.train.trainer import Trainer
