@@ -5,7 +5,7 @@ Registered on import by :mod:`brainomni.cli`. One process per device under ``tor
 registered with :func:`brainomni.cli.evaluate_command`, like every evaluation.
 
 Data comes either as a saved labelled set (``--set DIR``: the folder
-:func:`brainomni.evaluation.windows.save_labelled_set` writes, ``labelled_set.json`` +
+:func:`brainomni.evaluation.data.save_labelled_set` writes, ``labelled_set.json`` +
 ``windows.tar``) or as the user has it: ``--recipe NAME --source ROOT`` (a BIDS or TUH root)
 builds the set with :func:`brainomni.evaluation.windows.build_labelled_set` and caches it
 under ``--work-dir`` (``sets/<recipe>-<key>/``, the key hashing the recipe, the cleaning

@@ -11,11 +11,24 @@ Channel counts may differ between windows (several devices); the window length m
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+# The on-disk form of a LabelledSet (save_labelled_set / load_labelled_set below): a folder
+# holding windows.tar (the pretraining sample format, checked by the loader's own checker)
+# and labelled_set.json (classes, count, sha256, meta). No pickles.
+SET_FORMAT = "brainomni.labelled-set/1"
+INDEX_NAME = "labelled_set.json"
+TAR_NAME = "windows.tar"
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+MAX_WINDOWS = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +96,124 @@ class LabelledSet:
         return LabelledSet(
             [self.windows[int(i)] for i in index], self.classes, self.name, self.meta
         )
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_labelled_set(ls: LabelledSet, dest: str) -> str:
+    """Write ``ls`` under the folder ``dest`` (``windows.tar`` + ``labelled_set.json``);
+    the index path. No pickles: ``.npy`` members and JSON only."""
+    from brainomni.pack.sample import encode_sample
+    from brainomni.pack.shards import _BytesReader, _HashingWriter, _tarinfo
+
+    os.makedirs(dest, exist_ok=True)
+    tar_path = os.path.join(dest, TAR_NAME)
+    tmp = tar_path + ".tmp"
+    with open(tmp, "wb") as raw_fh:
+        fh = _HashingWriter(raw_fh)  # hashed as written, not read back
+        with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+            for i, w in enumerate(ls.windows):
+                meta = {
+                    "label": int(w.label),
+                    "subject": w.subject,
+                    "recording_id": w.recording_id,
+                    "onset_s": float(w.onset_s),
+                }
+                for member, blob in encode_sample(
+                    f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta
+                ):
+                    tar.addfile(_tarinfo(member, len(blob)), _BytesReader(blob))
+        sha = fh.sha
+    os.replace(tmp, tar_path)
+    index = {
+        "format": SET_FORMAT,
+        "name": ls.name,
+        "classes": list(ls.classes),
+        "n_windows": len(ls),
+        "tar": TAR_NAME,
+        "sha256": sha.hexdigest(),
+        "bytes": os.path.getsize(tar_path),
+        "meta": ls.meta,
+    }
+    path = os.path.join(dest, INDEX_NAME)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(index, fh, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_labelled_set(src: str) -> LabelledSet:
+    """Read a set written by :func:`save_labelled_set`. The index and the tar are checked
+    (format, sizes, sha256, every member by :func:`brainomni.pack.sample_check.iter_samples`,
+    labels in range, window count) before a window is built; ``ValueError`` naming the file
+    otherwise."""
+    from brainomni.pack.sample_check import SCHEMAS, SampleError, iter_samples, npy_array
+
+    idx_path = os.path.join(src, INDEX_NAME)
+    size = os.path.getsize(idx_path)
+    if size > MAX_INDEX_BYTES:
+        raise ValueError(f"{idx_path}: {size} bytes, over the {MAX_INDEX_BYTES}-byte limit")
+    with open(idx_path, "rb") as fh:
+        try:
+            index = json.loads(fh.read().decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{idx_path}: not a JSON index ({type(exc).__name__})") from None
+
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"{idx_path}: {msg}; rewrite the set with save_labelled_set")
+
+    if not isinstance(index, dict) or index.get("format") != SET_FORMAT:
+        raise bad(f"not a {SET_FORMAT} index")
+    classes, n = index.get("classes"), index.get("n_windows")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes must be a list of names")
+    if not isinstance(n, int) or not 0 <= n <= MAX_WINDOWS:
+        raise bad(f"n_windows {n!r} out of range")
+    if index.get("tar") != TAR_NAME or not isinstance(index.get("meta"), dict):
+        raise bad("unexpected tar name or meta")
+    tar_path = os.path.join(src, TAR_NAME)
+    if not os.path.isfile(tar_path):
+        raise bad(f"{tar_path} is missing")
+    if os.path.getsize(tar_path) != index.get("bytes"):
+        raise bad(f"{tar_path} has {os.path.getsize(tar_path)} bytes, index says {index['bytes']}")
+    sha = hashlib.sha256()
+    with open(tar_path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    if sha.hexdigest() != index.get("sha256"):
+        raise bad(f"{tar_path} does not match its sha256 (changed or damaged)")
+    rules = SCHEMAS["raw"]
+    windows: list[Window] = []
+    with open(tar_path, "rb") as fh:
+        try:
+            for s in iter_samples(fh, "raw", want=lambda i: True, where=tar_path):
+                m = s.meta or {}
+                label, subject, rid = m.get("label"), m.get("subject"), m.get("recording_id")
+                onset = m.get("onset_s", 0.0)
+                if not isinstance(label, int) or not 0 <= label < len(classes):
+                    raise bad(f"sample {s.key}: label {label!r} out of range")
+                if not isinstance(subject, str) or not subject or not isinstance(rid, str):
+                    raise bad(f"sample {s.key}: subject/recording_id missing")
+                if not isinstance(onset, (int, float)):
+                    raise bad(f"sample {s.key}: onset_s is not a number")
+                windows.append(
+                    Window(
+                        signal=npy_array(s.members["signal.npy"], rules["signal.npy"]).copy(),
+                        sensors=npy_array(s.members["sensors.npy"], rules["sensors.npy"]).copy(),
+                        sensor_type=npy_array(
+                            s.members["sensor_type.npy"], rules["sensor_type.npy"]
+                        ).copy(),
+                        label=label,
+                        subject=subject,
+                        recording_id=rid,
+                        onset_s=float(onset),
+                    )
+                )
+                if len(windows) > n:
+                    raise bad(f"more windows than the {n} the index names")
+        except (SampleError, tarfile.TarError, EOFError) as exc:
+            raise bad(f"damaged windows tar: {exc}") from None
+    if len(windows) != n:
+        raise bad(f"{len(windows)} windows in the tar, index says {n}")
+    return LabelledSet(windows, classes, str(index.get("name", "")), index["meta"])
