@@ -315,6 +315,10 @@ def build_parser(
         prog=prog,
         description="BrainOmni corpus and pretraining tools. Run 'brainomni CMD --help' for a command.",
     )
+    # also before the command (pipelines/publish.py took it there)
+    parser.add_argument(
+        "--storage-retry-s", dest="storage_retry_s_top", type=float, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="CMD")
     order = {n: i for i, n in enumerate(ORDER)}
     for name, (conf, _) in sorted(_COMMANDS.items(), key=lambda kv: order.get(kv[0], 99)):
@@ -336,7 +340,8 @@ def main(
     args = parser.parse_args(argv)
     try:
         setup_logging(log_level(args.verbose, args.quiet, _LEVEL.get(args.cmd, logging.INFO)))
-        apply_storage_retry(args.storage_retry_s)
+        retry = args.storage_retry_s
+        apply_storage_retry(getattr(args, "storage_retry_s_top", None) if retry is None else retry)
         return _COMMANDS[args.cmd][1](args)
     except UsageError as exc:
         where = parser.prog if isinstance(commands, str) else f"{parser.prog} {args.cmd}"

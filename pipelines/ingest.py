@@ -23,10 +23,12 @@ if (_ROOT / "brainomni").is_dir() and str(_ROOT) not in sys.path:  # run from a 
 
 from brainomni.cli import main as brainomni  # noqa: E402
 
+COMMAND = "ingest"  # the brainomni command this script runs
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    return brainomni([*args], prog="pipelines/ingest.py", commands="ingest")
+    return brainomni(list(args), prog="pipelines/ingest.py", commands=COMMAND)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ if (_ROOT / "brainomni").is_dir() and str(_ROOT) not in sys.path:  # run from a 
 
 from brainomni.cli import main as brainomni  # noqa: E402
 
+COMMAND = "tokenize"  # the brainomni command this script runs
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     return brainomni(
-        ["--executor", "ray", *args], prog="pipelines/tokenize_shards.py", commands="tokenize"
+        ["--executor", "ray", *args], prog="pipelines/tokenize_shards.py", commands=COMMAND
     )
 
 
