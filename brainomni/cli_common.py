@@ -82,7 +82,7 @@ def parse_kv(
         key, sep, text = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"{what}: expected KEY=VALUE, got {item!r}")
+            raise UsageError(f"{what}: expected key=value, got {item!r}")
         out[key] = text if key in raw else parse_value(text)
     return out
 

@@ -181,7 +181,7 @@ def test_parse_kv_has_one_typing_rule():
     assert parse_kv(["version=1.10", "n=1.10"], raw=("version",)) == {"version": "1.10", "n": 1.1}
     assert parse_kv(["a=1", "a=2"]) == {"a": 2}  # the last wins
     for bad in ("novalue", "=1"):
-        with pytest.raises(UsageError, match="--set: expected KEY=VALUE"):
+        with pytest.raises(UsageError, match="--set: expected key=value"):
             parse_kv([bad], "--set")
 
 
@@ -195,7 +195,7 @@ def test_config_overrides_use_the_same_parser():
     assert cfg.optim.lr == 3e-4 and cfg.max_steps == 7
     ft = ft_overrides(ft_recipe("cpu-test-finetune"), ["lrs=[1e-5, 2e-5]", "epochs=2"])
     assert ft.lrs == (1e-5, 2e-5) and ft.epochs == 2
-    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+    with pytest.raises(ValueError, match="expected key=value"):
         apply_overrides(get_recipe("cpu-test-tokenizer"), ["optim.lr"])
 
 
