@@ -228,7 +228,8 @@ def add_ray_args(p: argparse.ArgumentParser, *, default: str = "ray") -> None:
     g.add_argument(
         "--address",
         default=None,
-        help="Ray address (auto, ray://head:10001, 10.0.0.1:6379); default: start a local Ray",
+        help="Ray address (auto, ray://head:10001, 10.0.0.1:6379); default: $RAY_ADDRESS (set "
+        "under `ray job submit`), else a local Ray",
     )
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
 
