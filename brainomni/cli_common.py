@@ -24,6 +24,7 @@ became ``-v`` / ``-q``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -85,6 +86,44 @@ def parse_kv(
             raise UsageError(f"{what}: expected key=value, got {item!r}")
         out[key] = text if key in raw else parse_value(text)
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_overrides(cls: type, overrides: dict[str, Any], what: str = "--set") -> dict[str, Any]:
+    """``overrides`` of the dataclass ``cls`` checked before they reach it: every key a field,
+    every value of its default's type (an int where a float is expected becomes a float; a
+    list where a tuple is expected is left to ``cls``; a field whose default is ``None``
+    takes ``none`` or a number when it is annotated as one). :class:`UsageError` naming the
+    key and the fix, so that bad input never reaches ``cls`` as a wrong type."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in overrides.items():
+        f = known.get(key)
+        if f is None:
+            raise UsageError(
+                f"{what} {key}=...: {cls.__name__} has no such field; one of {sorted(known)}"
+            )
+        default = f.default
+        if default is dataclasses.MISSING:  # a nested config (default_factory)
+            raise UsageError(f"{what} {key}=...: not settable from the command line")
+        if default is None:
+            numeric = any(t in str(f.type) for t in ("float", "int"))
+            ok = value is None or not numeric or _is_number(value)
+            want_name = f"{f.type}"
+        else:
+            want = type(default)
+            want_name = want.__name__
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if want is float and _is_number(value):
+                value, ok = float(value), True
+            if want is tuple and isinstance(value, list):  # numbers where the default has them
+                ok = not (default and all(map(_is_number, default))) or all(map(_is_number, value))
+        if not ok:
+            raise UsageError(f"{what} {key}={value!r}: expected {want_name} (default {default!r})")
+        overrides[key] = value
+    return overrides
 
 
 # --------------------------------------------------------------------------- renamed options

@@ -23,6 +23,7 @@ from .cli_common import (
     add_ray_args,
     add_source_dest,
     add_storage_args,
+    check_overrides,
     dest_storage_options,
     executor_name,
     parse_kv,
@@ -48,6 +49,16 @@ def _ray_map(args: argparse.Namespace, cpus_per_task: float = 1.0):
 
 
 # --------------------------------------------------------------------------- ingest
+
+
+def _clean_config(sets: list[str]):
+    from .signal.config import CleanConfig
+
+    overrides = check_overrides(CleanConfig, parse_kv(sets, "--set"))
+    try:
+        return CleanConfig.from_dict(overrides)
+    except ValueError as exc:
+        raise UsageError(f"--set: {exc}") from None
 
 
 def _conf_ingest(p: argparse.ArgumentParser) -> None:
@@ -116,7 +127,6 @@ def _run_ingest(args: argparse.Namespace) -> int:
 
     from .ingest import IngestJob, PlanChanged, SerialExecutor, format_summary, run_job
     from .ingest.sources_args import sources_from_args
-    from .signal.config import CleanConfig
 
     mne.set_log_level("ERROR")
     if not args.source and not args.catalog:
@@ -125,7 +135,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         sources=tuple(sources_from_args(args.source, args.catalog, storage_options(args) or {})),
         dest=args.dest,
         dest_storage_options=dest_storage_options(args) or {},
-        config=CleanConfig.from_dict(parse_kv(args.sets, "--set")),
+        config=_clean_config(args.sets),
         recrawl=args.recrawl,
         limit=args.limit,
         cache_root=args.cache_dir,
@@ -191,16 +201,19 @@ def _conf_pack(p: argparse.ArgumentParser) -> None:
 
 def _run_pack(args: argparse.Namespace) -> int:
     from .manifests.catalog import load_datasets
-    from .pack import get_profile
+    from .pack import PackConfig, get_profile
     from .pack.run import pack, summary_table
 
-    overrides = parse_kv(args.sets, "--set")
+    overrides = check_overrides(PackConfig, parse_kv(args.sets, "--set"))
     for key in ("dtype", "window_s", "stride_s"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.target_shard_mb:
         overrides["target_shard_bytes"] = int(args.target_shard_mb * 1024 * 1024)
-    config = get_profile(args.profile, **overrides)
+    try:
+        config = get_profile(args.profile, **overrides)
+    except ValueError as exc:
+        raise UsageError(f"--profile {args.profile} with {overrides}: {exc}") from None
     split_kw = {"key": args.split_key} if args.split_key else {}
     split_config = load_datasets(args.catalog).split_config(**split_kw)
     index = pack(

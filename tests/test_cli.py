@@ -277,3 +277,30 @@ def test_pipelines_are_thin_wrappers():
         text = path.read_text()
         assert "from brainomni.cli import main as brainomni" in text, path
         assert len(text.splitlines()) < 45, f"{path}: more than a wrapper"
+
+
+def test_config_overrides_are_checked_before_the_config_sees_them(tmp_path, capsys):
+    """Bad --set values end as a usage error naming the key (exit 2), never a TypeError."""
+    from brainomni.cli import main
+    from brainomni.cli_common import UsageError, check_overrides
+    from brainomni.signal.config import CleanConfig
+
+    ok = check_overrides(CleanConfig, {"sfreq": 200, "line_freq": 50, "detect_bads": False})
+    assert ok == {"sfreq": 200.0, "line_freq": 50, "detect_bads": False}
+    assert type(ok["sfreq"]) is float
+    for bad, says in (
+        ({"sfreq": "x"}, "expected float"),
+        ({"sfreq": None}, "expected float"),
+        ({"line_freq": "abc"}, "expected float | None"),
+        ({"detect_bads": 1}, "expected bool"),
+        ({"psd_n_fft": 2.5}, "expected int"),
+        ({"fallback_line_freqs": ["a"]}, "expected tuple"),
+        ({"nope": 1}, "no such field"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            check_overrides(CleanConfig, bad)
+    base = ["pack", "--source", str(tmp_path), "--dest", str(tmp_path / "p")]
+    for sets, says in ((["window_s=abc"], "window_s='abc'"), (["qc=1"], "not settable"),
+                       (["window_s=0.001"], "whole number of samples")):  # fmt: skip
+        rc = main([*base, "--profile", "tokenizer-10s", "--executor", "local", "--set", *sets])
+        assert rc == 2 and says in capsys.readouterr().err

@@ -12,7 +12,7 @@ import os
 import socket
 
 from brainomni.cli import command
-from brainomni.cli_common import add_overrides, add_renamed
+from brainomni.cli_common import UsageError, add_overrides, add_renamed
 
 from .config import DEFAULT_RECIPE, RECIPES, apply_overrides, get_recipe
 
@@ -94,7 +94,10 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         sets.append("offload=true")
     if args.shards_root:
         sets.append(f"data.shards_root={json.dumps(args.shards_root)}")
-    cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    try:
+        cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    except ValueError as exc:  # an unknown field, a value the config refuses
+        raise UsageError(f"config overrides: {exc}") from None
     from .checkpoint import CheckpointError
     from .trainer import pretrain
 
