@@ -1,7 +1,11 @@
-"""The ``brainomni`` command line.
+"""The ``brainomni`` command line: one program, one option vocabulary
+(:mod:`brainomni.cli_common`), one logging setup.
 
-Subcommands: ``inspect`` (outcome, sensor table and QC of one recording, nothing written),
-``preprocess`` (clean one recording into a Zarr v3 store). Run ``brainomni CMD --help``.
+Commands register themselves with :func:`command` (``inspect`` and ``preprocess`` here; the
+corpus stages ``ingest``, ``pack``, ``publish``, ``verify``, ``diff``, ``tokenize`` in
+:mod:`brainomni.cli_corpus`; ``pretrain`` and ``export`` in :mod:`brainomni.train.cli`; the
+evaluation commands in :mod:`brainomni.evaluation`). ``pipelines/*.py`` are thin wrappers
+that run one of them (:func:`main` with ``commands``). Run ``brainomni CMD --help``.
 Object-storage errors end with one line and exit code 3 (unreachable) or 4 (access refused),
 see :mod:`brainomni.entry`; with ``--json`` the command always prints JSON.
 """
@@ -15,18 +19,52 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from .entry import add_storage_retry_argument, apply_storage_retry, setup_logging, storage_failure
+from .cli_common import (
+    UsageError,
+    add_source_dest,
+    add_storage_args,
+    add_verbosity,
+    log_level,
+    setup_logging,
+    storage_options,
+)
+from .entry import add_storage_retry_argument, apply_storage_retry, storage_failure
 
-_COMMANDS: dict[
-    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {}
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Configure, Run]] = {}
+_HELP: dict[str, str] = {}
+_LEVEL: dict[str, int] = {}
+# the order of ``brainomni --help``: the corpus stages, training, one recording, evaluation
+ORDER = (
+    "ingest",
+    "pack",
+    "publish",
+    "verify",
+    "diff",
+    "tokenize",
+    "pretrain",
+    "export",
+    "inspect",
+    "preprocess",
+    "embed",
+    "labelled-set",
+    "finetune",
+    "evaluate",
+)
 
 
-def command(name: str):
-    """Register ``(configure(parser), run(args) -> exit code)`` as subcommand ``name``."""
+def command(name: str, help: str = "", *, log_level: int = logging.INFO):
+    """Register ``(configure(parser), run(args) -> exit code)`` as subcommand ``name`` with
+    its one-line ``help`` and its default log level (``-v`` / ``-q`` change it). Every
+    subcommand gets ``-v`` / ``-q`` and ``--storage-retry-s`` on top of what ``configure``
+    adds."""
 
     def deco(pair):
         _COMMANDS[name] = pair
+        if help:
+            _HELP[name] = help
+        _LEVEL[name] = log_level
         return pair
 
     return deco
@@ -56,7 +94,7 @@ def _conf_evaluate(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
     for name, (conf, _) in sorted(_EVALUATE.items()):
         h = _EVALUATE_HELP.get(name, "")
-        conf(sub.add_parser(name, help=h, description=h))
+        _finish(conf, sub.add_parser(name, help=h, description=h))
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -78,14 +116,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="line frequency in Hz (default: from the file; 50 and 60 when unknown)",
     )
     p.add_argument("--bads", default="", help="comma-separated channel names to treat as bad")
-    p.add_argument(
-        "--anon",
-        action="store_true",
-        help="anonymous access to a public bucket (e.g. s3://openneuro.org)",
-    )
-    p.add_argument(
-        "--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL)"
-    )
+    add_storage_args(p, dest=False)
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -96,16 +127,6 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only use bad channels marked in the file or given",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-
-
-def _storage_options(args) -> dict | None:
-    so: dict = {}
-    if args.anon:
-        so["anon"] = True
-    if args.endpoint_url:
-        so["client_kwargs"] = {"endpoint_url": args.endpoint_url}
-    return so or None
 
 
 def _run_one(args, out: str | None):
@@ -122,7 +143,7 @@ def _run_one(args, out: str | None):
             ref,
             out=out,
             config=cfg,
-            storage_options=_storage_options(args),
+            storage_options=storage_options(args),
             cache_dir=args.cache_dir,
             bads=bads,
             progress=sys.stderr.isatty(),
@@ -221,8 +242,11 @@ def _run_inspect(args) -> int:
 
 def _conf_preprocess(p: argparse.ArgumentParser) -> None:
     _add_source_args(p)
-    p.add_argument(
-        "--out", required=True, help="output store (STORE.zarr), local path or fsspec URL"
+    add_source_dest(
+        p,
+        dest="output store (STORE.zarr), local path or fsspec URL",
+        dest_old=("--out",),
+        dest_dest="out",
     )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
@@ -236,21 +260,19 @@ def _run_preprocess(args) -> int:
     return 0 if res.outcome != "failed" else 2
 
 
-command("inspect")((_conf_inspect, _run_inspect))
-command("preprocess")((_conf_preprocess, _run_preprocess))
-command("evaluate")((_conf_evaluate, _run_evaluate))
-
-_HELP = {
-    "inspect": "show outcome, sensor table, dropped channels and QC of one recording (writes nothing)",
-    "preprocess": "clean one recording into a per-recording Zarr v3 store",
-    "pretrain": "pretrain the tokenizer or BrainOmni with DeepSpeed ZeRO (torchrun for many ranks)",
-    "export": "export a checkpoint as one fp32 safetensors file + config.json",
-    "tokenize": "tokenize 30-s shards once into token shards with their own manifest",
-    "finetune": "fine-tune an exported model on a labelled set under cross-subject folds",
-    "evaluate": "evaluate a model: 'downstream', 'recon' (brainomni evaluate EVALUATION --help)",
-    "embed": "tokens and features of one recording (any device) under an exported model",
-    "labelled-set": "build a downstream recipe's labelled windows from a BIDS/TUH root and save them",
-}
+command(
+    "inspect",
+    "show outcome, sensor table, dropped channels and QC of one recording (writes nothing)",
+    log_level=logging.WARNING,
+)((_conf_inspect, _run_inspect))
+command(
+    "preprocess",
+    "clean one recording into a per-recording Zarr v3 store",
+    log_level=logging.WARNING,
+)((_conf_preprocess, _run_preprocess))
+command(
+    "evaluate", "evaluate a model: 'downstream', 'recon' (brainomni evaluate EVALUATION --help)"
+)((_conf_evaluate, _run_evaluate))
 
 
 def _load_plugins() -> None:
@@ -258,8 +280,8 @@ def _load_plugins() -> None:
     import importlib
 
     for mod in (
+        "brainomni.cli_corpus",
         "brainomni.train.cli",
-        "brainomni.tokenize_cli",
         "brainomni.evaluation.cli",
         "brainomni.evaluation.recon_cli",
     ):
@@ -270,22 +292,61 @@ def _load_plugins() -> None:
                 raise
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _finish(conf: Configure, p: argparse.ArgumentParser) -> None:
+    """A leaf command's parser: its own options, then what every command has."""
+    conf(p)
+    if not p._subparsers:  # a group (evaluate) adds them to its leaves
+        add_verbosity(p)
+        add_storage_retry_argument(p)
+
+
+def build_parser(
+    prog: str = "brainomni", commands: str | Sequence[str] | None = None
+) -> argparse.ArgumentParser:
+    """The parser of ``brainomni`` (``commands``: a subset of the subcommands, or one
+    subcommand's name for a parser of that command alone, as ``pipelines/*.py`` use)."""
     _load_plugins()
+    if isinstance(commands, str):
+        parser = argparse.ArgumentParser(prog=prog, description=_HELP.get(commands))
+        _finish(_COMMANDS[commands][0], parser)
+        parser.set_defaults(cmd=commands)
+        return parser
     parser = argparse.ArgumentParser(
-        prog="brainomni",
+        prog=prog,
         description="BrainOmni corpus and pretraining tools. Run 'brainomni CMD --help' for a command.",
     )
+    # also before the command (pipelines/publish.py took it there)
+    parser.add_argument(
+        "--storage-retry-s", dest="storage_retry_s_top", type=float, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="CMD")
-    for name, (conf, _) in _COMMANDS.items():
-        sp = sub.add_parser(name, help=_HELP.get(name, ""), description=_HELP.get(name))
-        conf(sp)
-        add_storage_retry_argument(sp)
+    order = {n: i for i, n in enumerate(ORDER)}
+    for name, (conf, _) in sorted(_COMMANDS.items(), key=lambda kv: order.get(kv[0], 99)):
+        if commands is None or name in commands:
+            h = _HELP.get(name, "")
+            _finish(conf, sub.add_parser(name, help=h, description=h))
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "brainomni",
+    commands: str | Sequence[str] | None = None,
+) -> int:
+    """Run ``brainomni`` (or, with ``commands``, the entry point ``prog`` wrapping some of
+    its subcommands); the exit code."""
+    parser = build_parser(prog, commands)
     args = parser.parse_args(argv)
-    setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
-    apply_storage_retry(args.storage_retry_s)
     try:
+        setup_logging(log_level(args.verbose, args.quiet, _LEVEL.get(args.cmd, logging.INFO)))
+        retry = args.storage_retry_s
+        apply_storage_retry(getattr(args, "storage_retry_s_top", None) if retry is None else retry)
         return _COMMANDS[args.cmd][1](args)
+    except UsageError as exc:
+        where = parser.prog if isinstance(commands, str) else f"{parser.prog} {args.cmd}"
+        print(f"{where}: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         found = storage_failure(exc, endpoint=getattr(args, "endpoint_url", None))
         if getattr(args, "json", False) is True:  # --json always prints JSON

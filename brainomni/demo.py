@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from brainomni.cli_common import setup_logging
+
 log = logging.getLogger("brainomni.demo")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-train", action="store_true", help="stop after publishing the manifests")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 py,
                 "pipelines/pack.py",
-                "--store",
+                "--source",
                 str(corpus / "recordings"),
                 "--profile",
                 profile,
@@ -197,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                     py,
                     "pipelines/publish.py",
                     "publish",
-                    "--shards",
+                    "--source",
                     str(shards),
                     "--name",
                     name,
                     "--version",
                     "1.0.0",
-                    "--out",
+                    "--dest",
                     str(mdir),
                 ],
                 f"publish {profile}",

@@ -156,3 +156,151 @@ def test_tokenize_pipeline_passes_the_same_options_as_the_cli(monkeypatch):
     assert mod.main(args + extra) == 0
     assert seen["overlap_ratio"] == 0.5 and seen["shards_root"] == "s3://b/x"
     assert seen["verify_sha256"] is False and seen["map_fn"] is map
+
+
+# --------------------------------------------------------------------------- one vocabulary
+
+
+def test_parse_kv_has_one_typing_rule():
+    from brainomni.cli_common import UsageError, parse_kv
+
+    got = parse_kv(
+        ["n=3", "lr=1e-4", "on=True", "off=false", "x=None", "l=[1, 2]", "u=s3://b/k=v", "e="]
+    )
+    assert got == {
+        "n": 3,
+        "lr": 0.0001,
+        "on": True,
+        "off": False,
+        "x": None,
+        "l": [1, 2],
+        "u": "s3://b/k=v",  # split at the first '='
+        "e": "",
+    }
+    assert type(got["n"]) is int and type(got["lr"]) is float
+    assert parse_kv(["version=1.10", "n=1.10"], raw=("version",)) == {"version": "1.10", "n": 1.1}
+    assert parse_kv(["a=1", "a=2"]) == {"a": 2}  # the last wins
+    for bad in ("novalue", "=1"):
+        with pytest.raises(UsageError, match="--set: expected key=value"):
+            parse_kv([bad], "--set")
+
+
+def test_config_overrides_use_the_same_parser():
+    """pretrain, fine-tuning and source keys type values like parse_kv (lists -> tuples)."""
+    from brainomni.evaluation.protocols import apply_overrides as ft_overrides
+    from brainomni.evaluation.protocols import get_recipe as ft_recipe
+    from brainomni.train.config import apply_overrides, get_recipe
+
+    cfg = apply_overrides(get_recipe("cpu-test-tokenizer"), ["optim.lr=3e-4", "max_steps=7"])
+    assert cfg.optim.lr == 3e-4 and cfg.max_steps == 7
+    ft = ft_overrides(ft_recipe("cpu-test-finetune"), ["lrs=[1e-5, 2e-5]", "epochs=2"])
+    assert ft.lrs == (1e-5, 2e-5) and ft.epochs == 2
+    with pytest.raises(ValueError, match="expected key=value"):
+        apply_overrides(get_recipe("cpu-test-tokenizer"), ["optim.lr"])
+
+
+def test_help_lists_every_command_and_each_has_the_shared_options():
+    import argparse
+
+    from brainomni.cli import _COMMANDS, _HELP, build_parser
+
+    parser = build_parser()
+    text = parser.format_help()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name in ("ingest", "pack", "publish", "verify", "diff", "tokenize", "pretrain",
+                 "export", "inspect", "preprocess"):  # fmt: skip
+        assert name in _COMMANDS and _HELP[name] and name in text
+    leaves = []
+    for p in sub.choices.values():
+        inner = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        leaves += list(inner[0].choices.values()) if inner else [p]
+    for p in leaves:
+        opts = {s for a in p._actions for s in a.option_strings}
+        assert {"-v", "-q", "--storage-retry-s", "-h"} <= opts, p.prog
+
+
+def test_renamed_options_still_work_and_say_so(capsys):
+    from brainomni.cli import build_parser
+
+    pack = build_parser("pipelines/pack.py", "pack")
+    base = ["--profile", "tokenizer-10s", "--dest", "d"]
+    assert pack.parse_args(["--store", "c", *base]).source == "c"
+    assert "--store is deprecated; use --source" in capsys.readouterr().err
+    assert pack.parse_args(["--source", "c", *base]).source == "c"
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as e:
+        pack.parse_args(base)
+    assert e.value.code == 2 and "--source" in capsys.readouterr().err
+    ingest = build_parser("pipelines/ingest.py", "ingest")
+    args = ingest.parse_args(["--config", "sfreq=256", "l_freq=0.5", "--set", "h_freq=40",
+                              "--log-level", "WARNING"])  # fmt: skip
+    assert args.sets == ["sfreq=256", "l_freq=0.5", "h_freq=40"]
+    assert (args.verbose, args.quiet) == (0, 1)
+    err = capsys.readouterr().err
+    assert "--config is deprecated; use --set" in err and "--log-level is deprecated" in err
+    publish = build_parser("pipelines/publish.py", ("publish", "verify", "diff"))
+    args = publish.parse_args(["publish", "--shards", "p", "--name", "n", "--version", "1.0.0",
+                               "--out", "m"])  # fmt: skip
+    assert (args.source, args.dest) == ("p", "m")
+
+
+def test_verbosity_levels(monkeypatch):
+    import logging
+
+    from brainomni.cli_common import log_level
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert log_level(0, 0) == logging.INFO and log_level(1, 0) == logging.DEBUG
+    assert log_level(0, 1) == logging.WARNING and log_level(0, 2) == logging.ERROR
+    assert log_level(0, 0, logging.WARNING) == logging.WARNING
+    monkeypatch.setenv("RANK", "3")  # other ranks of a launch: warnings unless -v
+    assert log_level(0, 0) == logging.WARNING and log_level(1, 0) == logging.DEBUG
+
+
+def test_one_logging_setup_and_one_key_value_parser():
+    """grep: logging is configured in one place, KEY=VALUE text split in one place (file
+    formats with their own syntax excepted: the text catalog, reader headers)."""
+    import re
+
+    files = sorted((ROOT / "brainomni").rglob("*.py")) + sorted((ROOT / "pipelines").glob("*.py"))
+    setup = [f for f in files if re.search(r"basicConfig\(|def setup_logging", f.read_text())]
+    assert [f.relative_to(ROOT).as_posix() for f in setup] == ["brainomni/cli_common.py"]
+    formats = {"brainomni/sources/catalog.py", "brainomni/readers/formats.py"}
+    kv = re.compile(r"""(split|partition)\(["']=["']""")
+    split = {f.relative_to(ROOT).as_posix() for f in files if kv.search(f.read_text())}
+    assert split - formats == {"brainomni/cli_common.py"}
+
+
+def test_pipelines_are_thin_wrappers():
+    """Each pipelines/ script runs one brainomni command (or publish/verify/diff)."""
+    for path in sorted((ROOT / "pipelines").glob("*.py")):
+        text = path.read_text()
+        assert "from brainomni.cli import main as brainomni" in text, path
+        assert len(text.splitlines()) < 45, f"{path}: more than a wrapper"
+
+
+def test_config_overrides_are_checked_before_the_config_sees_them(tmp_path, capsys):
+    """Bad --set values end as a usage error naming the key (exit 2), never a TypeError."""
+    from brainomni.cli import main
+    from brainomni.cli_common import UsageError, check_overrides
+    from brainomni.signal.config import CleanConfig
+
+    ok = check_overrides(CleanConfig, {"sfreq": 200, "line_freq": 50, "detect_bads": False})
+    assert ok == {"sfreq": 200.0, "line_freq": 50, "detect_bads": False}
+    assert type(ok["sfreq"]) is float
+    for bad, says in (
+        ({"sfreq": "x"}, "expected float"),
+        ({"sfreq": None}, "expected float"),
+        ({"line_freq": "abc"}, "expected float | None"),
+        ({"detect_bads": 1}, "expected bool"),
+        ({"psd_n_fft": 2.5}, "expected int"),
+        ({"fallback_line_freqs": ["a"]}, "expected tuple"),
+        ({"nope": 1}, "no such field"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            check_overrides(CleanConfig, bad)
+    base = ["pack", "--source", str(tmp_path), "--dest", str(tmp_path / "p")]
+    for sets, says in ((["window_s=abc"], "window_s='abc'"), (["qc=1"], "not settable"),
+                       (["window_s=0.001"], "whole number of samples")):  # fmt: skip
+        rc = main([*base, "--profile", "tokenizer-10s", "--executor", "local", "--set", *sets])
+        assert rc == 2 and says in capsys.readouterr().err

@@ -289,7 +289,10 @@ def test_ingest_10_minute_outage_gives_failed_rows_and_a_clean_exit(
     rows."""
     src, dest = _upload_tuh(s3_server, tuh_v1_corpus, proxy, monkeypatch)
     mod = _pipeline("ingest")
-    monkeypatch.setattr(mod, "SerialExecutor", _outage_executor(proxy, vclock, 600.0))
+    import brainomni.ingest
+
+    # brainomni ingest (which the pipeline runs) takes its executor from brainomni.ingest
+    monkeypatch.setattr(brainomni.ingest, "SerialExecutor", _outage_executor(proxy, vclock, 600.0))
     args = [
         "--source",
         f"{src} kind=tuh name={tuh_v1_corpus.name} version={tuh_v1_corpus.version}",
@@ -372,7 +375,7 @@ def test_missing_credentials_are_one_line_with_exit_4(dead_endpoint, monkeypatch
         ),
         (
             "pack",
-            ["--store", "s3://bucket/corpus", "--profile", "tokenizer-10s", "--executor", "local"],
+            ["--source", "s3://bucket/corpus", "--profile", "tokenizer-10s", "--executor", "local"],
         ),
     ],
 )

@@ -24,6 +24,7 @@ import logging
 import os
 
 from brainomni.cli import command, evaluate_command
+from brainomni.cli_common import add_renamed, parse_kv
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--work-dir",
         default=None,
-        help="recording stores and the cached set (default: OUT/work; an ingest run into it "
+        help="recording stores and the cached set (default: DEST/work; an ingest run into it "
         "leaves stores that are reused)",
     )
     g.add_argument("--rebuild", action="store_true", help="build the cached set again")
@@ -197,8 +198,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     _data_args(p)
     p.add_argument("--checkpoint", required=True, help="exported model folder (`brainomni export`)")
-    p.add_argument(
-        "--out", required=True, help="run folder (units, results.json, results.md, plots)"
+    add_renamed(
+        p,
+        "--dest",
+        "--out",
+        required=True,
+        dest="out",
+        help="run folder (units, results.json, results.md, plots)",
     )
     p.add_argument(
         "--protocol",
@@ -214,7 +220,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="sampling rate of the windows in Hz (default: the set's meta['sfreq'], else 256)",
     )
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -228,11 +233,12 @@ def _setup(args):
 
     cfg = get_recipe(args.protocol)
     sets = ["frozen=true"] if args.frozen else []
+    given = list(args.overrides)
     try:
-        cfg = apply_overrides(cfg, sets + list(args.overrides))
+        cfg = apply_overrides(cfg, sets + given)
+        explicit_folds = "folds" in parse_kv(given, "overrides")
     except ValueError as exc:
-        raise SystemExit(f"overrides {args.overrides}: {exc}") from None
-    explicit_folds = any(o.split("=", 1)[0].strip() == "folds" for o in args.overrides)
+        raise SystemExit(f"overrides {given}: {exc}") from None
     # a bad --set or --source fails before any process group; a source is built by one
     # process (rank 0 of a launcher, the only one otherwise), the other ranks load its cache
     rank = int(os.environ.get("RANK", "0"))
@@ -254,9 +260,6 @@ def _setup(args):
         ctx.barrier()
     if args.sfreq is None:
         args.sfreq = float(windows.meta.get("sfreq", 256.0))
-    logging.getLogger("brainomni").setLevel(
-        logging.DEBUG if args.verbose else logging.INFO if ctx.rank == 0 else logging.WARNING
-    )
     return cfg, ctx, windows
 
 
@@ -347,11 +350,17 @@ def _conf_labelled_set(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source", nargs="+", required=True, help="BIDS root or TUH root, or recording files"
     )
-    p.add_argument("--out", required=True, help="folder for labelled_set.json + windows.tar")
+    add_renamed(
+        p,
+        "--dest",
+        "--out",
+        required=True,
+        dest="out",
+        help="folder for labelled_set.json + windows.tar",
+    )
     p.add_argument("--recipes", default=None, help="another recipes TOML")
     p.add_argument("--label-table", default=None, help="TSV/CSV of labels (labels = 'table')")
-    p.add_argument("--work-dir", default=None, help="recording stores (default: OUT/work; reused)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--work-dir", default=None, help="recording stores (default: DEST/work; reused)")
 
 
 def _run_labelled_set(args: argparse.Namespace) -> int:
@@ -383,5 +392,10 @@ def _run_labelled_set(args: argparse.Namespace) -> int:
 evaluate_command(
     "downstream", "fine-tune + baselines under the same cross-subject folds; results.md"
 )((_conf_downstream, _run_downstream))
-command("finetune")((_conf_finetune, _run_finetune))
-command("labelled-set")((_conf_labelled_set, _run_labelled_set))
+command("finetune", "fine-tune an exported model on a labelled set under cross-subject folds")(
+    (_conf_finetune, _run_finetune)
+)
+command(
+    "labelled-set",
+    "build a downstream recipe's labelled windows from a BIDS/TUH root and save them",
+)((_conf_labelled_set, _run_labelled_set))

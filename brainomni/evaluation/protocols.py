@@ -140,17 +140,14 @@ def get_recipe(name: str) -> FinetuneConfig:
 
 def apply_overrides(cfg: FinetuneConfig, items: Sequence[str]) -> FinetuneConfig:
     """``field=value`` overrides (values parse as JSON: ``lrs=[1e-4,3e-4]``, ``frozen=true``)."""
-    from brainomni.train.config import _parse_value
+    from brainomni.cli_common import parse_kv  # the one KEY=VALUE parser and typing rule
 
     d = cfg.to_dict()
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r}: use key=value (e.g. epochs=10)")
-        key, text = item.split("=", 1)
-        if key.strip() not in d:
+    for key, value in parse_kv(items, "override (e.g. epochs=10)").items():
+        if key not in d:
             raise ValueError(f"unknown fine-tuning config field {key!r}")
-        value = _parse_value(text)
-        if key.strip() in ("lrs", "seeds") and not isinstance(value, tuple):
+        value = tuple(value) if isinstance(value, list) else value
+        if key in ("lrs", "seeds") and not isinstance(value, tuple):
             value = (value,)
-        d[key.strip()] = value
+        d[key] = value
     return FinetuneConfig.from_dict(d)

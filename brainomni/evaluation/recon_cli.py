@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import sys
 
 from brainomni.cli import command, evaluate_command
+from brainomni.cli_common import add_renamed
 
 
 def _conf_recon(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, help="exported tokenizer (brainomni export)")
     p.add_argument("--manifest", required=True, help="signal shard manifest (tokenizer-10s)")
-    p.add_argument("--out", default=None, help="folder for recon.json and the plots")
+    add_renamed(
+        p, "--dest", "--out", dest="out", default=None, help="folder for recon.json and the plots"
+    )
     p.add_argument(
         "--split",
         dest="splits",
@@ -35,13 +37,11 @@ def _conf_recon(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards-root", default=None, help="read shards from here (mirror/cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def _run_recon(args: argparse.Namespace) -> int:
     from .recon import evaluate_recon
 
-    logging.getLogger("brainomni").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.micro_batch < 1 or (args.max_batches is not None and args.max_batches < 1):
         raise SystemExit("brainomni evaluate recon: --micro-batch and --max-batches must be >= 1")
     try:
@@ -67,7 +67,14 @@ def _run_recon(args: argparse.Namespace) -> int:
 def _conf_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="recording (any format brainomni reads): local path")
     p.add_argument("--model", required=True, help="exported tokenizer or BrainOmni folder")
-    p.add_argument("--out", required=True, help="output .npz (tokens, features, starts, ...)")
+    add_renamed(
+        p,
+        "--dest",
+        "--out",
+        required=True,
+        dest="out",
+        help="output .npz (tokens, features, starts, ...)",
+    )
     p.add_argument("--format", dest="fmt", default=None, help="reader key (default: detected)")
     p.add_argument(
         "--epochs-s",
@@ -79,7 +86,6 @@ def _conf_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-freq", type=float, default=None, help="line frequency in Hz")
     p.add_argument("--bads", default="", help="comma-separated channel names to treat as bad")
     p.add_argument("--device", default="cpu")
-    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def _run_embed(args: argparse.Namespace) -> int:
@@ -90,7 +96,6 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     from .embed import embed
 
-    logging.getLogger("brainomni").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     bads = tuple(b.strip() for b in args.bads.split(",") if b.strip())
     try:
         with contextlib.redirect_stdout(sys.stderr), open_raw(args.source, fmt=args.fmt) as op:
@@ -140,4 +145,6 @@ evaluate_command(
     "recon",
     "zero-shot reconstruction (MSE, MAE, PCC, amplitude, phase) per sensor type and device",
 )((_conf_recon, _run_recon))
-command("embed")((_conf_embed, _run_embed))
+command("embed", "tokens and features of one recording (any device) under an exported model")(
+    (_conf_embed, _run_embed)
+)

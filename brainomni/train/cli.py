@@ -1,4 +1,4 @@
-"""``brainomni pretrain``, ``brainomni export`` and ``brainomni tokenize``.
+"""``brainomni pretrain`` and ``brainomni export`` (``tokenize`` is in :mod:`brainomni.cli_corpus`).
 
 Registered on import by :mod:`brainomni.cli`. ``pretrain`` runs one process per device under
 ``torchrun`` or the ``deepspeed`` launcher; without a launcher it runs as a single process.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import socket
 
 from brainomni.cli import command
+from brainomni.cli_common import UsageError, add_overrides, add_renamed
 
 from .config import DEFAULT_RECIPE, RECIPES, apply_overrides, get_recipe
 
@@ -30,7 +30,14 @@ def _conf_pretrain(p: argparse.ArgumentParser) -> None:
         required=True,
         help="signal shard manifest (tokenizer; omni --source raw) or token manifest",
     )
-    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, plots)")
+    add_renamed(
+        p,
+        "--dest",
+        "--out",
+        required=True,
+        dest="out",
+        help="run folder (checkpoints, logs, plots)",
+    )
     p.add_argument(
         "--recipe",
         default=None,
@@ -54,21 +61,13 @@ def _conf_pretrain(p: argparse.ArgumentParser) -> None:
         "older brainomni); its pickles still load weights_only",
     )
     p.add_argument("--shards-root", default=None, help="read shards from here (mirror/cache)")
-    p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
         "overrides",
         nargs="*",
         help="key=value config overrides right after the stage "
         "(optim.lr=1e-4 data.micro_batch=8); or --set key=value anywhere",
     )
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config override (repeatable)",
-    )
+    add_overrides(p, "training config (optim.lr=1e-4, data.micro_batch=8, model.X=...)")
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
@@ -81,9 +80,6 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         os.environ.setdefault(k, v)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     rank = int(os.environ["RANK"])
-    logging.getLogger("brainomni").setLevel(
-        logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
-    )
     cfg = get_recipe(args.recipe or DEFAULT_RECIPE[args.stage])
     if cfg.kind != args.stage:
         raise SystemExit(f"recipe {cfg.recipe!r} trains {cfg.kind}, not {args.stage}")
@@ -98,7 +94,10 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         sets.append("offload=true")
     if args.shards_root:
         sets.append(f"data.shards_root={json.dumps(args.shards_root)}")
-    cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    try:
+        cfg = apply_overrides(cfg, sets + list(args.overrides) + list(args.sets))
+    except ValueError as exc:  # an unknown field, a value the config refuses
+        raise UsageError(f"config overrides: {exc}") from None
     from .checkpoint import CheckpointError
     from .trainer import pretrain
 
@@ -138,30 +137,9 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _conf_tokenize(p: argparse.ArgumentParser) -> None:
-    from brainomni.tokenize import add_corpus_arguments
-
-    add_corpus_arguments(p)
-    p.add_argument("-v", "--verbose", action="store_true")
-
-
-def _run_tokenize(args: argparse.Namespace) -> int:
-    from brainomni.tokenize import tokenize_from_args
-
-    logging.getLogger("brainomni").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    m = tokenize_from_args(args)
-    print(
-        json.dumps(
-            {
-                "manifest": f"{args.dest.rstrip('/')}/manifest.json",
-                "splits": m["splits"],
-                "content_hash": m["content_hash"],
-            }
-        )
-    )
-    return 0
-
-
-command("pretrain")((_conf_pretrain, _run_pretrain))
-command("export")((_conf_export, _run_export))
-command("tokenize")((_conf_tokenize, _run_tokenize))
+command(
+    "pretrain", "pretrain the tokenizer or BrainOmni with DeepSpeed ZeRO (torchrun for many ranks)"
+)((_conf_pretrain, _run_pretrain))
+command("export", "export a checkpoint as one fp32 safetensors file + config.json")(
+    (_conf_export, _run_export)
+)

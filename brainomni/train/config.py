@@ -7,7 +7,6 @@ line (``optim.lr=1e-3``, ``data.micro_batch=8``, ``model.n_filters=8``) are appl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -140,21 +139,9 @@ def _tuples(d: dict[str, Any], cls: type) -> dict[str, Any]:
 # --------------------------------------------------------------------------- overrides
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError:
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low in ("none", "null"):
-            return None
-        return text
-    return tuple(v) if isinstance(v, list) else v
-
-
 def apply_overrides(cfg: TrainConfig, items: Sequence[str]) -> TrainConfig:
-    """Apply ``section.field=value`` (or ``field=value``) overrides; values parse as JSON.
+    """Apply ``section.field=value`` (or ``field=value``) overrides; values typed by
+    :func:`brainomni.cli_common.parse_value` (JSON, else true/false/none, else text).
 
     ``model.X=V`` sets a model field (TokenizerConfig / BrainOmniConfig). All overrides are
     applied first and the result is validated once; unknown fields raise ``ValueError``.
@@ -165,12 +152,11 @@ def apply_overrides(cfg: TrainConfig, items: Sequence[str]) -> TrainConfig:
         "data": {f.name for f in fields(DataConfig)},
         "optim": {f.name for f in fields(OptimConfig)},
     }
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r}: use key=value (e.g. optim.lr=1e-4)")
-        key, text = item.split("=", 1)
-        value = _parse_value(text)
-        parts = key.strip().split(".")
+    from brainomni.cli_common import parse_kv  # the one KEY=VALUE parser and typing rule
+
+    for key, value in parse_kv(items, "override (e.g. optim.lr=1e-4)").items():
+        value = tuple(value) if isinstance(value, list) else value  # config fields hold tuples
+        parts = key.split(".")
         if parts[0] == "model" and len(parts) == 2:
             d["model"] = {**d["model"], parts[1]: value}
         elif len(parts) == 1 and parts[0] in top and parts[0] not in subs:
