@@ -104,15 +104,15 @@ class LabelledSet:
 def save_labelled_set(ls: LabelledSet, dest: str) -> str:
     """Write ``ls`` under the folder ``dest`` (``windows.tar`` + ``labelled_set.json``);
     the index path. No pickles: ``.npy`` members and JSON only."""
-    from brainomni.pack.sample import encode_sample
-    from brainomni.pack.shards import _BytesReader, _HashingWriter, _tarinfo
+    from brainomni.formats.sample import SampleWriter, encode_sample
+    from brainomni.io.commit import AtomicFile, atomic_write_bytes
+    from brainomni.pack.shards import _HashingWriter
 
     os.makedirs(dest, exist_ok=True)
     tar_path = os.path.join(dest, TAR_NAME)
-    tmp = tar_path + ".tmp"
-    with open(tmp, "wb") as raw_fh:
+    with AtomicFile(tar_path) as raw_fh:
         fh = _HashingWriter(raw_fh)  # hashed as written, not read back
-        with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        with SampleWriter(fh, "raw") as tar:
             for i, w in enumerate(ls.windows):
                 meta = {
                     "label": int(w.label),
@@ -120,12 +120,8 @@ def save_labelled_set(ls: LabelledSet, dest: str) -> str:
                     "recording_id": w.recording_id,
                     "onset_s": float(w.onset_s),
                 }
-                for member, blob in encode_sample(
-                    f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta
-                ):
-                    tar.addfile(_tarinfo(member, len(blob)), _BytesReader(blob))
+                tar.write(encode_sample(f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta))
         sha = fh.sha
-    os.replace(tmp, tar_path)
     index = {
         "format": SET_FORMAT,
         "name": ls.name,
@@ -137,18 +133,16 @@ def save_labelled_set(ls: LabelledSet, dest: str) -> str:
         "meta": ls.meta,
     }
     path = os.path.join(dest, INDEX_NAME)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(index, fh, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, json.dumps(index, sort_keys=True).encode())
     return path
 
 
 def load_labelled_set(src: str) -> LabelledSet:
     """Read a set written by :func:`save_labelled_set`. The index and the tar are checked
-    (format, sizes, sha256, every member by :func:`brainomni.pack.sample_check.iter_samples`,
+    (format, sizes, sha256, every member by :func:`brainomni.formats.sample.iter_samples`,
     labels in range, window count) before a window is built; ``ValueError`` naming the file
     otherwise."""
-    from brainomni.pack.sample_check import SCHEMAS, SampleError, iter_samples, npy_array
+    from brainomni.formats.sample import SCHEMAS, SampleError, iter_samples, npy_array
 
     idx_path = os.path.join(src, INDEX_NAME)
     size = os.path.getsize(idx_path)

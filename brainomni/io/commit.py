@@ -2,7 +2,8 @@
 
 Readers see the previous version or the whole new one, never a part. Two shapes:
 
-* **a file** (:func:`atomic_write_bytes`, :class:`AtomicFile`, :func:`staged_path`): on local
+* **a file** (:func:`atomic_write_bytes`, :class:`AtomicFile`, :func:`staged_path`; and
+  :func:`claim` for what is immutable once published: an exclusive create): on local
   disk it is written to its staging sibling ``.<name>.tmp-<8 hex>`` in the same folder,
   fsynced and renamed onto its name (``os.replace``: atomic on one filesystem); on an object
   store it is one PUT (a streamed file is spooled to a local temporary file and uploaded with
@@ -25,6 +26,7 @@ killed job left are removed by :func:`clean_staging` (all under a root, by age) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -189,6 +191,35 @@ def staged_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def claim(src: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Publish local ``src``'s bytes at ``target`` only if ``target`` does not exist yet
+    (``FileExistsError`` otherwise): an exclusive hard link, atomic (the file appears whole
+    or not at all), or an exclusive create where the filesystem has no hard links. For what
+    is immutable once published (a manifest version)."""
+    try:
+        os.link(src, target)
+        _fsync_dir(os.path.dirname(os.fspath(target)))
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:  # a file system without hard links: exclusive create instead
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def move_into(files: list[str | os.PathLike], folder: str | os.PathLike) -> None:
+    """Rename finished local ``files`` into ``folder`` (same filesystem), each atomically
+    replacing its namesake (a published card's files)."""
+    for f in files:
+        os.replace(f, os.path.join(folder, os.path.basename(os.fspath(f))))
+    _fsync_dir(os.fspath(folder))
 
 
 # --------------------------------------------------------------------------- folders
@@ -370,9 +401,11 @@ __all__ = [
     "AtomicFile",
     "DirectoryCommit",
     "atomic_write_bytes",
+    "claim",
     "clean_staging",
     "is_complete",
     "is_staging",
+    "move_into",
     "read_marker",
     "remove_staging",
     "staged_path",
