@@ -106,29 +106,27 @@ def save_labelled_set(ls: LabelledSet, dest: str) -> str:
     the index path. No pickles: ``.npy`` members and JSON only."""
     from brainomni.formats.sample import SampleWriter, encode_sample
     from brainomni.io.commit import AtomicFile, atomic_write_bytes
-    from brainomni.pack.shards import _HashingWriter
 
     os.makedirs(dest, exist_ok=True)
     tar_path = os.path.join(dest, TAR_NAME)
-    with AtomicFile(tar_path) as raw_fh:
-        fh = _HashingWriter(raw_fh)  # hashed as written, not read back
-        with SampleWriter(fh, "raw") as tar:
-            for i, w in enumerate(ls.windows):
-                meta = {
-                    "label": int(w.label),
-                    "subject": w.subject,
-                    "recording_id": w.recording_id,
-                    "onset_s": float(w.onset_s),
-                }
-                tar.write(encode_sample(f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta))
-        sha = fh.sha
+    # hashed as written, not read back
+    with AtomicFile(tar_path, sha256=True) as fh, SampleWriter(fh, "raw") as tar:
+        for i, w in enumerate(ls.windows):
+            meta = {
+                "label": int(w.label),
+                "subject": w.subject,
+                "recording_id": w.recording_id,
+                "onset_s": float(w.onset_s),
+            }
+            tar.write(encode_sample(f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta))
+    sha = fh.hexdigest()
     index = {
         "format": SET_FORMAT,
         "name": ls.name,
         "classes": list(ls.classes),
         "n_windows": len(ls),
         "tar": TAR_NAME,
-        "sha256": sha.hexdigest(),
+        "sha256": sha,
         "bytes": os.path.getsize(tar_path),
         "meta": ls.meta,
     }

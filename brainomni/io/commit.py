@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -102,6 +103,8 @@ class AtomicFile:
     ``temp``: the local path of the temporary file (default: the staging sibling on local
     disk, a file under the system temp folder for object stores); a caller that sweeps its
     own leftovers by name passes one. It must be on ``url``'s filesystem for local disk.
+    ``bytes`` counts what was written; with ``sha256=True``, :meth:`hexdigest` is the
+    sha256 of it, computed as it streams (nothing is read back).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class AtomicFile:
         storage_options: Mapping[str, Any] | None = None,
         *,
         temp: str | None = None,
+        sha256: bool = False,
     ) -> None:
         self.url = url
         self.storage_options = storage_options
@@ -120,6 +124,8 @@ class AtomicFile:
         self._temp = temp
         self._fh: Any = None
         self._discarded = False
+        self._sha = hashlib.sha256() if sha256 else None
+        self.bytes = 0
 
     def __enter__(self) -> AtomicFile:
         if self._temp is None:
@@ -132,7 +138,15 @@ class AtomicFile:
         return self
 
     def write(self, b: bytes) -> int:
+        if self._sha is not None:
+            self._sha.update(b)
+        self.bytes += len(b)
         return self._fh.write(b)
+
+    def hexdigest(self) -> str:
+        if self._sha is None:
+            raise ValueError("AtomicFile(..., sha256=True) hashes what it writes")
+        return self._sha.hexdigest()
 
     def flush(self) -> None:
         self._fh.flush()

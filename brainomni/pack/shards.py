@@ -45,21 +45,6 @@ _READ_BYTES = 64 * 1024 * 1024  # signal read per block (float32)
 TMP_PREFIX = ".tmp-shard-"  # + "<index:06d>-<random>.tar": a shard's tar while written
 
 
-class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
-
-    def write(self, b: bytes) -> int:
-        self.sha.update(b)
-        self.n += len(b)
-        return self.fh.write(b)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
 def temp_shard_dir(dest: str, split: str, dest_storage_options: dict | None = None) -> str:
     """Local folder of a shard's temporary tar while it is written: the split's own folder for
     a local ``dest`` (so the final rename is atomic), else a folder of this destination under
@@ -187,9 +172,8 @@ def write_shard(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(old_tmp)
     temp = os.path.join(tmp_dir, f"{prefix}{uuid.uuid4().hex[:8]}.tar")
-    with AtomicFile(tar_url, dest_storage_options, temp=temp) as fh:
-        hw = _HashingWriter(fh)
-        stats = _fill(plan, spec, hw, storage_options)
+    with AtomicFile(tar_url, dest_storage_options, temp=temp, sha256=True) as fh:
+        stats = _fill(plan, spec, fh, storage_options)
         if not stats["samples"]:
             fh.discard()  # an empty shard is not published (its index says so)
     index = {
@@ -197,8 +181,8 @@ def write_shard(
         "split": spec.split,
         "index": spec.index,
         "path": f"{spec.split}/shard-{spec.index:06d}.tar" if stats["samples"] else None,
-        "sha256": hw.sha.hexdigest() if stats["samples"] else None,
-        "bytes": hw.n if stats["samples"] else 0,
+        "sha256": fh.hexdigest() if stats["samples"] else None,
+        "bytes": fh.bytes if stats["samples"] else 0,
         "planned_bytes": spec.planned_bytes,
         "plan_hash": plan_hash,
         "pack_config_hash": config.hash,
@@ -222,7 +206,7 @@ def shard_recording(info: Any, samples: int, windows: int) -> dict[str, Any]:
     }
 
 
-def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options) -> dict:
+def _fill(plan: PackPlan, spec: ShardSpec, out: AtomicFile, storage_options) -> dict:
     config = plan.config
     dtype = np.dtype(config.dtype)
     hist: Counter[int] = Counter()

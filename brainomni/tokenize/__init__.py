@@ -121,7 +121,6 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     """Tokenize one shard and publish it (tar, then its index); the index dict."""
     from ..formats.sample import decode_meta
     from ..loader.reader import ReadConfig, ShardSource, read_shard
-    from ..pack.shards import _HashingWriter
 
     tar_url = join_url(job.dest, job.path)
     idx_url = tar_url[: -len(".tar")] + ".json"
@@ -140,29 +139,30 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     )
     samples = [got[i] for i in sorted(got)]
     tokens = tokenize_samples(_model(job.tokenizer), samples, job.batch_size, job.overlap_ratio)
-    with AtomicFile(tar_url, job.dest_storage_options) as fh:
-        hw = _HashingWriter(fh)
-        with SampleWriter(hw, "tokens") as tar:
-            for s, tok in zip(samples, tokens, strict=True):
-                m = s["meta"]
-                meta = {
-                    "source_key": s["key"],
-                    "recording_id": m.get("recording_id"),
-                    "dataset": m.get("dataset"),
-                    "subject": m.get("subject"),
-                    "split": job.split,
-                    "start": m.get("start"),
-                    "n_channels": s["n"],
-                    "tokenizer_sha256": job.tokenizer_sha256,
-                    "shape": list(tok.shape),
-                }
-                tar.write(encode_tokens(s["key"], tok, meta))
+    with (
+        AtomicFile(tar_url, job.dest_storage_options, sha256=True) as fh,
+        SampleWriter(fh, "tokens") as tar,
+    ):
+        for s, tok in zip(samples, tokens, strict=True):
+            m = s["meta"]
+            meta = {
+                "source_key": s["key"],
+                "recording_id": m.get("recording_id"),
+                "dataset": m.get("dataset"),
+                "subject": m.get("subject"),
+                "split": job.split,
+                "start": m.get("start"),
+                "n_channels": s["n"],
+                "tokenizer_sha256": job.tokenizer_sha256,
+                "shape": list(tok.shape),
+            }
+            tar.write(encode_tokens(s["key"], tok, meta))
     index = {
         "format": TOKEN_INDEX_FORMAT,
         "path": job.path,
         "split": job.split,
-        "sha256": hw.sha.hexdigest(),
-        "bytes": hw.n,
+        "sha256": fh.hexdigest(),
+        "bytes": fh.bytes,
         "samples": len(samples),
         "source_sha256": job.src_sha256,
         "tokenizer_sha256": job.tokenizer_sha256,

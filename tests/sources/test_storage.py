@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -320,10 +321,11 @@ def test_atomic_file_publishes_whole_or_nothing(tmp_path, s3_bucket):
         fs, path = get_fs(url)
         fs.invalidate_cache()
         assert not fs.exists(path)
-        with AtomicFile(url) as fh:
+        with AtomicFile(url, sha256=True) as fh:
             fh.write(b"one ")
             fh.write(b"two")
         assert fs.cat_file(path) == b"one two"
+        assert fh.bytes == 7 and fh.hexdigest() == hashlib.sha256(b"one two").hexdigest()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.tar"]  # no staging left
 
 
