@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .storage import redact
+from .io.redact import redact
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that print request headers, signed URLs or credential responses at DEBUG.
@@ -329,7 +329,7 @@ def add_verbosity(p: argparse.ArgumentParser) -> None:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites every record through :func:`brainomni.storage.redact` (message, traceback and
+    """Rewrites every record through :func:`brainomni.io.redact.redact` (message, traceback and
     stack text); never drops a record. Safe to attach to any logger or handler, repeatedly."""
 
     _formatter = logging.Formatter()

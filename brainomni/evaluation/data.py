@@ -104,51 +104,43 @@ class LabelledSet:
 def save_labelled_set(ls: LabelledSet, dest: str) -> str:
     """Write ``ls`` under the folder ``dest`` (``windows.tar`` + ``labelled_set.json``);
     the index path. No pickles: ``.npy`` members and JSON only."""
-    from brainomni.pack.sample import encode_sample
-    from brainomni.pack.shards import _BytesReader, _HashingWriter, _tarinfo
+    from brainomni.formats.sample import SampleWriter, encode_sample
+    from brainomni.io.commit import AtomicFile, atomic_write_bytes
 
     os.makedirs(dest, exist_ok=True)
     tar_path = os.path.join(dest, TAR_NAME)
-    tmp = tar_path + ".tmp"
-    with open(tmp, "wb") as raw_fh:
-        fh = _HashingWriter(raw_fh)  # hashed as written, not read back
-        with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-            for i, w in enumerate(ls.windows):
-                meta = {
-                    "label": int(w.label),
-                    "subject": w.subject,
-                    "recording_id": w.recording_id,
-                    "onset_s": float(w.onset_s),
-                }
-                for member, blob in encode_sample(
-                    f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta
-                ):
-                    tar.addfile(_tarinfo(member, len(blob)), _BytesReader(blob))
-        sha = fh.sha
-    os.replace(tmp, tar_path)
+    # hashed as written, not read back
+    with AtomicFile(tar_path, sha256=True) as fh, SampleWriter(fh, "raw") as tar:
+        for i, w in enumerate(ls.windows):
+            meta = {
+                "label": int(w.label),
+                "subject": w.subject,
+                "recording_id": w.recording_id,
+                "onset_s": float(w.onset_s),
+            }
+            tar.write(encode_sample(f"w{i:09d}", w.signal, w.sensors, w.sensor_type, meta))
+    sha = fh.hexdigest()
     index = {
         "format": SET_FORMAT,
         "name": ls.name,
         "classes": list(ls.classes),
         "n_windows": len(ls),
         "tar": TAR_NAME,
-        "sha256": sha.hexdigest(),
+        "sha256": sha,
         "bytes": os.path.getsize(tar_path),
         "meta": ls.meta,
     }
     path = os.path.join(dest, INDEX_NAME)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(index, fh, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, json.dumps(index, sort_keys=True).encode())
     return path
 
 
 def load_labelled_set(src: str) -> LabelledSet:
     """Read a set written by :func:`save_labelled_set`. The index and the tar are checked
-    (format, sizes, sha256, every member by :func:`brainomni.pack.sample_check.iter_samples`,
+    (format, sizes, sha256, every member by :func:`brainomni.formats.sample.iter_samples`,
     labels in range, window count) before a window is built; ``ValueError`` naming the file
     otherwise."""
-    from brainomni.pack.sample_check import SCHEMAS, SampleError, iter_samples, npy_array
+    from brainomni.formats.sample import SCHEMAS, SampleError, iter_samples, npy_array
 
     idx_path = os.path.join(src, INDEX_NAME)
     size = os.path.getsize(idx_path)

@@ -438,10 +438,12 @@ def unit_dir(out: Path, model: str, lr: float, seed: int, fold: int) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_jsonable))
-    os.replace(tmp, path)  # the completion marker appears whole or not at all
+    from ..io.commit import atomic_write_bytes
+
+    # the completion marker appears whole or not at all
+    atomic_write_bytes(
+        str(path), json.dumps(obj, indent=1, sort_keys=True, default=_jsonable).encode()
+    )
 
 
 def _jsonable(o: Any) -> Any:

@@ -22,7 +22,7 @@ errors propagate.
 one WebDataset tar in the pretraining sample format (``KEY.signal.npy``, ``KEY.sensors.npy``,
 ``KEY.sensor_type.npy``, ``KEY.json`` with label, subject, recording id and onset) plus
 ``labelled_set.json`` (classes, name, meta, the tar's sha256 and sample count). Loading
-checks the tar with the shard checker the loader uses (:mod:`brainomni.pack.sample_check`:
+checks the tar with the shard checker the loader uses (:mod:`brainomni.formats.sample`:
 sizes and npy headers before any allocation) and the index against the tar.
 """
 

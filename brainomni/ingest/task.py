@@ -202,18 +202,11 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
 def remove_partial(task: IngestTask) -> list[str]:
     """Remove this recording's half-written local store folders (``.<id>.zarr.tmp-*``);
     their paths. Safe while the job runs: one task per recording at a time."""
-    import glob
+    from brainomni.io.commit import remove_staging
+    from brainomni.io.fs import is_local
 
     fs, path = get_fs(task.store, dict(task.dest_storage_options))
-    from brainomni.storage import is_local
-
-    if not is_local(fs):
-        return []
-    folder, name = os.path.split(path.rstrip("/"))
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*")))
-    for p in found:
-        shutil.rmtree(p, ignore_errors=True)
-    return found
+    return remove_staging(path) if is_local(fs) else []
 
 
 STORAGE_UNAVAILABLE = "StorageUnavailable"

@@ -17,7 +17,6 @@ re-plans the unconsumed samples of the partially seen epochs over the new stream
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 import torch.utils.data as tud
 
-from ..storage import get_fs, join_url
+from ..formats.manifest import manifest_kind, read_manifest  # noqa: F401  (the loader's API)
+from ..io.fs import join_url
 from .plan import Plan, ShardTable, StreamCursor, translate
 from .reader import DECODERS, ReadConfig, ShardSource
 from .stream import Stream
@@ -35,27 +35,10 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "brainomni.loader-state"
 STATE_VERSION = 1
-MANIFEST_FORMATS = ("brainomni.manifest/1", "brainomni.token-manifest/1")
 
 
 class IncompatibleLoaderState(ValueError):
     """A saved loader state that cannot be resumed by this loader (version, data, seed)."""
-
-
-def read_manifest(manifest: str | dict, storage_options: dict | None = None) -> dict[str, Any]:
-    """A shard or token manifest from a path / URL (or the dict itself)."""
-    if isinstance(manifest, dict):
-        m = manifest
-    else:
-        fs, path = get_fs(str(manifest), storage_options)
-        m = json.loads(fs.cat_file(path))
-    if m.get("format") not in MANIFEST_FORMATS:
-        raise ValueError(f"{manifest!s:.200} is not a manifest (format {m.get('format')!r})")
-    return m
-
-
-def manifest_kind(m: dict[str, Any]) -> str:
-    return "tokens" if m["format"].startswith("brainomni.token-manifest") else "raw"
 
 
 def split_shards(

@@ -4,13 +4,14 @@ A shard is fetched whole into a spooled temporary file (memory up to ``spool_byt
 local disk) while hashing, so a corrupt or truncated shard is caught *before* any of its
 samples is used. Transient object-store errors and digest mismatches are retried with
 backoff; a shard that still fails is reported as :class:`ShardFailed` and the stream skips
-it and counts it (see :mod:`brainomni.loader.dataset`). Nothing is ever unpickled.
+it and counts it (see :mod:`brainomni.loader.dataset`). Members are checked and decoded by
+the sample format (:mod:`brainomni.formats.sample`, which says why webdataset's own tar
+reader is not used here). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tarfile
 import tempfile
@@ -19,14 +20,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import numpy as np
-
-from ..pack.sample_check import LIMITS, Limits, NpyRule, iter_samples, npy_array
-from ..storage import get_fs, is_local, redact
+from ..formats.sample import (  # noqa: F401  (decoders re-exported: the loader's API)
+    DECODERS,
+    LIMITS,
+    SCHEMA_OF,
+    Limits,
+    decode_meta,
+    decode_raw,
+    decode_tokens,
+    iter_samples,
+    npy_load,
+)
+from ..io.fs import get_fs, is_local
+from ..io.redact import redact
 
 log = logging.getLogger(__name__)
-
-_ANY_NPY = NpyRule(frozenset({"float16", "float32", "int8", "int16", "uint16", "int32"}), None)
 
 
 class ShardFailed(RuntimeError):
@@ -54,15 +62,6 @@ class ReadConfig:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("ReadConfig.attempts must be >= 1")
-
-
-def npy_load(data: bytes) -> np.ndarray:
-    """``.npy`` bytes -> array (a view of ``data``), never unpickling; plain numeric dtypes.
-
-    The header is checked (:func:`~brainomni.pack.sample_check.parse_npy_header`) before
-    anything is allocated; the members of a shard are checked by :func:`iter_members`.
-    """
-    return npy_array(data, _ANY_NPY)
 
 
 def _fetch(src: ShardSource, cfg: ReadConfig, storage_options: dict | None) -> BinaryIO:
@@ -109,7 +108,7 @@ def iter_members(
     """``(index, key, {ext: bytes})`` for the samples of a tar whose index is ``wanted``.
 
     The shard is checked as it streams by the check ``verify`` runs too
-    (:func:`brainomni.pack.sample_check.iter_samples`): unknown or oversize members reject it
+    (:func:`brainomni.formats.sample.iter_samples`): unknown or oversize members reject it
     before their bytes are read, and members of unwanted samples are skipped in bounded
     chunks. ``count[0]`` ends as the number of samples in the tar.
     """
@@ -173,48 +172,6 @@ def read_shard(
             if attempt + 1 < cfg.attempts:
                 sleep(cfg.backoff_s * (2**attempt))
     raise ShardFailed(f"{redact(src.url)}: {type(last).__name__}: {last}") from last
-
-
-# --------------------------------------------------------------------------- decoders
-
-
-def decode_raw(key: str, m: dict[str, bytes]) -> dict[str, Any]:
-    """A packed signal sample (``brainomni.pack``): signal (C, T), sensors (C, 6), types (C,)."""
-    for ext in ("signal.npy", "sensors.npy", "sensor_type.npy"):
-        if ext not in m:
-            raise ValueError(f"sample {key!r} lacks its {ext} member")
-    sig = npy_load(m["signal.npy"])
-    sensors = npy_load(m["sensors.npy"]).astype(np.float32)
-    types = npy_load(m["sensor_type.npy"])
-    c = sig.shape[0]
-    if sig.ndim != 2 or sensors.shape != (c, 6) or types.shape != (c,):
-        raise ValueError(f"sample {key!r}: inconsistent shapes")
-    return {"key": key, "signal": sig, "sensors": sensors, "sensor_type": types, "n": c}
-
-
-def decode_tokens(key: str, m: dict[str, bytes]) -> dict[str, Any]:
-    """A token sample (``brainomni.tokenize``): codebook indices (S, W, Q)."""
-    if "tokens.npy" not in m:
-        raise ValueError(f"sample {key!r} lacks its tokens.npy member")
-    tok = npy_load(m["tokens.npy"])
-    if tok.ndim != 3:
-        raise ValueError(f"sample {key!r}: tokens must be (S, W, Q), got {tok.shape}")
-    return {"key": key, "tokens": tok, "n": 0}
-
-
-def decode_meta(key: str, m: dict[str, bytes]) -> dict[str, Any]:
-    """Raw sample plus its JSON metadata (for tokenizing)."""
-    d = decode_raw(key, m)
-    d["meta"] = json.loads(m.get("json", b"{}"))
-    return d
-
-
-DECODERS: dict[str, Callable[[str, dict], dict[str, Any]]] = {
-    "raw": decode_raw,
-    "tokens": decode_tokens,
-    "raw+meta": decode_meta,
-}
-SCHEMA_OF: dict[Callable, str] = {decode_raw: "raw", decode_meta: "raw", decode_tokens: "tokens"}
 
 
 __all__ = [

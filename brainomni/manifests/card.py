@@ -1,7 +1,8 @@
 """Dataset card: Markdown plus PNG plots, written beside a manifest.
 
-Plots: hours per dataset and per device (stacked by split), the channel-count histogram of
-the samples, and the average spectrum per sensor type (of the normalised windows).
+Signal manifests: hours per dataset and per device (stacked by split), the channel-count
+histogram of the samples, and the average spectrum per sensor type (of the normalised
+windows). Token manifests: the tokenizer, the source manifest and a plot of samples per split.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 PLOTS = ("hours.png", "channels.png", "spectra.png")
+TOKEN_PLOTS = ("samples.png",)
 
 
 def _plt():
@@ -71,9 +73,52 @@ def _spectra_plot(m: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _token_card(m: dict[str, Any], folder: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    names = list(m["splits"])
+    ax.bar(names, [m["splits"][n]["samples"] for n in names])
+    ax.set_ylabel("samples")
+    ax.set_title("token samples per split")
+    fig.tight_layout()
+    fig.savefig(folder / TOKEN_PLOTS[0], dpi=80)
+    plt.close(fig)
+    tk, src = m.get("tokenizer") or {}, m.get("source") or {}
+    totals = m.get("totals") or {}
+    lines = [
+        f"# {m.get('name', 'tokens')} {m.get('version', '')}".rstrip(),
+        "",
+        f"Token shards (format `{m['format']}`), content hash "
+        f"`{m.get('content_hash', '(pending)')}`, at `{m['shards_root']}`.",
+        "",
+        f"Tokenizer weights sha256 `{tk.get('sha256')}`, window overlap {tk.get('overlap_ratio')}.",
+        "",
+        f"Tokenized from manifest {src.get('name')} {src.get('version')} "
+        f"(content hash `{src.get('content_hash')}`).",
+        "",
+        f"Totals: {totals.get('samples')} samples, {totals.get('shards')} shards, "
+        f"{(totals.get('bytes') or 0) / 1e6:.1f} MB.",
+        "",
+        "## Splits",
+        "",
+        "| split | samples | shards |",
+        "|---|---|---|",
+    ]
+    for name, sp in m["splits"].items():
+        lines.append(f"| {name} | {sp['samples']} | {sp['shards']} |")
+    lines += ["", "## Plots", "", f"![samples per split]({TOKEN_PLOTS[0]})", ""]
+    path = folder / "card.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def write_card(m: dict[str, Any], folder: Path) -> Path:
     """Write ``card.md`` and the plots into ``folder``; the card's path."""
+    from ..formats.manifest import manifest_kind
+
     folder = Path(folder)
+    if manifest_kind(m) == "tokens":
+        return _token_card(m, folder)
     _hours_plot(m, folder / PLOTS[0])
     _channels_plot(m, folder / PLOTS[1])
     _spectra_plot(m, folder / PLOTS[2])

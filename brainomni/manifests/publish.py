@@ -1,21 +1,20 @@
 """Versioned dataset manifests: publish (immutable), verify (every shard), diff (two versions).
 
-A manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside its dataset
-card (``card.md`` and PNG plots). Both are staged in a run-specific hidden folder; the
-manifest is then claimed with an exclusive hard link, so a version exists only once it is
-there, ``publish`` refuses to write a version that already exists, and of two concurrent
-publishes only the winner moves its card in. Its
-``content_hash`` is the sha256 of the canonical JSON of everything except ``created_at``
-and ``content_hash`` itself.
+A published manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside
+its dataset card (``card.md`` and PNG plots), of either kind (:mod:`brainomni.formats.manifest`:
+the format, the content hash and the reader): a pack's signal shards (built from its
+``index.json``) or a tokenize run's token shards (its ``manifest.json``, named and versioned
+here). Both are staged in a run-specific hidden folder; the manifest is then claimed with
+:func:`brainomni.io.commit.claim` (exclusive: a version exists only once it is there,
+``publish`` refuses to write a version that already exists, and of two concurrent publishes
+only the winner moves its card in).
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -28,31 +27,32 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..formats.manifest import (  # noqa: F401  (re-exported: the manifests API)
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    TOKEN_MANIFEST_FORMAT,
+    content_hash,
+    manifest_bytes,
+    manifest_kind,
+    read_manifest,
+)
+from ..formats.sample import count_samples
+from ..io.commit import claim, move_into
+from ..io.fs import get_fs, join_url
+from ..io.redact import redact
+from ..io.retry import retry
 from ..pack.run import INDEX_NAME, PACK_FORMAT
-from ..pack.sample_check import count_samples
 from ..splits import Assignment, SplitConfig, check_leakage
-from ..storage import get_fs, join_url, redact, retry
 from .catalog import Catalog, load_datasets
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "brainomni.manifest/1"
-MANIFEST_NAME = "manifest.json"
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class ManifestExists(FileExistsError):
     """A published version is immutable."""
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def content_hash(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k not in ("created_at", "content_hash")}
-    return hashlib.sha256(_canonical(body)).hexdigest()
 
 
 def _git_commit() -> str | None:
@@ -85,13 +85,17 @@ def build_manifest(
     downstream_subjects: list[tuple[str, str]] = (),
     storage_options: dict | None = None,
 ) -> dict[str, Any]:
-    """The manifest of the finished pack at ``shards_url`` (runs the leakage check)."""
+    """The manifest of the finished pack at ``shards_url`` (runs the leakage check), or of
+    the finished tokenize run there (its ``manifest.json``: :func:`build_token_manifest`)."""
     if not _NAME.match(name):
         raise ValueError(f"manifest name {name!r}: use lower-case letters, digits, . _ -")
     if not _SEMVER.match(version):
         raise ValueError(f"manifest version {version!r} is not a semantic version X.Y.Z")
+    try:
+        raw = _read_bytes(join_url(shards_url, INDEX_NAME), storage_options)
+    except FileNotFoundError:
+        return build_token_manifest(shards_url, name, version, storage_options=storage_options)
     catalog = catalog or load_datasets()
-    raw = _read_bytes(join_url(shards_url, INDEX_NAME), storage_options)
     index = json.loads(raw)
     if index.get("format") != PACK_FORMAT:
         raise ValueError(f"{redact(shards_url)}/{INDEX_NAME} is not a pack index")
@@ -211,6 +215,37 @@ def build_manifest(
     return manifest
 
 
+def build_token_manifest(
+    tokens_url: str, name: str, version: str, *, storage_options: dict | None = None
+) -> dict[str, Any]:
+    """The published form of the token manifest a tokenize run wrote at ``tokens_url``: its
+    content (checked against its own hash) under ``name`` and ``version``."""
+    src = join_url(tokens_url, MANIFEST_NAME)
+    try:
+        m = read_manifest(src, storage_options, formats=(TOKEN_MANIFEST_FORMAT,))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{redact(tokens_url)} holds neither a pack ({INDEX_NAME}) nor a token manifest "
+            f"({MANIFEST_NAME}): finish the pack or the tokenize run first"
+        ) from None
+    if content_hash(m) != m.get("content_hash"):
+        raise ValueError(f"{redact(src)}: content_hash does not match (edited?); tokenize again")
+    out = {
+        **m,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": {"brainomni": __version__, "git": _git_commit()},
+        "totals": {
+            "samples": sum(int(s["samples"]) for s in m["shards"]),
+            "shards": len(m["shards"]),
+            "bytes": sum(int(s["bytes"]) for s in m["shards"]),
+        },
+    }
+    out["content_hash"] = content_hash(out)
+    return out
+
+
 def _split_config(d: dict[str, Any]) -> SplitConfig:
     def tup(v: Any) -> Any:
         return tuple(tup(x) for x in v) if isinstance(v, list) else v
@@ -294,45 +329,24 @@ def publish(
 
             write_card(manifest, stage)
         tmp = stage / MANIFEST_NAME
-        tmp.write_bytes(json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n")
+        tmp.write_bytes(manifest_bytes(manifest))
         try:
-            _claim(tmp, target)
+            claim(tmp, target)
         except FileExistsError:
             raise ManifestExists(
                 f"{target} appeared while publishing (a concurrent publish "
                 "won): published versions are immutable"
             ) from None
-        for f in sorted(stage.iterdir()):
-            if f.name != MANIFEST_NAME:
-                os.replace(f, folder / f.name)
+        move_into(sorted(f for f in stage.iterdir() if f.name != MANIFEST_NAME), folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     log.info("published %s %s (%s)", name, version, manifest["content_hash"][:16])
     return target
 
 
-def _claim(src: Path, target: Path) -> None:
-    """Create ``target`` with ``src``'s bytes only if it does not exist (``FileExistsError``)."""
-    try:
-        os.link(src, target)  # atomic and exclusive: the file appears whole or not at all
-        return
-    except FileExistsError:
-        raise
-    except OSError as exc:  # a file system without hard links: exclusive create instead
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(src.read_bytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def load_manifest(path: str | Path) -> dict[str, Any]:
-    m = json.loads(Path(path).read_bytes())
-    if m.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a manifest (format {m.get('format')!r})")
-    return m
+def load_manifest(path: str | Path, storage_options: dict | None = None) -> dict[str, Any]:
+    """A manifest of either kind (:func:`brainomni.formats.manifest.read_manifest`)."""
+    return read_manifest(path, storage_options)
 
 
 @dataclass
@@ -364,7 +378,7 @@ def scan_shard(
     """``(sha256, bytes, samples)`` of one shard, streaming once.
 
     Every sample passes the loader's own check
-    (:func:`brainomni.pack.sample_check.iter_samples`: member names, dtypes, shapes, sizes),
+    (:func:`brainomni.formats.sample.iter_samples`: member names, dtypes, shapes, sizes),
     so ``verify`` accepts exactly the shards the loader reads; signals are skipped in
     bounded chunks, never held whole.
     """
@@ -378,9 +392,7 @@ def scan_shard(
     return hr.sha.hexdigest(), hr.n, samples
 
 
-def manifest_schema(manifest: dict[str, Any]) -> str:
-    """``tokens`` for a token manifest, else ``raw`` (the sample schema of its shards)."""
-    return "tokens" if str(manifest.get("format", "")).startswith("brainomni.token-") else "raw"
+manifest_schema = manifest_kind  # the sample schema of a manifest's shards
 
 
 class _StoreError(Exception):
@@ -447,7 +459,13 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Human-readable differences in sources, hours, configs and shards (empty: none)."""
+    """Human-readable differences in sources, hours, configs and shards (empty: none);
+    for two token manifests: tokenizer, source manifest, splits and shards."""
+    ka, kb = manifest_kind(a), manifest_kind(b)
+    if ka != kb:
+        return [f"kind: {ka} -> {kb} (a signal and a token manifest)"]
+    if ka == "tokens":
+        return _diff_tokens(a, b)
     out: list[str] = []
     sa = {s["dataset"]: s for s in a["sources"]}
     sb = {s["dataset"]: s for s in b["sources"]}
@@ -478,6 +496,23 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     for k in ("shards", "bytes", "samples"):
         if ta[k] != tb[k]:
             out.append(f"totals: {k} {ta[k]} -> {tb[k]}")
+    if [s["sha256"] for s in a["shards"]] != [s["sha256"] for s in b["shards"]]:
+        out.append("shards: content differs")
+    return out
+
+
+def _diff_tokens(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for section in ("tokenizer", "source"):
+        fa, fb = _flat(a.get(section) or {}), _flat(b.get(section) or {})
+        for k in sorted(fa.keys() | fb.keys()):
+            if fa.get(k) != fb.get(k):
+                out.append(f"{section}: {k} {fa.get(k)!r} -> {fb.get(k)!r}")
+    for sp in sorted(a["splits"].keys() | b["splits"].keys()):
+        xa, xb = a["splits"].get(sp, {}), b["splits"].get(sp, {})
+        for k in ("samples", "shards"):
+            if xa.get(k) != xb.get(k):
+                out.append(f"split {sp}: {k} {xa.get(k)} -> {xb.get(k)}")
     if [s["sha256"] for s in a["shards"]] != [s["sha256"] for s in b["shards"]]:
         out.append("shards: content differs")
     return out

@@ -8,8 +8,11 @@ Layout under the pack destination ``DEST`` (local folder or ``s3://``)::
                                          only once this is there (resume skips it)
     DEST/index.json                      the pack index, written last (see :mod:`.run`)
 
-Tar members carry fixed metadata (mtime 0, uid/gid 0, mode 0444, USTAR), so the same plan
-gives byte-identical shards. The sha256 and byte count are computed while streaming.
+Samples are encoded and written by the sample format (:mod:`brainomni.formats.sample`:
+webdataset's TarWriter with fixed member metadata), so the same plan gives byte-identical
+shards; the sha256 and byte count are computed while streaming. The tar is published with
+:class:`brainomni.io.commit.AtomicFile` (its temporary file is named here, so that a rerun
+can sweep a killed writer's), then its index atomically.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ import hashlib
 import json
 import logging
 import os
-import tarfile
 import tempfile
+import uuid
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
+from ..formats.sample import SampleWriter, encode_sample, sample_key
+from ..io.commit import AtomicFile, atomic_write_bytes
+from ..io.fs import get_fs, is_local, join_url, read_json
 from ..records import SENSOR_TYPE_NAMES
-from ..storage import atomic_write_bytes, get_fs, is_local, join_url, read_json, retry
 from .config import PackConfig
 from .plan import PackPlan, RecordingInfo, ShardSpec
-from .sample import encode_sample, sample_key
 from .windows import TYPES, mean_periodogram, normalise_window, qc_reason, window_starts
 
 log = logging.getLogger(__name__)
@@ -39,29 +43,6 @@ log = logging.getLogger(__name__)
 INDEX_FORMAT = "brainomni.shard-index/1"
 _READ_BYTES = 64 * 1024 * 1024  # signal read per block (float32)
 TMP_PREFIX = ".tmp-shard-"  # + "<index:06d>-<random>.tar": a shard's tar while written
-
-
-class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
-
-    def write(self, b: bytes) -> int:
-        self.sha.update(b)
-        self.n += len(b)
-        return self.fh.write(b)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode = size, 0, 0o444
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti
 
 
 def temp_shard_dir(dest: str, split: str, dest_storage_options: dict | None = None) -> str:
@@ -184,38 +165,24 @@ def write_shard(
         old = read_json(idx_url, dest_storage_options)
         if old is not None and old.get("plan_hash") == plan_hash:
             return old
-    fs, tar_path = get_fs(tar_url, dest_storage_options)
-    local = is_local(fs)
     tmp_dir = temp_shard_dir(dest, spec.split, dest_storage_options)
-    os.makedirs(tmp_dir, exist_ok=True)
     # an earlier attempt at this shard that was killed (SIGKILL, lost node) left its temp file
     prefix = f"{TMP_PREFIX}{spec.index:06d}-"
     for old_tmp in glob.glob(os.path.join(glob.escape(tmp_dir), f"{prefix}*.tar")):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(old_tmp)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tar", dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            hw = _HashingWriter(fh)
-            stats = _fill(plan, spec, hw, storage_options)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if stats["samples"]:
-            if local:
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, tar_path)
-            else:
-                retry(lambda: fs.put_file(tmp, tar_path), what=f"upload {tar_url}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    temp = os.path.join(tmp_dir, f"{prefix}{uuid.uuid4().hex[:8]}.tar")
+    with AtomicFile(tar_url, dest_storage_options, temp=temp, sha256=True) as fh:
+        stats = _fill(plan, spec, fh, storage_options)
+        if not stats["samples"]:
+            fh.discard()  # an empty shard is not published (its index says so)
     index = {
         "format": INDEX_FORMAT,
         "split": spec.split,
         "index": spec.index,
         "path": f"{spec.split}/shard-{spec.index:06d}.tar" if stats["samples"] else None,
-        "sha256": hw.sha.hexdigest() if stats["samples"] else None,
-        "bytes": hw.n if stats["samples"] else 0,
+        "sha256": fh.hexdigest() if stats["samples"] else None,
+        "bytes": fh.bytes if stats["samples"] else 0,
         "planned_bytes": spec.planned_bytes,
         "plan_hash": plan_hash,
         "pack_config_hash": config.hash,
@@ -239,7 +206,7 @@ def shard_recording(info: Any, samples: int, windows: int) -> dict[str, Any]:
     }
 
 
-def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options) -> dict:
+def _fill(plan: PackPlan, spec: ShardSpec, out: AtomicFile, storage_options) -> dict:
     config = plan.config
     dtype = np.dtype(config.dtype)
     hist: Counter[int] = Counter()
@@ -248,7 +215,7 @@ def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options)
     spectra = {SENSOR_TYPE_NAMES[t]: np.zeros(config.spectrum_nfft // 2 + 1) for t in TYPES}
     spec_n = Counter()
     samples = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+    with SampleWriter(out, "raw") as tar:
         for piece in spec.pieces:
             info = plan.recordings[piece.rec]
             rec = _Recording(info, config, storage_options)
@@ -277,8 +244,7 @@ def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options)
                         spec_n[name] += 1
                 key = sample_key(info.recording_id, start)
                 meta = _meta(info, rec, start, scales, config)
-                for name, blob in encode_sample(key, y, rec.sensors, rec.types, meta):
-                    tar.addfile(_tarinfo(name, len(blob)), _BytesReader(blob))
+                tar.write(encode_sample(key, y, rec.sensors, rec.types, meta))
                 hist[info.n_channels] += 1
                 kept += 1
                 samples += 1
@@ -295,16 +261,3 @@ def _fill(plan: PackPlan, spec: ShardSpec, out: _HashingWriter, storage_options)
             if spec_n[k]
         },
     }
-
-
-class _BytesReader:
-    """Minimal file object over bytes for ``tarfile.addfile`` (avoids a BytesIO copy)."""
-
-    def __init__(self, b: bytes) -> None:
-        self.mv, self.pos = memoryview(b), 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.mv) if n < 0 else min(len(self.mv), self.pos + n)
-        chunk = self.mv[self.pos : end].tobytes()
-        self.pos = end
-        return chunk

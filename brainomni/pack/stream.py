@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..storage import get_fs, join_url, redact
-from .sample import decode_sample
+from ..formats.sample import decode_sample
+from ..io.fs import get_fs, join_url
+from ..io.redact import redact
 
 __all__ = ["decode_sample", "register_fsspec_scheme", "shard_list"]
 
@@ -39,7 +40,7 @@ def shard_list(
     dest: str, split: str | None = None, storage_options: dict | None = None
 ) -> list[str]:
     """URLs of a finished pack's shards (from its ``index.json``), optionally one split."""
-    from ..storage import read_json
+    from ..io.fs import read_json
     from .run import INDEX_NAME
 
     index = read_json(join_url(dest, INDEX_NAME), storage_options)

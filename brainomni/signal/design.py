@@ -25,6 +25,7 @@ provenance), so that blocks of ``Q * n`` input samples map to exactly ``P * n`` 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -112,11 +113,11 @@ def _kernel(
             pass
     h = _design_kernel(sfreq, l_freq, h_freq, notch, notch_tb)
     try:  # atomic: concurrent workers may write the same key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, h, allow_pickle=False)
-        os.replace(tmp, path)
+        from ..io.commit import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, h, allow_pickle=False)
+        atomic_write_bytes(str(path), buf.getvalue())
     except OSError:  # read-only home, full disk: design again next time
         pass
     return h

@@ -15,25 +15,22 @@ Group attributes: ``format`` ("brainomni.recording"), ``format_version``, ``ch_n
 ``sfreq``, ``n_times``, ``pos_source``, ``dropped``, ``config`` and ``config_hash``,
 ``provenance`` (source URI, checksum, reader, code version, rate error) and ``qc``.
 
-Commit protocol: a local store is written under a temporary sibling folder and renamed
-into place (atomic on POSIX); on object storage (no rename) the prefix is cleared, written,
-and the ``_COMPLETE`` marker is written last. Readers trust a store only with its marker.
+Commit: :class:`brainomni.io.commit.DirectoryCommit` (the project's one protocol): a local
+store is written as the staging sibling ``.<name>.tmp-<8 hex>`` and renamed into place; on
+object storage the old marker and objects are removed first, the store is written in place
+and the ``_COMPLETE`` marker last. Readers trust a store only with its marker.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import uuid
 from typing import Any
 
 import numpy as np
 
+from ..io import commit
+from ..io.commit import MARKER_NAME
 from ..records import SensorTable
-from ..storage import MARKER_NAME, StorageUnavailable, get_fs
-from ..storage import read_marker as storage_read_marker
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +69,10 @@ def row_chunk_for(types) -> int:
     return ROW_CHUNK
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-def _fs(uri: str, storage_options: dict | None):
-    # the project's one way to reach storage: endpoint configuration, no credentials in options
-    return get_fs(uri, storage_options)
-
-
 def read_marker(uri: str, storage_options: dict | None = None) -> dict[str, Any] | None:
-    """The store's completion marker, or None when the store is absent or incomplete."""
-    try:
-        return storage_read_marker(uri, storage_options)
-    except StorageUnavailable:
-        raise  # an unreachable store is not an absent one: the caller records the outage
-    except (json.JSONDecodeError, OSError):
-        return None
+    """The store's completion marker, or None when the store is absent or incomplete
+    (:func:`brainomni.io.commit.read_marker`: an unreachable store raises)."""
+    return commit.read_marker(uri, storage_options)
 
 
 def is_complete(
@@ -103,12 +83,9 @@ def is_complete(
     storage_options: dict | None = None,
 ) -> bool:
     """True when a committed store exists for the same config hash and source checksum."""
-    m = read_marker(uri, storage_options)
-    if m is None:
-        return False
-    if config_hash is not None and m.get("config_hash") != config_hash:
-        return False
-    return not (checksum is not None and m.get("source_checksum") != checksum)
+    return commit.is_complete(
+        uri, storage_options, config_hash=config_hash, source_checksum=checksum
+    )
 
 
 class RecordingStoreWriter:
@@ -134,22 +111,9 @@ class RecordingStoreWriter:
         self._buf: list[np.ndarray] = []
         self._buffered = 0
         self._written = 0
-        if _is_local(uri):
-            final = _local_path(self.uri)
-            parent = os.path.dirname(os.path.abspath(final))
-            os.makedirs(parent, exist_ok=True)
-            self._work = os.path.join(
-                parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:8]}"
-            )
-            self._final = final
-        else:
-            fs, path = _fs(self.uri, storage_options)
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-            self._work = self.uri
-            self._final = self.uri
+        self._commit = commit.DirectoryCommit(self.uri, storage_options)
         try:  # a failure here must not leave the temporary folder behind
-            self._group = self._open_group(self._work)
+            self._group = self._open_group()
             self._signal = self._group.create_array(
                 "signal",
                 shape=(n_channels, n_times),
@@ -170,12 +134,13 @@ class RecordingStoreWriter:
 
         return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
-    def _open_group(self, where: str):
+    def _open_group(self):
         import zarr
 
-        if _is_local(where):
-            return zarr.open_group(_local_path(where), mode="w", zarr_format=3)
-        return zarr.open_group(where, mode="w", zarr_format=3, storage_options=self.storage_options)
+        c = self._commit
+        if c.local:
+            return zarr.open_group(c.path, mode="w", zarr_format=3)
+        return zarr.open_group(c.url, mode="w", zarr_format=3, storage_options=self.storage_options)
 
     def append(self, y: np.ndarray) -> None:
         """Append consecutive samples (C, n); writes happen on whole chunks. ``y`` is not
@@ -235,37 +200,11 @@ class RecordingStoreWriter:
                 **attrs,
             }
         )
-        marker = {"format": FORMAT, "n_times": self.n_times, **marker}
-        blob = json.dumps(marker, sort_keys=True).encode()
-        if _is_local(self._work):
-            with open(os.path.join(self._work, MARKER), "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            old = None
-            if os.path.exists(self._final):
-                old = f"{self._work}.old"
-                os.rename(self._final, old)
-            os.rename(self._work, self._final)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            fs, path = _fs(self._final, self.storage_options)
-            with fs.open(f"{path}/{MARKER}", "wb") as f:
-                f.write(blob)
-        return self._final
+        return self._commit.commit({"format": FORMAT, "n_times": self.n_times, **marker})
 
     def abort(self) -> None:
-        """Remove whatever was written (no-op for the final location of a local store)."""
-        try:
-            if _is_local(self._work):
-                shutil.rmtree(self._work, ignore_errors=True)
-            else:
-                fs, path = _fs(self._work, self.storage_options)
-                if fs.exists(path):
-                    fs.rm(path, recursive=True)
-        except OSError:  # pragma: no cover - best effort cleanup
-            log.warning("could not clean up %s", self._work)
+        """Remove whatever was written (never a store published earlier on local disk)."""
+        self._commit.abort()
 
 
 def open_recording(uri: str, storage_options: dict | None = None):
@@ -274,8 +213,8 @@ def open_recording(uri: str, storage_options: dict | None = None):
 
     if read_marker(uri, storage_options) is None:
         raise FileNotFoundError(f"{uri} is not a complete recording store (no {MARKER} marker)")
-    if _is_local(uri):
-        return zarr.open_group(_local_path(uri), mode="r", zarr_format=3)
+    if "://" not in uri or uri.startswith("file://"):
+        return zarr.open_group(uri.removeprefix("file://"), mode="r", zarr_format=3)
     return zarr.open_group(uri, mode="r", zarr_format=3, storage_options=storage_options)
 
 

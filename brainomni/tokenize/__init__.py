@@ -6,18 +6,18 @@ W = 160 for 30 s with overlap 0.25) and ``KEY.json`` (source key, recording, dat
 split, channels, the tokenizer's weights sha256). A shard's ``.json`` index is written after
 its tar (a rerun skips finished shards with the same completion key: tokenizer, source
 manifest, source shard and overlap, see :attr:`TokenizeJob.completion_key`); ``DEST/manifest.json``
-(format ``brainomni.token-manifest/1``) is written last and names the tokenizer's hash and
-the source manifest's content hash. Executor-agnostic: :func:`tokenize_corpus` takes a
+(format ``brainomni.token-manifest/1``, :mod:`brainomni.formats.manifest`) is written last and
+names the tokenizer's hash and the source manifest's content hash; ``brainomni publish`` then
+publishes it under a name and version with its card. Samples are written by the sample format
+(:mod:`brainomni.formats.sample`) and every file through :mod:`brainomni.io.commit`. Executor-agnostic: :func:`tokenize_corpus` takes a
 ``map_fn`` (``pipelines/tokenize_shards.py`` passes one that runs shards as Ray tasks).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,11 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import atomic_write_bytes, get_fs, join_url, redact
+from ..formats.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    TOKEN_MANIFEST_FORMAT,
+    content_hash,
+    read_manifest,
+    write_manifest,
+)
+from ..formats.sample import SampleWriter, encode_tokens
+from ..io.commit import AtomicFile, atomic_write_bytes
+from ..io.fs import get_fs, join_url
+from ..io.redact import redact
 
 log = logging.getLogger(__name__)
 
-TOKEN_MANIFEST_FORMAT = "brainomni.token-manifest/1"
 TOKEN_INDEX_FORMAT = "brainomni.token-shard/1"
 
 
@@ -107,21 +117,10 @@ def tokenize_samples(
     return out  # type: ignore[return-value]
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o444, 0, 0, "", ""
-    return ti
-
-
-def _npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()
-
-
 def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     """Tokenize one shard and publish it (tar, then its index); the index dict."""
-    from ..loader.reader import ReadConfig, ShardSource, decode_meta, read_shard
+    from ..formats.sample import decode_meta
+    from ..loader.reader import ReadConfig, ShardSource, read_shard
 
     tar_url = join_url(job.dest, job.path)
     idx_url = tar_url[: -len(".tar")] + ".json"
@@ -140,8 +139,10 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     )
     samples = [got[i] for i in sorted(got)]
     tokens = tokenize_samples(_model(job.tokenizer), samples, job.batch_size, job.overlap_ratio)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with (
+        AtomicFile(tar_url, job.dest_storage_options, sha256=True) as fh,
+        SampleWriter(fh, "tokens") as tar,
+    ):
         for s, tok in zip(samples, tokens, strict=True):
             m = s["meta"]
             meta = {
@@ -155,19 +156,13 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
                 "tokenizer_sha256": job.tokenizer_sha256,
                 "shape": list(tok.shape),
             }
-            for name, blob in (
-                (f"{s['key']}.tokens.npy", _npy(tok)),
-                (f"{s['key']}.json", json.dumps(meta, sort_keys=True).encode()),
-            ):
-                tar.addfile(_tarinfo(name, len(blob)), io.BytesIO(blob))
-    data = buf.getvalue()
-    atomic_write_bytes(tar_url, data, job.dest_storage_options)
+            tar.write(encode_tokens(s["key"], tok, meta))
     index = {
         "format": TOKEN_INDEX_FORMAT,
         "path": job.path,
         "split": job.split,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
+        "sha256": fh.hexdigest(),
+        "bytes": fh.bytes,
         "samples": len(samples),
         "source_sha256": job.src_sha256,
         "tokenizer_sha256": job.tokenizer_sha256,
@@ -180,13 +175,6 @@ def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     )
     log.info("tokenized %s: %d samples", job.path, len(samples))
     return index
-
-
-def _content_hash(m: dict[str, Any]) -> str:
-    body = {k: v for k, v in m.items() if k not in ("created_at", "content_hash")}
-    return hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
 
 
 def tokenize_corpus(
@@ -204,12 +192,12 @@ def tokenize_corpus(
     map_fn: Callable = map,
 ) -> dict[str, Any]:
     """Tokenize every shard (of ``splits``; default all) and write ``DEST/manifest.json``."""
-    from ..loader.loader import read_manifest
     from ..train.export import file_sha256
 
-    src = read_manifest(manifest, storage_options)
-    if src["format"] != "brainomni.manifest/1":
-        raise ValueError("tokenize reads a signal shard manifest (brainomni.manifest/1)")
+    try:
+        src = read_manifest(manifest, storage_options, formats=(MANIFEST_FORMAT,))
+    except ValueError as exc:
+        raise ValueError(f"tokenize reads a signal shard manifest: {exc}") from None
     tok_dir = str(Path(tokenizer).resolve())
     cfg = json.loads((Path(tok_dir) / "config.json").read_text())
     if cfg.get("kind") != "tokenizer":
@@ -265,12 +253,8 @@ def tokenize_corpus(
             for ix in indices
         ],
     }
-    m["content_hash"] = _content_hash(m)
-    atomic_write_bytes(
-        join_url(dest, "manifest.json"),
-        json.dumps(m, sort_keys=True, indent=1).encode(),
-        dest_storage_options,
-    )
+    m["content_hash"] = content_hash(m)
+    write_manifest(join_url(dest, MANIFEST_NAME), m, dest_storage_options)
     return m
 
 

@@ -53,6 +53,8 @@ from typing import Any
 
 import torch
 
+from ..io.commit import atomic_write_bytes, move_into, staged_path
+
 log = logging.getLogger(__name__)
 
 META = "meta.json"
@@ -157,9 +159,7 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, sort_keys=True, indent=1))
-    os.replace(tmp, path)
+    atomic_write_bytes(str(path), json.dumps(obj, sort_keys=True, indent=1).encode())
 
 
 def save_rank_files(d: Path, rank: int, loader_state: dict[str, Any]) -> None:
@@ -425,9 +425,8 @@ def save_model(d: Path, state: dict[str, torch.Tensor], model_json: dict[str, An
         k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous().clone()
         for k, v in state.items()
     }
-    tmp = d / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, d / "model.safetensors")
+    with staged_path(d / "model.safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
     write_json(d / "model.json", model_json)
 
 
@@ -481,7 +480,7 @@ def to_universal(d: Path, *, trust_unhashed: bool = False) -> Path:
             contextlib.redirect_stderr(buf),
         ):
             ds_to_universal(args)
-        os.replace(tmp / UNIVERSAL, out)
+        move_into([tmp / UNIVERSAL], d)  # onto d / UNIVERSAL (removed above)
         write_json(d / UNIVERSAL_META, {"format": FORMAT, "files": file_table(d, UNIVERSAL)})
     finally:
         log.debug("ds_to_universal %s:\n%s", d, buf.getvalue())

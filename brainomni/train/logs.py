@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,9 @@ def truncate_jsonl(path: Path, step: int) -> int:
         else:
             keep.append(line + b"\n")
     if dropped or torn:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(b"".join(keep))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        from ..io.commit import atomic_write_bytes
+
+        atomic_write_bytes(str(path), b"".join(keep))
     return dropped
 
 

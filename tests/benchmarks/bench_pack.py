@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from brainomni.formats.sample import encode_sample, members  # noqa: E402
 from brainomni.pack import get_profile  # noqa: E402
 from brainomni.pack.run import pack  # noqa: E402
-from brainomni.pack.sample import encode_sample  # noqa: E402
 from brainomni.splits import SplitConfig  # noqa: E402
 from tests.pack.corpus import build_corpus  # noqa: E402
 
@@ -48,12 +48,14 @@ def sample_mb_per_channel_hour(c: int, profile: str, dtype: str) -> float:
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for name, blob in encode_sample(
-            "k" * 31,
-            np.zeros((c, cfg.window), cfg.dtype),
-            np.zeros((c, 6), np.float32),
-            np.zeros(c, np.int8),
-            meta,
+        for name, blob in members(
+            encode_sample(
+                "k" * 31,
+                np.zeros((c, cfg.window), cfg.dtype),
+                np.zeros((c, 6), np.float32),
+                np.zeros(c, np.int8),
+                meta,
+            )
         ):
             ti = tarfile.TarInfo(name)
             ti.size = len(blob)

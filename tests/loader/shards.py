@@ -10,9 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from brainomni.manifests.publish import content_hash
-from brainomni.pack.sample import encode_sample
-from brainomni.pack.shards import _tarinfo
+from brainomni.formats.manifest import content_hash
+from brainomni.formats.sample import encode_sample, members
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    """The packer's fixed member metadata (webdataset.TarWriter as SampleWriter sets it)."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o444, 0, 0, "", ""
+    return ti
 
 
 def sample_members(key: str, c: int = 4, t: int = 16, seed: int = 0) -> list[tuple[str, bytes]]:
@@ -20,7 +26,7 @@ def sample_members(key: str, c: int = 4, t: int = 16, seed: int = 0) -> list[tup
     sig = rng.standard_normal((c, t)).astype(np.float16)
     sensors = rng.standard_normal((c, 6)).astype(np.float32)
     types = (np.arange(c) % 3).astype(np.int8)
-    return encode_sample(key, sig, sensors, types, {"recording_id": key, "start": 0})
+    return members(encode_sample(key, sig, sensors, types, {"recording_id": key, "start": 0}))
 
 
 def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:

@@ -12,6 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from brainomni.formats.sample import decode_sample
 from brainomni.loader.loader import ShardLoader
 from brainomni.loader.reader import (
     ReadConfig,
@@ -22,7 +23,6 @@ from brainomni.loader.reader import (
     read_shard,
 )
 from brainomni.manifests.publish import content_hash, scan_shard, verify
-from brainomni.pack.sample import decode_sample
 from tests.loader.shards import (
     good_members,
     npy_with_header,
@@ -33,7 +33,7 @@ from tests.loader.shards import (
 
 K0, K1 = "rec_0000000000", "rec_0000000001"
 ONE = ReadConfig(attempts=1, backoff_s=0.0)
-MAX_JSON = 1024 * 1024  # brainomni.pack.sample_check.Limits.max_json_bytes
+MAX_JSON = 1024 * 1024  # brainomni.formats.sample.Limits.max_json_bytes
 
 
 def _replace(members, name, blob):
@@ -186,10 +186,12 @@ def test_junk_and_unused_members_are_never_read_whole(tmp_path):
     c, t = 64, 49152  # one 12 MiB float32 signal: read whole only when the sample is wanted
     rng = np.random.default_rng(1)
     sig = rng.standard_normal((c, t)).astype(np.float32)
-    from brainomni.pack.sample import encode_sample
+    from brainomni.formats.sample import encode_sample, members
 
-    big = encode_sample(
-        K0, sig, np.zeros((c, 6), np.float32), np.zeros(c, np.int8), {"recording_id": "r"}
+    big = members(
+        encode_sample(
+            K0, sig, np.zeros((c, 6), np.float32), np.zeros(c, np.int8), {"recording_id": "r"}
+        )
     )
     m = write_manifest(tmp_path, {"junk": (tar_bytes(bad), 1), "big": (tar_bytes(big), 1)})
     root = m["shards_root"]

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from brainomni.formats.sample import (
+    decode_sample,
+    encode_sample,
+    members,
+    npy_load,
+    sample_key,
+    split_member,
+)
 from brainomni.pack import PackConfig, QCConfig, get_profile
-from brainomni.pack.sample import decode_sample, encode_sample, npy_loads, sample_key, split_member
 from brainomni.pack.windows import (
     normalise_positions,
     normalise_window,
@@ -115,17 +122,16 @@ def test_qc_reasons():
 def test_sample_roundtrip_without_pickle():
     key = sample_key("abc123", 2560)
     assert key == "abc123_0000002560"
-    members = encode_sample(
+    sample = encode_sample(
         key,
         np.ones((3, 8), np.float16),
         np.zeros((3, 6), np.float32),
         np.array([0, 1, 2], np.int8),
         {"dataset": "ds"},
     )
-    sample = {"__key__": key} | {n.split(".", 1)[1]: b for n, b in members}
     out = decode_sample(sample)
     assert out["signal"].dtype == np.float16 and out["meta"] == {"dataset": "ds"}
-    for name, _ in members:
+    for name, _ in members(sample):
         assert split_member(name)[0] == key
     for bad in ("../x.json", "/abs.json", "a.b.c.pyd", "k.pickle", "k"):
         with pytest.raises(ValueError):
@@ -138,4 +144,4 @@ def test_sample_roundtrip_without_pickle():
     buf = io.BytesIO()
     np.save(buf, obj, allow_pickle=True)
     with pytest.raises(ValueError):
-        npy_loads(buf.getvalue())
+        npy_load(buf.getvalue())

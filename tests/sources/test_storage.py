@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -11,22 +12,20 @@ import sys
 
 import pytest
 
-from brainomni import storage
-from brainomni.storage import (
+from brainomni.io import fs as storage
+from brainomni.io.commit import (
     MARKER_NAME,
+    AtomicFile,
     DirectoryCommit,
-    RetryPolicy,
     atomic_write_bytes,
     clean_staging,
-    describe_error,
-    get_fs,
     is_complete,
-    is_transient,
     read_marker,
-    redact,
-    retry,
-    safe_key,
+    remove_staging,
 )
+from brainomni.io.fs import get_fs, safe_key
+from brainomni.io.redact import describe_error, redact
+from brainomni.io.retry import RetryPolicy, StorageUnavailable, is_transient, retry
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
@@ -163,7 +162,7 @@ def test_retry_gives_up_after_attempts():
         calls.append(1)
         raise ConnectionRefusedError("endpoint down")
 
-    with pytest.raises(storage.StorageUnavailable) as info:
+    with pytest.raises(StorageUnavailable) as info:
         retry(down, RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0), sleep=lambda s: None)
     assert len(calls) == 3 and isinstance(info.value.__cause__, ConnectionRefusedError)
 
@@ -209,10 +208,10 @@ def test_atomic_write_s3(s3_bucket):
 # --------------------------------------------------------------------------- store commits
 
 
-def _write_store(staged, payload: bytes = b"data") -> None:
-    staged.fs.makedirs(f"{staged.path}/c/0", exist_ok=True)
-    staged.fs.pipe_file(f"{staged.path}/zarr.json", b"{}")
-    staged.fs.pipe_file(f"{staged.path}/c/0/0", payload)
+def _write_store(c: DirectoryCommit, payload: bytes = b"data") -> None:
+    c.fs.makedirs(f"{c.path}/c/0", exist_ok=True)
+    c.fs.pipe_file(f"{c.path}/zarr.json", b"{}")
+    c.fs.pipe_file(f"{c.path}/c/0/0", payload)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -222,86 +221,135 @@ def store_root(request, tmp_path):
     return request.getfixturevalue("s3_bucket") + "/dest"
 
 
+def _files(fs, root: str, key: str) -> list[str]:
+    fs.invalidate_cache()
+    return sorted(p.split(f"/{key}/", 1)[1] for p in fs.find(f"{root}/{key}"))
+
+
 def test_commit_publishes_with_marker_last(store_root):
     url = f"{store_root}/recordings/abc"
     assert read_marker(url) is None and not is_complete(url)
-    with DirectoryCommit(
-        store_root,
-        "recordings/abc",
-        source_checksum="etag:1",
-        config_hash="cfg1",
-        meta={"hours": 0.5},
-    ) as staged:
-        assert "/.tmp/" in staged.url
-        _write_store(staged)
+    with DirectoryCommit(url) as c:
+        if c.local:
+            assert os.path.basename(c.path).startswith(".abc.tmp-")
+        _write_store(c)
         assert not is_complete(url)  # nothing visible before commit
-    marker = read_marker(url)
-    assert marker["files"] == {"c/0/0": 4, "zarr.json": 2} and marker["hours"] == 0.5
+        c.commit({"source_checksum": "etag:1", "config_hash": "cfg1", "hours": 0.5})
+    assert read_marker(url)["hours"] == 0.5
     assert is_complete(url, source_checksum="etag:1", config_hash="cfg1")
     assert not is_complete(url, config_hash="cfg2")
     assert not is_complete(url, source_checksum="etag:2")
     fs, root = get_fs(store_root)
-    fs.invalidate_cache()
-    assert not fs.exists(f"{root}/.tmp") or fs.ls(f"{root}/.tmp") == []
+    assert _files(fs, root, "recordings/abc") == [MARKER_NAME, "c/0/0", "zarr.json"]
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/recordings")) == ["abc"]
 
 
 def test_failed_writer_publishes_nothing(store_root):
-    with (
-        pytest.raises(RuntimeError),
-        DirectoryCommit(
-            store_root, "recordings/bad", source_checksum=None, config_hash="c"
-        ) as staged,
-    ):
-        _write_store(staged)
+    url = f"{store_root}/recordings/bad"
+    with pytest.raises(RuntimeError), DirectoryCommit(url) as c:
+        _write_store(c)
         raise RuntimeError("reader crashed")
+    with DirectoryCommit(url) as c:  # leaving without commit() publishes nothing either
+        _write_store(c)
     fs, root = get_fs(store_root)
     fs.invalidate_cache()
-    assert not fs.exists(f"{root}/recordings/bad")
-    assert not fs.exists(f"{root}/.tmp") or fs.find(f"{root}/.tmp") == []
+    assert not fs.exists(f"{root}/recordings/bad") and read_marker(url) is None
+    assert not fs.exists(f"{root}/recordings") or fs.ls(f"{root}/recordings") == []
 
 
 def test_commit_replaces_partial_and_stale_stores(store_root):
     fs, root = get_fs(store_root)
-    # A store left half-copied by a killed job: content but no marker.
+    url = f"{store_root}/recordings/r1"
+    # A store left half-written by a killed job: content but no marker.
     fs.makedirs(f"{root}/recordings/r1/c", exist_ok=True)
     fs.pipe_file(f"{root}/recordings/r1/c/stale", b"old")
-    assert not is_complete(f"{store_root}/recordings/r1")
+    assert not is_complete(url)
     for cfg, payload in (("v1", b"first"), ("v2", b"second!")):
-        with DirectoryCommit(
-            store_root, "recordings/r1", source_checksum="s", config_hash=cfg
-        ) as st:
-            _write_store(st, payload)
-    fs.invalidate_cache()
-    files = sorted(p.split("/recordings/r1/")[1] for p in fs.find(f"{root}/recordings/r1"))
-    assert files == [MARKER_NAME, "c/0/0", "zarr.json"]
+        with DirectoryCommit(url) as c:
+            _write_store(c, payload)
+            c.commit({"source_checksum": "s", "config_hash": cfg})
+    assert _files(fs, root, "recordings/r1") == [MARKER_NAME, "c/0/0", "zarr.json"]
     assert fs.cat_file(f"{root}/recordings/r1/c/0/0") == b"second!"
     assert json.loads(fs.cat_file(f"{root}/recordings/r1/{MARKER_NAME}"))["config_hash"] == "v2"
 
 
-def test_store_must_not_write_its_own_marker(tmp_path):
-    with (
-        pytest.raises(ValueError, match=MARKER_NAME),
-        DirectoryCommit(str(tmp_path), "k", source_checksum=None, config_hash="c") as st,
-    ):
-        st.fs.pipe_file(f"{st.path}/{MARKER_NAME}", b"{}")
-    assert not (tmp_path / "k").exists()
+def test_object_store_unpublishes_the_old_marker_first(s3_bucket, monkeypatch):
+    """On an object store the old version stops being trusted before any object goes."""
+    url = f"{s3_bucket}/dest/r"
+    with DirectoryCommit(url) as c:
+        _write_store(c)
+        c.commit({"config_hash": "v1"})
+    fs, root = get_fs(url)
+    removed = []
+    real_rm_file, real_rm = fs.rm_file, fs.rm
+
+    def spy_file(path, **kw):
+        removed.append(path)
+        return real_rm_file(path, **kw)
+
+    def spy_rm(path, **kw):
+        removed.append(f"{path} (tree)")
+        return real_rm(path, **kw)
+
+    monkeypatch.setattr(fs, "rm_file", spy_file)  # get_fs returns this cached instance
+    monkeypatch.setattr(fs, "rm", spy_rm)
+    c = DirectoryCommit(url)  # unpublishes on open: nothing written yet
+    monkeypatch.undo()
+    assert removed[0].endswith(f"/{MARKER_NAME}") and removed[1].endswith("/r (tree)")
+    assert read_marker(url) is None
+    fs.invalidate_cache()
+    assert not fs.exists(root)
+    c.abort()
 
 
-def test_clean_staging_removes_only_old_folders(tmp_path):
-    old = tmp_path / ".tmp" / "deadbeef"
+def test_torn_or_foreign_marker_reads_as_incomplete(tmp_path):
+    for body in (b'{"config_hash": "c"', b"[1, 2]", b"\xff\xfe"):
+        (tmp_path / "s").mkdir(exist_ok=True)
+        (tmp_path / "s" / MARKER_NAME).write_bytes(body)
+        assert read_marker(str(tmp_path / "s")) is None
+        assert not is_complete(str(tmp_path / "s"), config_hash="c")
+
+
+def test_atomic_file_publishes_whole_or_nothing(tmp_path, s3_bucket):
+    for url in (str(tmp_path / "a" / "x.tar"), f"{s3_bucket}/a/x.tar"):
+        with pytest.raises(RuntimeError), AtomicFile(url) as fh:
+            fh.write(b"half")
+            raise RuntimeError("killed")
+        with AtomicFile(url) as fh:
+            fh.write(b"nothing worth it")
+            fh.discard()
+        fs, path = get_fs(url)
+        fs.invalidate_cache()
+        assert not fs.exists(path)
+        with AtomicFile(url, sha256=True) as fh:
+            fh.write(b"one ")
+            fh.write(b"two")
+        assert fs.cat_file(path) == b"one two"
+        assert fh.bytes == 7 and fh.hexdigest() == hashlib.sha256(b"one two").hexdigest()
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.tar"]  # no staging left
+
+
+def test_clean_and_remove_staging(tmp_path):
+    old = tmp_path / "ds" / ".r1.zarr.tmp-deadbeef"
     old.mkdir(parents=True)
     (old / "f").write_bytes(b"x")
     os.utime(old / "f", (0, 0))
-    fresh = tmp_path / ".tmp" / "fresh"
+    os.utime(old, (0, 0))
+    fresh = tmp_path / "ds" / ".r2.zarr.tmp-0123abcd"
     fresh.mkdir()
     (fresh / "f").write_bytes(b"y")
+    other = tmp_path / "ds" / ".hidden"
+    other.write_bytes(b"kept")
+    os.utime(other, (0, 0))
     removed = clean_staging(str(tmp_path), older_than_s=3600)
-    assert removed == [str(old)] and fresh.exists()
+    assert removed == [str(old)] and fresh.exists() and other.exists()
+    assert remove_staging(str(tmp_path / "ds" / "r2.zarr")) == [str(fresh)]
+    assert not fresh.exists() and other.exists()
 
 
 def test_library_import_is_light():
     code = (
-        "import sys, brainomni, brainomni.storage, brainomni.sources\n"
+        "import sys, brainomni, brainomni.storage, brainomni.io.commit, brainomni.sources\n"
         "heavy = [m for m in ('mne', 'mne_bids', 's3fs', 'pyarrow', 'fsspec', 'botocore', 'ray')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -97,3 +97,41 @@ def test_index_records_its_completion_key(tmp_path, counted):
     counted.clear()
     tk.tokenize_corpus(tok, src, str(dest), shards_root=root, splits=["train"])
     assert len(counted) > 0
+
+
+def test_token_manifest_publishes_verifies_and_diffs(tmp_path, counted):
+    """A tokenize run's manifest is published under a name and version with a card, verified
+    shard by shard (the token sample check) and compared like a signal manifest."""
+    import hashlib
+
+    from brainomni.manifests.publish import ManifestExists, diff, load_manifest, publish, verify
+    from tests.loader.data import packed_manifest
+
+    src = json.loads(packed_manifest("tokenizer-10s").read_text())
+    root = str(packed_manifest("tokenizer-10s").parents[3] / "shards")
+    dest = tmp_path / "tokens"
+    written = tk.tokenize_corpus(
+        _tokenizer(tmp_path / "tok", b"\x01w"), src, str(dest), shards_root=root
+    )
+    out = tmp_path / "published"
+    path = publish(str(dest), "brainomni-tokens", "1.0.0", out)
+    m = load_manifest(path)
+    assert m["format"] == "brainomni.token-manifest/1" and m["version"] == "1.0.0"
+    assert m["shards"] == written["shards"] and m["totals"]["shards"] == len(written["shards"])
+    body = {k: v for k, v in m.items() if k not in ("created_at", "content_hash")}
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    assert m["content_hash"] == hashlib.sha256(canon).hexdigest()
+    card = (path.parent / "card.md").read_text()
+    assert m["content_hash"] in card and (path.parent / "samples.png").stat().st_size > 0
+    rep = verify(m)
+    assert rep.ok and rep.checked == len(m["shards"])
+    with pytest.raises(ManifestExists):
+        publish(str(dest), "brainomni-tokens", "1.0.0", out)
+
+    first = dest / m["shards"][0]["path"]
+    first.write_bytes(first.read_bytes()[:-1024])  # truncated: sha, bytes and tar all fail
+    rep = verify(m)
+    assert not rep.ok and any(m["shards"][0]["path"] in p for p in rep.problems)
+    other = dict(m, tokenizer={**m["tokenizer"], "overlap_ratio": 0.5})
+    assert diff(m, other) == ["tokenizer: overlap_ratio 0.25 -> 0.5"]
+    assert diff(m, m) == []
