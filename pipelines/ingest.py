@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--executor",
-        choices=("ray", "serial"),
+        choices=("ray", "local", "serial"),
         default="ray",
-        help="serial runs every recording in this process (debugging)",
+        help="local (alias: serial) runs every recording in this process (debugging)",
     )
     a(
         "--progress-every",
@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         cache_root=args.cache_dir,
         progress_every_s=args.progress_every,
     )
-    if args.executor == "serial":
+    if args.executor in ("local", "serial"):
         executor = SerialExecutor()
     else:
-        from brainomni.executors.ray_executor import RayExecutor
+        from brainomni.pipeline.ray import RayExecutor
 
         executor = RayExecutor(
             address=args.address,
