@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..records import EEG, GRAD, MAG
 from ..splits import SplitConfig, assign_split
-from ..storage import get_fs, is_local, redact, to_url
+from ..storage import get_fs, is_local, join_url, redact, to_url
 from .config import PackConfig
 from .windows import window_starts
 
@@ -152,6 +153,36 @@ def _tuplify(v: Any) -> Any:
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
 
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$")
+
+
+def ledger_stores(root: str, storage_options: dict | None = None) -> list[str] | None:
+    """The stores of the ``ok`` rows of the ingest ledger under ``root`` (an ingest
+    destination), sorted: the pack's frozen input list. ``None`` when ``root`` holds no
+    ingest ledger. Row values are file content: a recording id that is not a plain file
+    name is refused (``ValueError`` naming the ledger)."""
+    from ..ingest.ledger import LedgerRow
+    from ..ingest.task import store_key_for
+    from ..pipeline.ledger import Ledger
+
+    ledger = Ledger(root, LedgerRow, storage_options)
+    if not ledger.exists():
+        return None
+    stores = []
+    for row in ledger.read():
+        if row.outcome != "ok":
+            continue
+        if not _SAFE_ID.match(row.recording_id):
+            raise ValueError(
+                f"the ingest ledger under {redact(root)} holds the recording id "
+                f"{row.recording_id[:80]!r}, not a plain name: the ledger is damaged or not "
+                "brainomni's; rerun the ingest into a fresh destination"
+            )
+        stores.append(join_url(root, store_key_for(row.dataset, row.recording_id)))
+    log.info("%d stores from the ok rows of the ingest ledger under %s", len(stores), redact(root))
+    return sorted(stores)
+
+
 def discover_stores(root: str, storage_options: dict | None = None) -> list[str]:
     """Committed recording stores at or under ``root`` (those with a ``_COMPLETE`` marker),
     sorted. ``root`` may itself be one store. Incomplete stores are skipped (no marker)."""
@@ -224,9 +255,25 @@ def make_plan(
     threads: int = 8,
 ) -> PackPlan:
     """Read every store's attributes and cut the windows into shards (see module doc)."""
+
+    def info(uri: str) -> RecordingInfo | None:
+        try:
+            return read_recording_info(uri, storage_options)
+        except FileNotFoundError:  # listed (e.g. by the ingest ledger) but gone or incomplete
+            return None
+
     with ThreadPoolExecutor(max(1, threads)) as ex:
-        infos = list(ex.map(lambda u: read_recording_info(u, storage_options), stores))
-    return plan_from_infos(infos, config, split_config)
+        infos = list(ex.map(info, stores))
+    plan = plan_from_infos([i for i in infos if i is not None], config, split_config)
+    missing = [u for u, i in zip(stores, infos, strict=True) if i is None]
+    if missing:
+        log.warning("%d listed stores are missing or incomplete: dropped", len(missing))
+        gone = [
+            {"uri": u, "recording_id": "", "dataset": "", "reason": "store_missing"}
+            for u in missing
+        ]
+        plan.dropped = gone + plan.dropped
+    return plan
 
 
 def plan_from_infos(

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -76,13 +76,14 @@ class StageRow:
         return self.key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Work:
-    """One unit handed to an executor: its key, the unit and the attempt number."""
+    """One unit handed to an executor: its key, the unit and the attempt number (ordered
+    by key)."""
 
     key: str
-    unit: Any
-    attempt: int = 1
+    unit: Any = field(compare=False)
+    attempt: int = field(default=1, compare=False)
 
 
 class Stage:
