@@ -10,6 +10,8 @@ rest of the code and the tests use.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +23,8 @@ from brainomni.pipeline.ledger import (  # noqa: F401  (re-exported)
     PARTS_DIR,
     Ledger,
 )
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_KEY = b"brainomni.ledger"
 SCHEMA_VERSION = b"1"
@@ -126,3 +130,36 @@ def compact(
 ) -> list[LedgerRow]:
     """Fold the parts into ``DEST/ledger.parquet`` (see :meth:`Ledger.compact`); the rows."""
     return Ledger(dest, LedgerRow, storage_options).compact(received)
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$")
+
+
+def ok_stores(dest: str, storage_options: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The committed stores of the ``ok`` rows of the ingest ledger under ``dest`` (an
+    ingest destination), sorted: the frozen input list of the stages that read a corpus
+    (pack, the QC report). ``None`` when ``dest`` holds no ingest ledger. Row values are
+    file content: a recording id that is not a plain file name is refused (``ValueError``
+    naming the ledger)."""
+    from brainomni.storage import join_url, redact
+
+    from .task import store_key_for
+
+    ledger = Ledger(dest, LedgerRow, storage_options)
+    if not ledger.exists():
+        return None
+    stores = []
+    for row in ledger.read():
+        if row.outcome != "ok":
+            continue
+        if not _SAFE_ID.match(row.recording_id):
+            raise ValueError(
+                f"the ingest ledger under {redact(dest)} holds the recording id "
+                f"{row.recording_id[:80]!r}, not a plain name: the ledger is damaged or not "
+                "brainomni's; rerun the ingest into a fresh destination"
+            )
+        stores.append(join_url(dest, store_key_for(row.dataset, row.recording_id)))
+    logger.info(
+        "%d stores from the ok rows of the ingest ledger under %s", len(stores), redact(dest)
+    )
+    return sorted(stores)

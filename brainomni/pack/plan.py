@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..records import EEG, GRAD, MAG
 from ..splits import SplitConfig, assign_split
-from ..storage import get_fs, is_local, join_url, redact, to_url
+from ..storage import get_fs, is_local, redact, to_url
 from .config import PackConfig
 from .windows import window_starts
 
@@ -153,34 +152,12 @@ def _tuplify(v: Any) -> Any:
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$")
-
-
 def ledger_stores(root: str, storage_options: dict | None = None) -> list[str] | None:
-    """The stores of the ``ok`` rows of the ingest ledger under ``root`` (an ingest
-    destination), sorted: the pack's frozen input list. ``None`` when ``root`` holds no
-    ingest ledger. Row values are file content: a recording id that is not a plain file
-    name is refused (``ValueError`` naming the ledger)."""
-    from ..ingest.ledger import LedgerRow
-    from ..ingest.task import store_key_for
-    from ..pipeline.ledger import Ledger
+    """The stores of the ingest ledger's ``ok`` rows under ``root`` (see
+    :func:`brainomni.ingest.ledger.ok_stores`); None when ``root`` holds no ingest ledger."""
+    from ..ingest.ledger import ok_stores
 
-    ledger = Ledger(root, LedgerRow, storage_options)
-    if not ledger.exists():
-        return None
-    stores = []
-    for row in ledger.read():
-        if row.outcome != "ok":
-            continue
-        if not _SAFE_ID.match(row.recording_id):
-            raise ValueError(
-                f"the ingest ledger under {redact(root)} holds the recording id "
-                f"{row.recording_id[:80]!r}, not a plain name: the ledger is damaged or not "
-                "brainomni's; rerun the ingest into a fresh destination"
-            )
-        stores.append(join_url(root, store_key_for(row.dataset, row.recording_id)))
-    log.info("%d stores from the ok rows of the ingest ledger under %s", len(stores), redact(root))
-    return sorted(stores)
+    return ok_stores(root, storage_options)
 
 
 def discover_stores(root: str, storage_options: dict | None = None) -> list[str]:
