@@ -16,6 +16,7 @@ ingest keeps its richer ``LedgerRow`` (key: the recording id).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import logging
@@ -43,6 +44,7 @@ def part_name(key: str, attempt: int) -> str:
     return f"part-{key}-{attempt:04d}.parquet"
 
 
+@functools.cache
 def schema(row_type: type) -> Any:
     """The Arrow schema of ``row_type``'s parts and compacted ledger (from its fields)."""
     import pyarrow as pa
@@ -73,7 +75,8 @@ def table_rows(table: Any, row_type: type) -> list[Any]:
     """Rows of a ledger table. Values are checked against the field types (a ledger is a
     file: not trusted); a row that does not fit raises ``ValueError`` naming the column."""
     fields = {f.name: f for f in dataclasses.fields(row_type)}
-    want = {n: schema(row_type).field(n).type for n in fields}
+    sch = schema(row_type)
+    want = {n: sch.field(n).type for n in fields}
     for name in table.column_names:
         if name in want and table.schema.field(name).type != want[name]:
             raise ValueError(f"ledger column {name!r} has type {table.schema.field(name).type}")

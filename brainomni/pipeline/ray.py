@@ -96,6 +96,7 @@ class RayExecutor:
     num_cpus: int | None = None  # local Ray only
     max_in_flight: int | None = None  # default: 2 x cluster CPUs
     task_memory: int | None = None  # bytes reserved per unit (default: the stage's)
+    task_cpus: float | None = None  # CPUs reserved per unit (default: the stage's)
     max_retries: int = 2  # worker deaths, per unit
     env_vars: Mapping[str, str] = field(default_factory=dict)
     name: str = "ray"
@@ -133,7 +134,7 @@ class RayExecutor:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             window = self.max_in_flight or 2 * max(cpus, 1)
             remote = ray.remote(_run_one).options(
-                num_cpus=stage.cpus,
+                num_cpus=self.task_cpus or stage.cpus,
                 memory=self.task_memory or stage.memory,
                 max_retries=self.max_retries,
                 retry_exceptions=False,

@@ -44,18 +44,21 @@ def executor_name(name: str) -> str:
     return name
 
 
-def get_executor(spec: Any = None, **options: Any) -> Any:
-    """An executor from a name (``local``, ``serial``, ``ray``; ``options`` go to its
-    constructor) or an executor object as it is. ``None`` is ``local``."""
+def get_executor(spec: Any = None, **ray_options: Any) -> Any:
+    """An executor from a name (``local``, ``serial``, ``ray``) or an executor object as it
+    is; ``None`` is ``local``. ``ray_options`` (``address``, ``num_cpus``,
+    ``max_in_flight``, ``task_memory``, ``task_cpus``, ``max_retries``, ``env_vars``) go to
+    :class:`~brainomni.pipeline.ray.RayExecutor` and are ignored by ``local``, so an entry
+    point can pass its options whatever the executor."""
     if spec is not None and not isinstance(spec, str):
         return spec
     if executor_name(spec or "local") == "ray":
         from .ray import RayExecutor  # Ray is imported only there
 
-        return RayExecutor(**options)
+        return RayExecutor(**{k: v for k, v in ray_options.items() if v is not None})
     from .local import LocalExecutor
 
-    return LocalExecutor(**options)
+    return LocalExecutor()
 
 
 @dataclass

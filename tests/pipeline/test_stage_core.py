@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from brainomni.ingest import IngestJob, run_job
-from brainomni.pipeline import Ledger, Stage, StageRow, executor_name, run_stage
+from brainomni.pipeline import (
+    Ledger,
+    LocalExecutor,
+    Stage,
+    StageRow,
+    executor_name,
+    get_executor,
+    run_stage,
+)
 from brainomni.pipeline.qc_report import QCReportStage
 from brainomni.pipeline.ray import RayExecutor
 from brainomni.retries import RetryPolicy
@@ -142,3 +150,8 @@ def test_executor_names():
     assert executor_name("serial") == "local" and executor_name("ray") == "ray"
     with pytest.raises(ValueError, match="local, ray"):
         executor_name("dask")
+    # an entry point passes its Ray options whatever the executor: local ignores them
+    assert isinstance(get_executor("serial", address="auto", num_cpus=4), LocalExecutor)
+    ray_ex = get_executor("ray", address=None, num_cpus=4, task_cpus=2.0)
+    assert isinstance(ray_ex, RayExecutor) and (ray_ex.num_cpus, ray_ex.task_cpus) == (4, 2.0)
+    assert get_executor(ray_ex) is ray_ex
