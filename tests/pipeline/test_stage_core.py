@@ -155,3 +155,34 @@ def test_executor_names():
     ray_ex = get_executor("ray", address=None, num_cpus=4, task_cpus=2.0)
     assert isinstance(ray_ex, RayExecutor) and (ray_ex.num_cpus, ray_ex.task_cpus) == (4, 2.0)
     assert get_executor(ray_ex) is ray_ex
+
+
+def test_pack_input_is_the_ingest_ledgers_ok_rows(corpus, tmp_path):
+    """Pack's frozen input: the ok rows of the ingest ledger, not a glob of markers — a store
+    whose latest row failed is left out although complete; a listed store that is gone is
+    dropped with a reason; an unsafe recording id in the ledger is refused."""
+    import dataclasses
+    import shutil
+
+    from brainomni.ingest.ledger import ok_stores, read_ledger, write_part
+    from brainomni.pack import get_profile
+    from brainomni.pack.run import prepare_pack
+    from brainomni.splits import SplitConfig
+
+    dest = tmp_path / "ingest"
+    shutil.copytree(corpus, dest)
+    rows = read_ledger(str(dest))
+    assert len(ok_stores(str(dest))) == len(rows) == 3
+    failed, gone = rows[0], rows[1]
+    write_part(str(dest), dataclasses.replace(failed, outcome="failed", attempt=failed.attempt + 1))
+    shutil.rmtree(next(dest.glob(f"recordings/*/{gone.recording_id}.zarr")))
+    assert len(list(dest.glob("recordings/*/*.zarr/_COMPLETE"))) == 2  # failed one complete
+    cfg = get_profile("tokenizer-10s", window_s=4.0, stride_s=4.0)
+    plan = prepare_pack(str(dest), str(tmp_path / "pack"), cfg, SplitConfig())
+    assert [r.recording_id for r in plan.recordings] == [rows[2].recording_id]
+    assert [(d["reason"], gone.recording_id in d["uri"]) for d in plan.dropped] == [
+        ("store_missing", True)
+    ]
+    write_part(str(dest), dataclasses.replace(rows[2], recording_id="../../etc", attempt=9))
+    with pytest.raises(ValueError, match="not a plain name"):
+        ok_stores(str(dest))
