@@ -51,12 +51,17 @@ class QCReportStage(Stage):
         from brainomni.stores.recording import open_recording
 
         g = open_recording(unit, self.storage_options)
-        n = int(self.seconds * float(g.attrs["sfreq"]))
+        sfreq = g.attrs.get("sfreq")  # file content: checked, a bad store is a failed row
+        if not (
+            isinstance(sfreq, (int, float)) and sfreq > 0 and {"signal", "sensor_type"} <= set(g)
+        ):
+            raise ValueError(f"{redact(unit)}: no sfreq, signal or sensor_type: re-ingest it")
+        n = int(self.seconds * float(sfreq))
         x, types = np.asarray(g["signal"][:, :n], np.float64), np.asarray(g["sensor_type"][:])
         rms = np.sqrt(np.mean((x - x.mean(axis=1, keepdims=True)) ** 2, axis=1))
         report = {
             "store": redact(unit),
-            "n_times": int(g.attrs["n_times"]),
+            "n_times": int(g["signal"].shape[1]),
             "seconds_read": x.shape[1],
         }
         for t in np.unique(types):

@@ -186,3 +186,20 @@ def test_pack_input_is_the_ingest_ledgers_ok_rows(corpus, tmp_path):
     write_part(str(dest), dataclasses.replace(rows[2], recording_id="../../etc", attempt=9))
     with pytest.raises(ValueError, match="not a plain name"):
         ok_stores(str(dest))
+
+
+def test_qc_report_damaged_store_is_a_failed_row(corpus, tmp_path):
+    import shutil
+
+    import zarr
+
+    dest = tmp_path / "ingest"
+    shutil.copytree(corpus, dest)
+    store = sorted(dest.glob("recordings/*/*.zarr"))[0]
+    g = zarr.open_group(str(store), mode="r+")
+    g.attrs["sfreq"] = "fast"  # a damaged attribute: file content is not trusted
+    result = run_stage(QCReportStage(corpus=str(dest), dest=str(tmp_path / "qc")), "local")
+    rows = {r.key: r for r in result.rows}
+    bad = rows[store.name.removesuffix(".zarr")]
+    assert (bad.outcome, bad.error_class) == ("failed", "ValueError") and "sfreq" in bad.reason
+    assert result.summary["by_outcome"] == {"failed": 1, "ok": 2}
