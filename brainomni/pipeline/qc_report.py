@@ -53,7 +53,7 @@ class QCReportStage(Stage):
         g = open_recording(unit, self.storage_options)
         sfreq = g.attrs.get("sfreq")  # file content: checked, a bad store is a failed row
         if not (
-            isinstance(sfreq, (int, float)) and sfreq > 0 and {"signal", "sensor_type"} <= set(g)
+            isinstance(sfreq, (int, float)) and sfreq > 0 and "signal" in g and "sensor_type" in g
         ):
             raise ValueError(f"{redact(unit)}: no sfreq, signal or sensor_type: re-ingest it")
         n = int(self.seconds * float(sfreq))
