@@ -40,12 +40,18 @@ def _checkout_root() -> Path | None:
     return root if (root / "pipelines").is_dir() and (root / "brainomni").is_dir() else None
 
 
-def _ray_map(args: argparse.Namespace, cpus_per_task: float = 1.0):
-    if executor_name(args) == "local":
-        return map
-    from .executors.ray_executor import ray_map
+def _executor(args: argparse.Namespace, cpus_per_task: float = 1.0):
+    """The stage core's executor named by ``--executor`` (Ray options ignored by ``local``)."""
+    from .pipeline import get_executor
 
-    return ray_map(args.address, args.num_cpus, cpus_per_task=cpus_per_task)
+    root = _checkout_root()
+    return get_executor(
+        executor_name(args),
+        address=args.address,
+        num_cpus=args.num_cpus,
+        task_cpus=cpus_per_task,
+        env_vars={"PYTHONPATH": str(root)} if root else None,
+    )
 
 
 # --------------------------------------------------------------------------- ingest
@@ -144,7 +150,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if executor_name(args) == "local":
         executor = SerialExecutor()
     else:
-        from .executors.ray_executor import RayExecutor
+        from .pipeline.ray import RayExecutor
 
         root = _checkout_root()
         executor = RayExecutor(
@@ -223,7 +229,7 @@ def _run_pack(args: argparse.Namespace) -> int:
         split_config,
         storage_options=storage_options(args),
         dest_storage_options=dest_storage_options(args),
-        map_fn=_ray_map(args),
+        executor=_executor(args),
     )
     print(summary_table(index))
     print(
@@ -364,7 +370,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         verify_sha256=not args.no_verify,
         storage_options=storage_options(args),
         dest_storage_options=dest_storage_options(args),
-        map_fn=_ray_map(args, args.cpus_per_task),
+        executor=_executor(args, args.cpus_per_task),
     )
     print(
         json.dumps(

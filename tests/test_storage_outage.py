@@ -152,10 +152,10 @@ def _outage_executor(proxy: CuttableProxy, clock: VirtualClock, outage_s: float)
     class OutageExecutor(SerialExecutor):
         """Cuts the store when the first recording starts; restores it ``outage_s`` later."""
 
-        def run(self, tasks, on_result):
+        def run(self, stage, work, on_result):
             proxy.cut()
             clock.at(clock.t + outage_s, proxy.restore)
-            super().run(tasks, on_result)
+            super().run(stage, work, on_result)
 
     return OutageExecutor
 

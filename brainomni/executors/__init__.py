@@ -1,2 +1,2 @@
-"""Executors: where the library's units of work run. Each module imports its scheduler
-(Ray, ...) itself, at use; importing this package imports none of them."""
+"""Executors moved to the stage core: :mod:`brainomni.pipeline.local` and
+:mod:`brainomni.pipeline.ray` (``ray_executor`` re-exports the latter)."""

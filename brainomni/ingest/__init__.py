@@ -1,6 +1,6 @@
 """The ingest job's library side: plan (frozen work list), per-recording task, ledger,
-progress and summary. No executor here: Ray appears only in
-``brainomni.executors.ray_executor`` and ``pipelines/ingest.py``.
+progress and summary; the job is a stage of the stage core (:mod:`brainomni.pipeline`),
+run by its executors (``local``, ``ray``: Ray appears only in ``brainomni.pipeline.ray``).
 
 Layout under ``DEST``::
 
@@ -13,7 +13,7 @@ Layout under ``DEST``::
 
 from __future__ import annotations
 
-from .job import IngestJob, SerialExecutor, run_job
+from .job import IngestJob, IngestStage, SerialExecutor, run_job
 from .ledger import LedgerRow, compact, dedupe, read_ledger, write_part
 from .plan import Plan, PlanChanged, plan
 from .progress import Progress
@@ -22,6 +22,7 @@ from .task import IngestTask, run_task, store_key
 
 __all__ = [
     "IngestJob",
+    "IngestStage",
     "IngestTask",
     "LedgerRow",
     "Plan",

@@ -1,44 +1,100 @@
-"""The ingest job, independent of where it runs: plan -> run tasks -> compact -> summary.
+"""The ingest job as a stage of the stage core (:mod:`brainomni.pipeline`): plan -> run
+tasks -> compact -> summary.
 
-An executor is anything with ``run(tasks, on_result)`` that calls :func:`run_task` for each
-task (in any order, anywhere) and hands every row back to ``on_result`` in the driver.
-:class:`SerialExecutor` runs them in this process; ``brainomni.executors.ray_executor``
-runs them as Ray tasks.
+:class:`IngestStage`'s units are the plan's tasks (one per recording still to do; the plan
+resumes from the ledger itself: checksums and the config hash); one unit is
+:func:`~brainomni.ingest.task.run_task`. Any executor of the core runs it:
+``local`` (:class:`SerialExecutor` is its old name) or ``ray``
+(:class:`brainomni.pipeline.ray.RayExecutor`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from brainomni.pipeline import Stage, Work, run_stage
+from brainomni.pipeline.local import LocalExecutor
 from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
 from brainomni.sources import Source
 from brainomni.storage import check_storage_options, redact
 
-from .ledger import LedgerRow, compact
+from .ledger import LedgerRow
 from .plan import plan
-from .progress import Progress
-from .summary import summarize, write_summary
-from .task import IngestTask, clean_orphans, run_task
+from .summary import FIXES, summarize
+from .task import IngestTask, base_row, clean_orphans, now_iso, remove_partial, run_task
 
 logger = logging.getLogger(__name__)
 
 
-class Executor(Protocol):
-    def run(self, tasks: Sequence[IngestTask], on_result: Callable[[LedgerRow], None]) -> None: ...
+class SerialExecutor(LocalExecutor):
+    """The local executor under its former name (``serial``)."""
 
 
-class SerialExecutor:
-    """Runs tasks one after another in this process (tests, debugging, benchmarks)."""
+@dataclass
+class IngestStage(Stage):
+    """Clean each planned recording into its store (see the module doc)."""
 
-    name = "serial"
+    name = "ingest"
+    row_type = LedgerRow
+    fixes = FIXES
+    unit_label = "rec"
 
-    def run(self, tasks: Sequence[IngestTask], on_result: Callable[[LedgerRow], None]) -> None:
-        for task in tasks:
-            on_result(run_task(task, worker="serial"))
+    dest: str = ""
+    dest_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    tasks: Sequence[IngestTask] = ()
+    crawl_skipped: Mapping[str, int] = field(default_factory=dict)
+    orphans: int = 0
+
+    def units(self) -> Sequence[IngestTask]:
+        return self.tasks
+
+    def key(self, unit: IngestTask) -> str:
+        return unit.ref.recording_id
+
+    def describe(self, unit: IngestTask) -> str:
+        return redact(unit.ref.uri)
+
+    def for_workers(self) -> IngestStage:
+        return dataclasses.replace(self, tasks=())
+
+    def worker_init(self) -> None:
+        import mne
+
+        mne.set_log_level("ERROR")
+
+    def reuse(self, unit: IngestTask, prev: LedgerRow) -> bool:
+        return False  # the plan already kept the final rows whose checksum and config match
+
+    def run_unit(self, unit: IngestTask, *, attempt: int, worker: str) -> LedgerRow:
+        if unit.attempt != attempt:
+            unit = dataclasses.replace(unit, attempt=attempt)
+        return run_task(unit, worker=worker, write_ledger=False)
+
+    def failed_row(self, work: Work, error_class: str, reason: str, *, worker: str) -> LedgerRow:
+        task = work.unit
+        row = base_row(dataclasses.replace(task, attempt=work.attempt), worker=worker)
+        row.outcome, row.error_class, row.reason = "failed", error_class, redact(reason)
+        row.finished_at = now_iso()
+        return row
+
+    def clean_partial(self, unit: IngestTask) -> None:
+        remove_partial(unit)
+
+    def before_run(self) -> dict[str, Any]:
+        self.orphans = len(clean_orphans(self.dest, dict(self.dest_storage_options)))
+        return {}
+
+    def after_run(self) -> dict[str, Any]:
+        # every task has ended: any half-written store left (a killed worker) is an orphan
+        self.orphans += len(clean_orphans(self.dest, dict(self.dest_storage_options)))
+        return {"orphans_removed": self.orphans}
+
+    def summarize(self, rows: Sequence[LedgerRow], run: Mapping[str, Any]) -> dict[str, Any]:
+        return summarize(rows, crawl_skipped=self.crawl_skipped, run=run)
 
 
 @dataclass(frozen=True)
@@ -64,8 +120,11 @@ class IngestJob:
         check_storage_options(self.dest_storage_options)
 
 
-def run_job(job: IngestJob, executor: Executor) -> dict[str, Any]:
-    """Run ``job`` with ``executor``; the summary (also written to ``DEST/summary.json``)."""
+def run_job(job: IngestJob, executor: Any = None) -> dict[str, Any]:
+    """Run ``job`` with ``executor`` (an executor, or ``local``/``serial``/``ray``); the
+    summary (also written to ``DEST/summary.json``)."""
+    import time
+
     t0 = time.perf_counter()
     so = dict(job.dest_storage_options)
     p = plan(
@@ -77,50 +136,28 @@ def run_job(job: IngestJob, executor: Executor) -> dict[str, Any]:
         limit=job.limit,
         cache_root=job.cache_root,
     )
-    orphans = clean_orphans(job.dest, so)
-    t_plan = time.perf_counter() - t0
-    progress = Progress(len(p.tasks), every_s=job.progress_every_s)
-    received: list[LedgerRow] = []  # every row, also those whose part could not be written
-
-    def on_result(row: LedgerRow) -> None:
-        received.append(row)
-        progress.update(row)
-
-    if p.tasks:
-        executor.run(p.tasks, on_result)
-        logger.info(progress.line())
-    t_run = time.perf_counter() - t0 - t_plan
-    # every task has ended: any half-written store left (a killed worker) is an orphan
-    orphans += clean_orphans(job.dest, so)
-    rows = compact(job.dest, so, received=received)
     crawl_skips: dict[str, int] = {}
     for _, reason in p.skipped:
         crawl_skips[reason] = crawl_skips.get(reason, 0) + 1
-    run = {
-        "executor": getattr(executor, "name", type(executor).__name__),
-        "dest": redact(job.dest),
+    stage = IngestStage(
+        dest=job.dest, dest_storage_options=so, tasks=p.tasks, crawl_skipped=crawl_skips
+    )
+    facts = {
         "config_hash": job.config.hash,
         "fingerprint": p.fingerprint,
         "resumed": p.resumed,
-        "ran": progress.done,
         "not_rerun": len(p.done),
-        "orphans_removed": len(orphans),
-        "plan_s": round(t_plan, 3),
-        "executor_startup_s": getattr(executor, "startup_s", 0.0),
-        "executor_shutdown_s": getattr(executor, "shutdown_s", 0.0),
-        "run_s": round(t_run, 3),
-        "total_s": round(time.perf_counter() - t0, 3),
+        "crawl_plan_s": round(time.perf_counter() - t0, 3),
     }
-    summary = summarize(rows, crawl_skipped=crawl_skips, run=run)
-    missing = {r.recording_id for r in p.recordings} - {r.recording_id for r in rows}
+    result = run_stage(stage, executor, progress_every_s=job.progress_every_s, run_facts=facts)
+    summary = result.summary
+    missing = {r.recording_id for r in p.recordings} - {r.recording_id for r in result.rows}
     if missing:  # an executor that dropped work is a bug, not a data problem
         raise RuntimeError(f"{len(missing)} recordings of the plan have no ledger row")
-    url = write_summary(job.dest, summary, so)
     logger.info(
-        "%d recordings %s, %.3f h written; summary at %s",
+        "%d recordings %s, %.3f h written",
         summary["recordings"],
         summary["by_outcome"],
         summary["hours"],
-        redact(url),
     )
     return summary

@@ -52,8 +52,13 @@ class TransientOutcome(Exception):
 
 def store_key(ref: RecordingRef) -> str:
     """``recordings/<dataset>/<recording_id>.zarr`` (dataset name made key-safe)."""
-    dataset = "".join(c if c.isalnum() or c in "-_." else "_" for c in ref.dataset) or "_"
-    return f"{RECORDINGS_DIR}/{dataset.strip('.') or '_'}/{ref.recording_id}.zarr"
+    return store_key_for(ref.dataset, ref.recording_id)
+
+
+def store_key_for(dataset: str, recording_id: str) -> str:
+    """:func:`store_key` from a dataset name and a recording id (e.g. of a ledger row)."""
+    dataset = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset) or "_"
+    return f"{RECORDINGS_DIR}/{dataset.strip('.') or '_'}/{recording_id}.zarr"
 
 
 @dataclass(frozen=True)

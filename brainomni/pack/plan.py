@@ -152,6 +152,14 @@ def _tuplify(v: Any) -> Any:
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
 
+def ledger_stores(root: str, storage_options: dict | None = None) -> list[str] | None:
+    """The stores of the ingest ledger's ``ok`` rows under ``root`` (see
+    :func:`brainomni.ingest.ledger.ok_stores`); None when ``root`` holds no ingest ledger."""
+    from ..ingest.ledger import ok_stores
+
+    return ok_stores(root, storage_options)
+
+
 def discover_stores(root: str, storage_options: dict | None = None) -> list[str]:
     """Committed recording stores at or under ``root`` (those with a ``_COMPLETE`` marker),
     sorted. ``root`` may itself be one store. Incomplete stores are skipped (no marker)."""
@@ -224,9 +232,25 @@ def make_plan(
     threads: int = 8,
 ) -> PackPlan:
     """Read every store's attributes and cut the windows into shards (see module doc)."""
+
+    def info(uri: str) -> RecordingInfo | None:
+        try:
+            return read_recording_info(uri, storage_options)
+        except FileNotFoundError:  # listed (e.g. by the ingest ledger) but gone or incomplete
+            return None
+
     with ThreadPoolExecutor(max(1, threads)) as ex:
-        infos = list(ex.map(lambda u: read_recording_info(u, storage_options), stores))
-    return plan_from_infos(infos, config, split_config)
+        infos = list(ex.map(info, stores))
+    plan = plan_from_infos([i for i in infos if i is not None], config, split_config)
+    missing = [u for u, i in zip(stores, infos, strict=True) if i is None]
+    if missing:
+        log.warning("%d listed stores are missing or incomplete: dropped", len(missing))
+        gone = [
+            {"uri": u, "recording_id": "", "dataset": "", "reason": "store_missing"}
+            for u in missing
+        ]
+        plan.dropped = gone + plan.dropped
+    return plan
 
 
 def plan_from_infos(

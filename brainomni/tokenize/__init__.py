@@ -10,7 +10,8 @@ manifest, source shard and overlap, see :attr:`TokenizeJob.completion_key`); ``D
 names the tokenizer's hash and the source manifest's content hash; ``brainomni publish`` then
 publishes it under a name and version with its card. Samples are written by the sample format
 (:mod:`brainomni.formats.sample`) and every file through :mod:`brainomni.io.commit`. Executor-agnostic: :func:`tokenize_corpus` takes a
-``map_fn`` (``pipelines/tokenize_shards.py`` passes one that runs shards as Ray tasks).
+``map_fn`` or an ``executor`` of the stage core: the shards are the units of
+:class:`TokenizeStage`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,10 +39,13 @@ from ..formats.sample import SampleWriter, encode_tokens
 from ..io.commit import AtomicFile, atomic_write_bytes
 from ..io.fs import get_fs, join_url
 from ..io.redact import redact
+from ..pipeline import ALREADY_DONE, MapExecutor, Stage, StageRow, run_stage
+from ..pipeline.run import raise_if_failed
 
 log = logging.getLogger(__name__)
 
 TOKEN_INDEX_FORMAT = "brainomni.token-shard/1"
+_MAX_INDEX_BYTES = 1 << 20  # a token shard's index is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -117,22 +121,86 @@ def tokenize_samples(
     return out  # type: ignore[return-value]
 
 
+def finished_shard(job: TokenizeJob) -> dict[str, Any] | None:
+    """The index of ``job``'s token shard when it is finished with the same completion key
+    (its completion marker), else None."""
+    idx_url = join_url(job.dest, job.path)[: -len(".tar")] + ".json"
+    fs, idx_path = get_fs(idx_url, job.dest_storage_options)
+    if not fs.exists(idx_path):
+        return None
+    if fs.size(idx_path) > _MAX_INDEX_BYTES:  # not ours: redo the shard
+        return None
+    try:
+        old = json.loads(fs.cat_file(idx_path))
+    except ValueError:  # torn or foreign: redo the shard
+        old = None
+    if isinstance(old, dict) and old.get("completion_key") == job.completion_key:
+        return old
+    log.info("%s: made from another tokenizer, manifest or source shard; redone", job.path)
+    return None
+
+
+@dataclass
+class TokenizeStage(Stage):
+    """Tokenize each source shard (units: :class:`TokenizeJob`, key: the shard's path)."""
+
+    name: ClassVar[str] = "tokenize"
+    expected_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, ValueError)
+    fixes: ClassVar[Mapping[str, str]] = {
+        "ShardFailed": "the source shard is unreadable or does not match its manifest entry "
+        "(sha256): re-pack or re-publish it, or pass the manifest it belongs to",
+        "OSError": "the source shard or the destination could not be read/written: rerun",
+        "ValueError": "the source shard holds a sample the reader refuses: re-pack it",
+    }
+
+    dest: str = ""
+    dest_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    jobs: Sequence[TokenizeJob] = ()
+
+    def __post_init__(self) -> None:
+        from ..loader.reader import ShardFailed
+
+        self.expected_errors = (ShardFailed, OSError, ValueError)
+
+    def units(self) -> Sequence[TokenizeJob]:
+        return self.jobs
+
+    def key(self, unit: TokenizeJob) -> str:
+        return unit.path
+
+    def for_workers(self) -> TokenizeStage:
+        return replace(self, jobs=())
+
+    def reuse(self, unit: TokenizeJob, prev: Any) -> bool:
+        return False  # the token shard's own marker (completion key) is checked by run_unit
+
+    def run_unit(self, unit: TokenizeJob, *, attempt: int, worker: str) -> StageRow:
+        index = finished_shard(unit)
+        reason = ALREADY_DONE if index is not None else ""
+        if index is None:
+            index = tokenize_shard(unit)
+        return StageRow(
+            key=unit.path,
+            outcome="ok",
+            reason=reason,
+            output=unit.path,
+            items=int(index.get("samples") or 0),
+            bytes_out=int(index.get("bytes") or 0),
+            detail=json.dumps(index, sort_keys=True),
+            worker=worker,
+        )
+
+
 def tokenize_shard(job: TokenizeJob) -> dict[str, Any]:
     """Tokenize one shard and publish it (tar, then its index); the index dict."""
     from ..formats.sample import decode_meta
     from ..loader.reader import ReadConfig, ShardSource, read_shard
 
+    old = finished_shard(job)
+    if old is not None:
+        return old
     tar_url = join_url(job.dest, job.path)
     idx_url = tar_url[: -len(".tar")] + ".json"
-    fs, idx_path = get_fs(idx_url, job.dest_storage_options)
-    if fs.exists(idx_path):
-        try:
-            old = json.loads(fs.cat_file(idx_path))
-        except ValueError:  # torn or foreign: redo the shard
-            old = None
-        if isinstance(old, dict) and old.get("completion_key") == job.completion_key:
-            return old
-        log.info("%s: made from another tokenizer, manifest or source shard; redone", job.path)
     src = ShardSource(job.src_url, job.src_sha256, job.src_samples)
     got = read_shard(
         src, None, decode_meta, ReadConfig(verify_sha256=job.verify_sha256), job.storage_options
@@ -190,8 +258,15 @@ def tokenize_corpus(
     storage_options: dict | None = None,
     dest_storage_options: dict | None = None,
     map_fn: Callable = map,
+    executor: Any = None,
+    progress_every_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Tokenize every shard (of ``splits``; default all) and write ``DEST/manifest.json``."""
+    """Tokenize every shard (of ``splits``; default all) and write ``DEST/manifest.json``.
+
+    The shards are the units of a :class:`TokenizeStage` run by ``executor`` (``local``,
+    ``ray`` or an executor object) or by any ``map_fn``: ledger and summary under ``DEST``;
+    shards that fail are ledger rows and the run stops with
+    :class:`~brainomni.pipeline.StageFailed` before the manifest (a rerun redoes them)."""
     from ..train.export import file_sha256
 
     try:
@@ -227,7 +302,15 @@ def tokenize_corpus(
     ]
     if not jobs:
         raise ValueError(f"no shards to tokenize (splits {sorted(wanted or [])})")
-    indices = list(map_fn(tokenize_shard, jobs))
+    stage = TokenizeStage(
+        dest=dest, dest_storage_options=dict(dest_storage_options or {}), jobs=jobs
+    )
+    if executor is None and map_fn is not map:
+        executor = MapExecutor(map_fn)
+    result = run_stage(stage, executor, progress_every_s=progress_every_s)
+    raise_if_failed(stage, result, "manifest.json")
+    by_path = {r.key: json.loads(r.detail) for r in result.received}
+    indices = [by_path[j.path] for j in jobs]
     splits_out: dict[str, dict[str, int]] = {}
     for ix in indices:
         sp = splits_out.setdefault(ix["split"], {"samples": 0, "shards": 0})
@@ -261,6 +344,7 @@ def tokenize_corpus(
 __all__ = [
     "TOKEN_MANIFEST_FORMAT",
     "TokenizeJob",
+    "TokenizeStage",
     "tokenize_corpus",
     "tokenize_samples",
     "tokenize_shard",
@@ -281,7 +365,7 @@ def add_corpus_arguments(p) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
 
 
-def tokenize_from_args(args, *, map_fn: Callable = map) -> dict[str, Any]:
+def tokenize_from_args(args, *, map_fn: Callable = map, executor: Any = None) -> dict[str, Any]:
     """:func:`tokenize_corpus` with the options of :func:`add_corpus_arguments`."""
     return tokenize_corpus(
         args.tokenizer,
@@ -293,4 +377,5 @@ def tokenize_from_args(args, *, map_fn: Callable = map) -> dict[str, Any]:
         shards_root=args.shards_root,
         verify_sha256=not args.no_verify,
         map_fn=map_fn,
+        **({"executor": executor} if executor is not None else {}),
     )

@@ -131,11 +131,14 @@ def test_unexpected_exception_becomes_a_row(tmp_path: Path, monkeypatch) -> None
 
 
 def test_ray_driver_records_an_escaped_task_error(tmp_path: Path) -> None:
-    from brainomni.executors.ray_executor import RayExecutor
+    from brainomni.ingest import IngestStage
+    from brainomni.pipeline import Work
+    from brainomni.pipeline.ray import error_row
 
     ref = RecordingRef(uri=str(tmp_path / "x.edf"), dataset="d", relpath="x.edf")
     task = IngestTask(ref=ref, dest=str(tmp_path / "out"))
-    row = RayExecutor._error_row(task, ValueError("cannot deserialize"))
+    stage = IngestStage(dest=task.dest, tasks=[task])
+    row = error_row(stage, Work(ref.recording_id, task), ValueError("cannot deserialize"))
     assert (row.outcome, row.error_class) == ("failed", "TaskError.ValueError")
     assert ref.uri in row.reason and "cannot deserialize" in row.reason
     assert [r.error_class for r in read_ledger(task.dest)] == ["TaskError.ValueError"]

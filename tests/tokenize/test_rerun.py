@@ -63,14 +63,23 @@ def test_rerun_redoes_exactly_what_changed(tmp_path, counted):
     assert len(counted) == n_samples
     counted.clear()
 
-    # a source shard whose bytes no longer match the manifest is refused, not tokenized
+    # a source shard whose bytes no longer match the manifest is refused, not tokenized: a
+    # failed ledger row (class ShardFailed), no manifest, the other shards done
     one = json.loads(json.dumps(changed))
     one["shards"][0]["sha256"] = "f" * 64
     one["content_hash"] = "1" * 64
-    from brainomni.loader.reader import ShardFailed
+    from brainomni.ingest.ledger import LEDGER_FILE
+    from brainomni.pipeline import Ledger, StageFailed, StageRow
 
-    with pytest.raises(ShardFailed, match="sha256 mismatch"):
+    manifest_before = Path(dest, "manifest.json").read_bytes()
+    with pytest.raises(StageFailed, match="sha256 mismatch"):
         tk.tokenize_corpus(tok, one, dest, shards_root=root)
+    assert Path(dest, "manifest.json").read_bytes() == manifest_before
+    rows = {r.key: r for r in Ledger(dest, StageRow).read()}
+    assert Path(dest, LEDGER_FILE).exists() and len(rows) == len(src["shards"])
+    bad = rows[one["shards"][0]["path"]]
+    assert (bad.outcome, bad.error_class) == ("failed", "ShardFailed")
+    assert all(r.outcome == "ok" for k, r in rows.items() if k != bad.key)
 
     # another tokenizer: everything redone, and the tokens differ
     counted.clear()
