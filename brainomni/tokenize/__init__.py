@@ -349,33 +349,3 @@ __all__ = [
     "tokenize_samples",
     "tokenize_shard",
 ]
-
-
-def add_corpus_arguments(p) -> None:
-    """The options of ``brainomni tokenize`` and ``pipelines/tokenize_shards.py``."""
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
-    p.add_argument("--manifest", required=True, help="manifest of the 30-s signal shards")
-    p.add_argument("--dest", required=True, help="where token shards + manifest go (URL)")
-    p.add_argument("--splits", default="", help="comma-separated splits (default: all)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap ratio")
-    p.add_argument(
-        "--shards-root", default=None, help="where the signal shards are (default: manifest's)"
-    )
-    p.add_argument("--no-verify", action="store_true", help="skip shard sha256 checks")
-
-
-def tokenize_from_args(args, *, map_fn: Callable = map, executor: Any = None) -> dict[str, Any]:
-    """:func:`tokenize_corpus` with the options of :func:`add_corpus_arguments`."""
-    return tokenize_corpus(
-        args.tokenizer,
-        args.manifest,
-        args.dest,
-        splits=[s for s in args.splits.split(",") if s] or None,
-        batch_size=args.batch_size,
-        overlap_ratio=args.overlap,
-        shards_root=args.shards_root,
-        verify_sha256=not args.no_verify,
-        map_fn=map_fn,
-        **({"executor": executor} if executor is not None else {}),
-    )
