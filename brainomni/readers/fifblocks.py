@@ -179,7 +179,7 @@ def fif_block_reader(raw, picks, *, check_samples: int = 2048):
         from mne.io.fiff.raw import Raw as FifRaw
     except ImportError:  # pragma: no cover
         return None
-    # open_raw wraps the reader's class to guard its reads (readers/open.py _guard_reads)
+    # open_raw wraps the reader's class to guard its reads (readers/failures.py _guard_reads)
     if getattr(type(raw), "_brainomni_reader_class", type(raw)) is not FifRaw or raw.preload:
         return None
     if getattr(raw, "_comp", None) is not None or getattr(raw, "_projector", None) is not None:

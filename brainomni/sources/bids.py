@@ -23,6 +23,10 @@ recording whose own sidecar is unusable (not JSON, binary, unreadable) is still 
 the problem in ``extra`` (``crawl_error``): its task ends as a failed ledger row naming the
 file. An unusable ``dataset_description.json`` or ``participants.tsv`` is ignored and listed
 among the skipped entries with its reason. Neither stops the crawl.
+
+Size: one crawler (walk, identity, recordings, sidecar inheritance), kept whole while the
+crawl-speed work of issue #13 edits it; the sidecar index (:class:`_SidecarIndex`, BIDS
+inheritance) is the part to move out next.
 """
 
 from __future__ import annotations

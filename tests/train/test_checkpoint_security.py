@@ -56,8 +56,10 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("secure") / "run"
     Trainer(cfg, out).train()
     yield cfg, out
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if dist.is_initialized():  # DeepSpeed's too: it caches groups of the old one
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
     mp.undo()
 
 
@@ -144,12 +146,13 @@ def test_weights_only_stops_a_payload_the_scan_missed(run, tmp_path, monkeypatch
     """With the static scan switched off, DeepSpeed's own torch.load (weights_only turned off there) of the
     payload (engine.load_checkpoint, ds_to_universal) still runs nothing."""
     from brainomni.train import checkpoint as ckpt
+    from brainomni.train import integrity
     from brainomni.train.trainer import Trainer
 
     out, d = _copy(run, tmp_path)
     marker = tmp_path / "PWNED"
     _tamper(d, rel, marker, rehash=True)
-    monkeypatch.setattr(ckpt, "scan_pickles", lambda *a: None)
+    monkeypatch.setattr(integrity, "scan_pickles", lambda *a: None)
     force = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
     with pytest.raises(ckpt.CheckpointError, match="not plain data.*posix.system"):
         ckpt.to_universal(d)
