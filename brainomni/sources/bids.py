@@ -27,7 +27,7 @@ among the skipped entries with its reason. Neither stops the crawl.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -69,10 +69,16 @@ def entities_from_fname(fname: str) -> dict[str, str]:
     without its per-call overhead (its ``verbose`` wrapper and per-call tables cost ~45 us;
     a crawl of 200,000 recordings parses about a million names). Same regular expression
     and key map, imported from mne-bids so the two cannot drift; tested equal."""
+    keys, regex = _entity_tables()
+    base = fname.rsplit("/", 1)[-1]
+    return {keys.get(k, k): v for k, v in regex.findall(base)}
+
+
+@functools.cache
+def _entity_tables() -> tuple[dict[str, str], Any]:
     from mne_bids.path import ALLOWED_PATH_ENTITIES_SHORT, param_regex
 
-    base = fname.rsplit("/", 1)[-1]
-    return {ALLOWED_PATH_ENTITIES_SHORT.get(k, k): v for k, v in param_regex.findall(base)}
+    return ALLOWED_PATH_ENTITIES_SHORT, param_regex
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,24 +134,24 @@ def crawl_bids(
         )
     for cand in _candidates(listing, wanted):
         entities = {k: v for k, v in entities_from_fname(cand.name).items() if v is not None}
-        base = RecordingRef(
-            uri=listing.url(listing.abs(cand.rel)),
-            format=cand.fmt,
-            dataset=ds_name,
-            dataset_version=ds_version,
-            relpath=cand.rel,
-            modality=cand.modality,
+        fields = {  # RecordingRef's fields, built once (dataclasses.replace costs ~20 us)
+            "uri": listing.url(listing.abs(cand.rel)),
+            "format": cand.fmt,
+            "dataset": ds_name,
+            "dataset_version": ds_version,
+            "relpath": cand.rel,
+            "modality": cand.modality,
             **{f: entities.get(f, "") for f in ENTITY_FIELDS},
-        )
+        }
         reason = _skip_reason(cand, entities)
         if not reason and cand.fmt == BTI_FORMAT:
             data = [r for r in listing.under(cand.rel) if _BTI_DATA_RE.match(r.rsplit("/", 1)[-1])]
             if data:
-                base = dataclasses.replace(base, uri=listing.url(listing.abs(sorted(data)[0])))
+                fields["uri"] = listing.url(listing.abs(sorted(data)[0]))
             else:
                 reason = "BTi/4D folder without a c,rf* data file"
         if reason:
-            result.skipped.append((base, reason))
+            result.skipped.append((RecordingRef(**fields), reason))
             continue
         files = _recording_files(listing, cand, entities)
         try:
@@ -163,8 +169,8 @@ def crawl_bids(
             if CRAWL_ERROR_KEY not in dict(extra):
                 extra = [*_crawl_error(listing, cand, exc, what="a file of"), *extra]
         result.recordings.append(
-            dataclasses.replace(
-                base,
+            RecordingRef(
+                **fields,
                 size=listing.size(files),
                 checksum=checksum,
                 extra=tuple(extra),
@@ -338,6 +344,10 @@ class _SidecarIndex:
     def __init__(self, listing: Listing, parse: Any) -> None:
         self.listing = listing
         self.by_key: dict[tuple[str, str, str], list[tuple[str, dict[str, str]]]] = {}
+        # per sidecar, its entities as a set of items, whole and without ``space``: a
+        # sidecar applies when they are a subset of the recording's (a C set operation;
+        # matching was a Python loop per sidecar per recording)
+        self._items: dict[str, tuple[frozenset, frozenset]] = {}
         for rel in listing.rel_files():
             ext = suffix_of(rel)
             if ext not in (".json", ".tsv"):
@@ -347,6 +357,8 @@ class _SidecarIndex:
             bids_suffix = stem.rsplit("_", 1)[-1]
             ents = {k: v for k, v in parse(fname).items() if v is not None}
             self.by_key.setdefault((folder, bids_suffix, ext), []).append((rel, ents))
+            items = frozenset(ents.items())
+            self._items[rel] = (items, frozenset(i for i in items if i[0] != "space"))
 
     def needed(self) -> list[str]:
         """Sidecars a crawl reads: JSON and ``channels.tsv`` files, ``participants.tsv``."""
@@ -367,14 +379,20 @@ class _SidecarIndex:
         ignore: tuple[str, ...] = (),
     ) -> list[tuple[str, dict[str, str]]]:
         """Matching sidecars ordered from least to most specific."""
+        if ignore not in ((), ("space",)):  # the two the crawl asks for have sets ready
+            raise ValueError(f"ignore must be () or ('space',), got {ignore}")
+        have = entities.items()
+        which = 1 if ignore else 0
         parts = rec_rel.split("/")[:-1]
         found = []
         for depth in range(len(parts) + 1):
             folder = "/".join(parts[:depth])
-            for rel, ents in self.by_key.get((folder, suffix, ext), []):
-                if all(entities.get(k) == v for k, v in ents.items() if k not in ignore):
+            for rel, ents in self.by_key.get((folder, suffix, ext), ()):
+                if self._items[rel][which] <= have:
                     found.append((depth, len(ents), rel, ents))
-        return [(rel, ents) for _, _, rel, ents in sorted(found, key=lambda f: f[:3])]
+        if len(found) > 1:
+            found.sort(key=lambda f: f[:3])
+        return [(rel, ents) for _, _, rel, ents in found]
 
     def metadata(
         self, cand: _Candidate, entities: Mapping[str, str], *, default_line_freq: float | None
