@@ -338,6 +338,14 @@ def _recording_files(listing: Listing, cand: _Candidate, entities: Mapping[str, 
 # --------------------------------------------------------------------------- sidecars
 
 
+# (BIDS suffix, extension) of the sidecars a crawl looks up or reads; others (events,
+# scans, ...) are not indexed: a crawl parses the name of every indexed file
+_INDEXED = frozenset(
+    {*((m, ".json") for m in MODALITIES), ("coordsystem", ".json"), ("description", ".json")}
+    | {(s, ".tsv") for s in ("channels", "electrodes", "participants")}
+)
+
+
 class _SidecarIndex:
     """Sidecar files by (folder, BIDS suffix, extension), with their entities."""
 
@@ -355,6 +363,8 @@ class _SidecarIndex:
             folder, _, fname = rel.rpartition("/")
             stem = fname[: -len(ext)]
             bids_suffix = stem.rsplit("_", 1)[-1]
+            if (bids_suffix, ext) not in _INDEXED:
+                continue
             ents = {k: v for k, v in parse(fname).items() if v is not None}
             self.by_key.setdefault((folder, bids_suffix, ext), []).append((rel, ents))
             items = frozenset(ents.items())
@@ -383,10 +393,8 @@ class _SidecarIndex:
             raise ValueError(f"ignore must be () or ('space',), got {ignore}")
         have = entities.items()
         which = 1 if ignore else 0
-        parts = rec_rel.split("/")[:-1]
         found = []
-        for depth in range(len(parts) + 1):
-            folder = "/".join(parts[:depth])
+        for depth, folder in enumerate(_folders(rec_rel.rpartition("/")[0])):
             for rel, ents in self.by_key.get((folder, suffix, ext), ()):
                 if self._items[rel][which] <= have:
                     found.append((depth, len(ents), rel, ents))
@@ -440,6 +448,9 @@ class _SidecarIndex:
             bads = tuple(
                 r["name"] for r in rows if r.get("name") and r.get("status", "").lower() == "bad"
             )
+            # equal pair lists share one tuple (files differing only in status have the
+            # same types): less memory, and the recordings table converts each once
+            types = self.__dict__.setdefault("_types", {}).setdefault(types, types)
             got = cache[id(rows)] = (rows, types, bads)
         return got[1], got[2]
 
@@ -462,6 +473,14 @@ class _SidecarIndex:
                 redact(listing.url(listing.abs(rel))),
             )
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _folders(folder: str) -> tuple[str, ...]:
+    """The root (``""``), then every folder down to ``folder`` (cached: a folder's
+    recordings ask for the same chain)."""
+    parts = folder.split("/") if folder else []
+    return tuple("/".join(parts[:depth]) for depth in range(len(parts) + 1))
 
 
 def _as_float(value: Any) -> float | None:
