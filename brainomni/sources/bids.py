@@ -295,7 +295,8 @@ def _candidates(listing: Listing, wanted: tuple[str, ...]) -> list[_Candidate]:
 
 
 def _skip_reason(cand: _Candidate, entities: Mapping[str, str]) -> str | None:
-    stem = cand.name[: -len(suffix_of(cand.name))] if suffix_of(cand.name) else cand.name
+    suffix = suffix_of(cand.name)
+    stem = cand.name[: -len(suffix)] if suffix else cand.name
     if not cand.supported:
         what = "folder" if cand.is_folder else "file"
         return f"unsupported {what} format {suffix_of(cand.name) or '(no suffix)'}"

@@ -133,7 +133,10 @@ class Listing:
     # ------------------------------------------------------------------ sizes and checksums
 
     def size(self, rels: Iterable[str]) -> int:
-        return sum(int(self.files[self.abs(r)].get("size") or 0) for r in rels)
+        return sum(self._size(r) for r in rels)
+
+    def _size(self, rel: str) -> int:
+        return int(self.files[self.abs(rel)].get("size") or 0)
 
     def file_checksum(self, rel: str) -> str | None:
         """Checksum of one file (see the module docstring); ``None`` when disabled."""
@@ -159,7 +162,7 @@ class Listing:
         h = hashlib.sha256()
         for r in rels:
             name = r[len(common) :] if r.startswith(common) else r
-            h.update(f"{name}\t{self.size([r])}\t{self.file_checksum(r)}\n".encode())
+            h.update(f"{name}\t{self._size(r)}\t{self.file_checksum(r)}\n".encode())
         return "tree-sha256:" + h.hexdigest()
 
     def _sha256(self, path: str) -> str:
