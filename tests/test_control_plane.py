@@ -98,3 +98,26 @@ def test_parallel_crawl_equals_serial(tmp_path, monkeypatch):
     serial = crawl_all(sources)
     assert [r.recordings for r in pooled] == [r.recordings for r in serial]
     assert sum(len(r.recordings) for r in pooled) == 800
+
+
+def test_pack_plan_dict_equals_asdict():
+    """The plan's recording dicts (built field by field, no deep copy) equal ``asdict``, and
+    the plan survives its JSON form with the same hash."""
+    import dataclasses
+    import json
+
+    from brainomni.pack.plan import PackPlan, plan_from_infos
+    from brainomni.records import RecordingRef
+    from brainomni.splits import SplitConfig
+
+    refs = [
+        RecordingRef(uri=f"/d/{i}", dataset="ds", relpath=f"sub-{i // 4}/r{i}", subject=str(i))
+        for i in range(40)
+    ]
+    infos = cp.pack_infos(cp.Shape(40), refs)
+    split_config = SplitConfig(unseen_datasets=(), excluded_datasets=(), namespaces=())
+    plan = plan_from_infos(infos, cp.pack_config(10, infos), split_config)
+    assert plan.to_dict()["recordings"] == [dataclasses.asdict(r) for r in plan.recordings]
+    assert {r.split for r in plan.recordings} <= {"train", "val", "test"}
+    again = PackPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.recordings == plan.recordings and again.hash == plan.hash

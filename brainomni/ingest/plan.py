@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brainomni.records import RecordingRef
+from brainomni.retries import RetryPolicy
 from brainomni.signal.config import CleanConfig
 from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
 from brainomni.storage import atomic_write_bytes, join_url, read_json, redact
@@ -51,22 +52,30 @@ class Plan:
     crawl_summary: dict[str, Any] = field(default_factory=dict)
 
 
-def fingerprint(refs: Sequence[RecordingRef]) -> str:
-    """sha256 over sorted (recording id, checksum): changes when any recording does."""
+def fingerprint(refs: Sequence[RecordingRef], ids: Sequence[str] | None = None) -> str:
+    """sha256 over sorted (recording id, checksum): changes when any recording does.
+
+    ``ids`` are the refs' recording ids when the caller has them (each is a sha256)."""
+    ids = [r.recording_id for r in refs] if ids is None else ids
     h = hashlib.sha256()
-    for rid, checksum in sorted((r.recording_id, r.checksum or "") for r in refs):
+    for rid, checksum in sorted(zip(ids, (r.checksum or "" for r in refs), strict=True)):
         h.update(f"{rid}\x1f{checksum}\n".encode())
     return h.hexdigest()
 
 
-def _plan_doc(sources: Sequence[Source], refs: Sequence[RecordingRef], config: CleanConfig):
+def _plan_doc(
+    sources: Sequence[Source],
+    refs: Sequence[RecordingRef],
+    config: CleanConfig,
+    ids: Sequence[str] | None = None,
+):
     return {
         "format": PLAN_FORMAT,
         "sources": [redact(s.describe()) for s in sources],
         "config_hash": config.hash,
         "config": config.to_dict(),
         "n_recordings": len(refs),
-        "fingerprint": fingerprint(refs),
+        "fingerprint": fingerprint(refs, ids),
     }
 
 
@@ -137,21 +146,27 @@ def freeze(
     options: dict[str, dict] = {}
     refs: list[RecordingRef] = []
     crawl_skipped: list[tuple[RecordingRef, str]] = []
+    so_of: dict[int, dict] = {}  # id(ref) -> its source's storage options
     # accumulated in place: ``a + b`` per source would be quadratic
     for source, found in zip(sources, crawl_all(sources, crawl_fn), strict=True):
         so_src = dict(source.storage_options)
         for ref in found.recordings:  # refs carry no storage options: keep the source's
-            options.setdefault(ref.recording_id, so_src)
+            so_of.setdefault(id(ref), so_src)
         refs.extend(found.recordings)
         crawl_skipped.extend(found.skipped)
-    result = CrawlResult(refs, crawl_skipped)
+    result = CrawlResult(refs, crawl_skipped)  # sorts refs in place
+    # each id once (a sha256 each; 200,000 recordings): options and fingerprint reuse them
+    all_ids = [r.recording_id for r in refs]
+    for rid, ref in zip(all_ids, refs, strict=True):
+        options.setdefault(rid, so_of[id(ref)])
+    del so_of
     if limit is not None:
         refs = refs[:limit]
-    ids = [r.recording_id for r in refs]
+    ids = all_ids[: len(refs)]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate recording ids across sources (same dataset listed twice?)")
     crawl_dir = join_url(dest, CRAWL_DIR)
-    doc = _plan_doc(sources, refs, config)
+    doc = _plan_doc(sources, refs, config, ids)
     old = read_json(join_url(crawl_dir, PLAN_FILE), so)
     resumed = old is not None
     if old is not None and any(
@@ -197,9 +212,10 @@ def plan(
         crawl_fn=crawl_fn,
     )
     previous = {r.recording_id: r for r in read_ledger(dest, so)}
+    policy = RetryPolicy()  # immutable: one for every task (its default reads the env)
     tasks, done = [], []
     for ref in refs:
-        prev = previous.get(ref.recording_id)
+        prev = previous.get(ref.recording_id) if previous else None
         if (
             prev is not None
             and prev.outcome in FINAL_OUTCOMES
@@ -217,6 +233,7 @@ def plan(
                 storage_options=options.get(ref.recording_id, {}),
                 dest_storage_options=so,
                 cache_root=cache_root,
+                retry_policy=policy,
             )
         )
     summary = {"recordings": len(refs), "skipped_by_crawl": len(skipped)}

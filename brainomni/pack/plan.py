@@ -14,7 +14,7 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -100,7 +100,7 @@ class PackPlan:
             "config_hash": self.config.hash,
             "split_config": self.split_config.to_dict(),
             "split_config_hash": self.split_config.hash,
-            "recordings": [asdict(r) for r in self.recordings],
+            "recordings": [_info_dict(r) for r in self.recordings],
             "shards": [
                 {
                     "split": s.split,
@@ -300,9 +300,16 @@ def plan_from_infos(
 
 
 def _with_split(info: RecordingInfo, split: str) -> RecordingInfo:
-    d = asdict(info)
-    d["split"] = split
-    return RecordingInfo(**d)
+    return replace(info, split=split)
+
+
+_INFO_FIELDS = tuple(f.name for f in fields(RecordingInfo))
+
+
+def _info_dict(info: RecordingInfo) -> dict[str, Any]:
+    """``asdict(info)``: its fields are scalars, so no deep copy is needed (``asdict``'s
+    per-value ``deepcopy`` was most of hashing a plan of 200,000 recordings)."""
+    return {name: getattr(info, name) for name in _INFO_FIELDS}
 
 
 def _cut(recs: list[RecordingInfo], config: PackConfig) -> list[ShardSpec]:

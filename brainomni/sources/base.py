@@ -75,5 +75,5 @@ class CrawlResult:
 
 def suffix_of(name: str) -> str:
     """Lower-case extension of a file or folder name (``.ds``, ``.vhdr``, ``''``)."""
-    base = name.rsplit("/", 1)[-1]
-    return "." + base.rsplit(".", 1)[1].lower() if "." in base else ""
+    dot = name.rfind(".")  # a crawl asks this of every listed file: string finds, no splits
+    return name[dot:].lower() if dot > name.rfind("/") else ""

@@ -31,7 +31,7 @@ inheritance) is the part to move out next.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -73,10 +73,16 @@ def entities_from_fname(fname: str) -> dict[str, str]:
     without its per-call overhead (its ``verbose`` wrapper and per-call tables cost ~45 us;
     a crawl of 200,000 recordings parses about a million names). Same regular expression
     and key map, imported from mne-bids so the two cannot drift; tested equal."""
+    keys, regex = _entity_tables()
+    base = fname.rsplit("/", 1)[-1]
+    return {keys.get(k, k): v for k, v in regex.findall(base)}
+
+
+@functools.cache
+def _entity_tables() -> tuple[dict[str, str], Any]:
     from mne_bids.path import ALLOWED_PATH_ENTITIES_SHORT, param_regex
 
-    base = fname.rsplit("/", 1)[-1]
-    return {ALLOWED_PATH_ENTITIES_SHORT.get(k, k): v for k, v in param_regex.findall(base)}
+    return ALLOWED_PATH_ENTITIES_SHORT, param_regex
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +138,24 @@ def crawl_bids(
         )
     for cand in _candidates(listing, wanted):
         entities = {k: v for k, v in entities_from_fname(cand.name).items() if v is not None}
-        base = RecordingRef(
-            uri=listing.url(listing.abs(cand.rel)),
-            format=cand.fmt,
-            dataset=ds_name,
-            dataset_version=ds_version,
-            relpath=cand.rel,
-            modality=cand.modality,
+        fields = {  # RecordingRef's fields, built once (dataclasses.replace costs ~20 us)
+            "uri": listing.url(listing.abs(cand.rel)),
+            "format": cand.fmt,
+            "dataset": ds_name,
+            "dataset_version": ds_version,
+            "relpath": cand.rel,
+            "modality": cand.modality,
             **{f: entities.get(f, "") for f in ENTITY_FIELDS},
-        )
+        }
         reason = _skip_reason(cand, entities)
         if not reason and cand.fmt == BTI_FORMAT:
             data = [r for r in listing.under(cand.rel) if _BTI_DATA_RE.match(r.rsplit("/", 1)[-1])]
             if data:
-                base = dataclasses.replace(base, uri=listing.url(listing.abs(sorted(data)[0])))
+                fields["uri"] = listing.url(listing.abs(sorted(data)[0]))
             else:
                 reason = "BTi/4D folder without a c,rf* data file"
         if reason:
-            result.skipped.append((base, reason))
+            result.skipped.append((RecordingRef(**fields), reason))
             continue
         files = _recording_files(listing, cand, entities)
         try:
@@ -167,8 +173,8 @@ def crawl_bids(
             if CRAWL_ERROR_KEY not in dict(extra):
                 extra = [*_crawl_error(listing, cand, exc, what="a file of"), *extra]
         result.recordings.append(
-            dataclasses.replace(
-                base,
+            RecordingRef(
+                **fields,
                 size=listing.size(files),
                 checksum=checksum,
                 extra=tuple(extra),
@@ -293,7 +299,8 @@ def _candidates(listing: Listing, wanted: tuple[str, ...]) -> list[_Candidate]:
 
 
 def _skip_reason(cand: _Candidate, entities: Mapping[str, str]) -> str | None:
-    stem = cand.name[: -len(suffix_of(cand.name))] if suffix_of(cand.name) else cand.name
+    suffix = suffix_of(cand.name)
+    stem = cand.name[: -len(suffix)] if suffix else cand.name
     if not cand.supported:
         what = "folder" if cand.is_folder else "file"
         return f"unsupported {what} format {suffix_of(cand.name) or '(no suffix)'}"
@@ -336,12 +343,24 @@ def _recording_files(listing: Listing, cand: _Candidate, entities: Mapping[str, 
 # --------------------------------------------------------------------------- sidecars
 
 
+# (BIDS suffix, extension) of the sidecars a crawl looks up or reads; others (events,
+# scans, ...) are not indexed: a crawl parses the name of every indexed file
+_INDEXED = frozenset(
+    {*((m, ".json") for m in MODALITIES), ("coordsystem", ".json"), ("description", ".json")}
+    | {(s, ".tsv") for s in ("channels", "electrodes", "participants")}
+)
+
+
 class _SidecarIndex:
     """Sidecar files by (folder, BIDS suffix, extension), with their entities."""
 
     def __init__(self, listing: Listing, parse: Any) -> None:
         self.listing = listing
         self.by_key: dict[tuple[str, str, str], list[tuple[str, dict[str, str]]]] = {}
+        # per sidecar, its entities as a set of items, whole and without ``space``: a
+        # sidecar applies when they are a subset of the recording's (a C set operation;
+        # matching was a Python loop per sidecar per recording)
+        self._items: dict[str, tuple[frozenset, frozenset]] = {}
         for rel in listing.rel_files():
             ext = suffix_of(rel)
             if ext not in (".json", ".tsv"):
@@ -349,8 +368,12 @@ class _SidecarIndex:
             folder, _, fname = rel.rpartition("/")
             stem = fname[: -len(ext)]
             bids_suffix = stem.rsplit("_", 1)[-1]
+            if (bids_suffix, ext) not in _INDEXED:
+                continue
             ents = {k: v for k, v in parse(fname).items() if v is not None}
             self.by_key.setdefault((folder, bids_suffix, ext), []).append((rel, ents))
+            items = frozenset(ents.items())
+            self._items[rel] = (items, frozenset(i for i in items if i[0] != "space"))
 
     def needed(self) -> list[str]:
         """Sidecars a crawl reads: JSON and ``channels.tsv`` files, ``participants.tsv``."""
@@ -371,14 +394,18 @@ class _SidecarIndex:
         ignore: tuple[str, ...] = (),
     ) -> list[tuple[str, dict[str, str]]]:
         """Matching sidecars ordered from least to most specific."""
-        parts = rec_rel.split("/")[:-1]
+        if ignore not in ((), ("space",)):  # the two the crawl asks for have sets ready
+            raise ValueError(f"ignore must be () or ('space',), got {ignore}")
+        have = entities.items()
+        which = 1 if ignore else 0
         found = []
-        for depth in range(len(parts) + 1):
-            folder = "/".join(parts[:depth])
-            for rel, ents in self.by_key.get((folder, suffix, ext), []):
-                if all(entities.get(k) == v for k, v in ents.items() if k not in ignore):
+        for depth, folder in enumerate(_folders(rec_rel.rpartition("/")[0])):
+            for rel, ents in self.by_key.get((folder, suffix, ext), ()):
+                if self._items[rel][which] <= have:
                     found.append((depth, len(ents), rel, ents))
-        return [(rel, ents) for _, _, rel, ents in sorted(found, key=lambda f: f[:3])]
+        if len(found) > 1:
+            found.sort(key=lambda f: f[:3])
+        return [(rel, ents) for _, _, rel, ents in found]
 
     def metadata(
         self, cand: _Candidate, entities: Mapping[str, str], *, default_line_freq: float | None
@@ -426,6 +453,9 @@ class _SidecarIndex:
             bads = tuple(
                 r["name"] for r in rows if r.get("name") and r.get("status", "").lower() == "bad"
             )
+            # equal pair lists share one tuple (files differing only in status have the
+            # same types): less memory, and the recordings table converts each once
+            types = self.__dict__.setdefault("_types", {}).setdefault(types, types)
             got = cache[id(rows)] = (rows, types, bads)
         return got[1], got[2]
 
@@ -448,6 +478,14 @@ class _SidecarIndex:
                 redact(listing.url(listing.abs(rel))),
             )
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _folders(folder: str) -> tuple[str, ...]:
+    """The root (``""``), then every folder down to ``folder`` (cached: a folder's
+    recordings ask for the same chain)."""
+    parts = folder.split("/") if folder else []
+    return tuple("/".join(parts[:depth]) for depth in range(len(parts) + 1))
 
 
 def _as_float(value: Any) -> float | None:

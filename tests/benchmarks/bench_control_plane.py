@@ -5,7 +5,9 @@
 
 Runs every step (see ``tests/benchmarks/control_plane.py``) at ``--n`` and at ``--n / 4``
 in one process, side by side, and prints each step's seconds at both scales and the growth
-ratio (4.0 is linear), each step's peak RSS, and the issue's targets: the plan (crawl and
+ratio (4.0 is linear), each step's CPU seconds at ``--n`` (this process and the crawl's
+process pool: wall time on a shared machine depends on its load, which is printed too),
+each step's peak RSS, and the issue's targets: the plan (crawl and
 plan, ledger fold, splits, pack plan) <= 60 s, manifest load <= 3 s, loader start <= 5 s,
 driver RSS <= 2 GB. Peak RSS is measured per step (the kernel's high-water mark, reset
 before each step), with only what that step's job would hold alive: the steps belong to
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -43,25 +46,40 @@ def _peak_gb() -> float:
     return float("nan")
 
 
-def measure(n: int, work: str, world: int) -> tuple[dict[str, float], dict[str, float], dict]:
+def _cpu() -> float:
+    """CPU seconds of this process and of its reaped children (the crawl's process pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measure(
+    n: int, work: str, world: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict]:
     times: dict[str, float] = {}
+    cpus: dict[str, float] = {}
     peaks: dict[str, float] = {}
 
     def timer(name, fn):
         gc.collect()
         _peak_reset()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         out = fn()
         times[name] = time.perf_counter() - t
+        cpus[name] = _cpu() - c
         peaks[name] = _peak_gb()
-        print(f"  n={n:>7}  {name:<18} {times[name]:8.2f} s   peak RSS {peaks[name]:.2f} GB")
+        print(
+            f"  n={n:>7}  {name:<18} {times[name]:8.2f} s   CPU {cpus[name]:8.2f} s   "
+            f"peak RSS {peaks[name]:.2f} GB   load {os.getloadavg()[0]:.1f}"
+        )
         sys.stdout.flush()
         return out
 
     info = cp.run_all(n, work, world=world, timer=timer)
     times["plan"] = sum(times[s] for s in PLAN_STEPS)
+    cpus["plan"] = sum(cpus[s] for s in PLAN_STEPS)
     peaks["plan"] = max(peaks[s] for s in PLAN_STEPS)
-    return times, peaks, info
+    return times, cpus, peaks, info
 
 
 def main() -> None:
@@ -70,17 +88,25 @@ def main() -> None:
     ap.add_argument("--world", type=int, default=512, help="loader world size (default 512)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     args = ap.parse_args()
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.work) as work:
-        small_t, _, _ = measure(args.n // 4, os.path.join(work, "small"), args.world)
-        big_t, big_rss, big = measure(args.n, os.path.join(work, "big"), args.world)
+        small_t, _, _, _ = measure(args.n // 4, os.path.join(work, "small"), args.world)
+        big_t, big_cpu, big_rss, big = measure(args.n, os.path.join(work, "big"), args.world)
     rss = max(big_rss.values())
     print(
         f"\nscale: {big['recordings']} recordings in {big['datasets']} datasets, "
         f"{big['subjects']} subjects, {big['windows']} windows in {big['shards']} shards, "
         f"ledger {big['ledger_rows']} rows, loader world {args.world}"
     )
-    print("\n| step | n/4 (s) | n (s) | growth (4 = linear) | peak RSS at n (GB) | target |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"load average (1, 5, 15 min) at start {', '.join(f'{x:.1f}' for x in load0)}, "
+        f"at end {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
+    print(
+        "\n| step | n/4 (s) | n (s) | growth (4 = linear) | CPU at n (s) | peak RSS at n (GB) "
+        "| target |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name in [*big_t]:
         target = TARGETS.get(name)
         ok = (
@@ -91,7 +117,7 @@ def main() -> None:
         ratio = big_t[name] / max(small_t[name], 1e-6)
         print(
             f"| {name} | {small_t[name]:.2f} | {big_t[name]:.2f} | {ratio:.2f} "
-            f"| {big_rss[name]:.2f} | {ok} |"
+            f"| {big_cpu[name]:.2f} | {big_rss[name]:.2f} | {ok} |"
         )
     print(
         f"\ndriver peak RSS (the largest step; each job's driver holds only its own inputs): "

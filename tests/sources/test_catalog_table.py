@@ -153,6 +153,35 @@ def test_table_round_trip_local(tmp_path):
     assert read_recordings(str(tmp_path / "recordings.parquet")) == refs
 
 
+def test_table_shared_pairs_across_batches(monkeypatch):
+    """Pair columns are built from each distinct tuple once and gathered by index: shared,
+    equal-but-distinct and empty tuples, over several batches, give every row its own."""
+    import dataclasses
+
+    from brainomni.sources import table as tbl
+
+    monkeypatch.setattr(tbl, "_BATCH", 3)
+    shared = (("Fz", "EEG"), ("Cz", "EEG"))
+    refs = [
+        RecordingRef(
+            uri=f"/d/{i}.edf",
+            channel_types=[shared, (("Fz", "EEG"), ("Cz", "EEG")), (), (("M1", "MEGMAG"),)][i % 4],
+            bad_channels=("Cz",) * (i % 2),
+            extra=(("participants.age", str(i)),),
+        )
+        for i in range(10)
+    ]
+    table = recordings_table(refs, [f"why {i}" for i in range(10)])
+    assert table.column("channel_types").to_pylist() == [
+        [{"name": n, "type": t} for n, t in r.channel_types] for r in refs
+    ]
+    assert table.column("reason").to_pylist() == [f"why {i}" for i in range(10)]
+    assert refs_from_table(table) == refs
+    assert [dataclasses.asdict(r) for r in refs_from_table(recordings_table(refs))] == [
+        dataclasses.asdict(r) for r in refs
+    ]
+
+
 def test_table_rejects_foreign_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
