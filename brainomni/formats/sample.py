@@ -299,7 +299,7 @@ def iter_samples(
             if m.size > cap:
                 raise SampleError(
                     f"{what}: {m.size} bytes, over the {cap}-byte limit for {ext} members "
-                    "(brainomni.pack.sample_check.Limits)"
+                    "(brainomni.formats.sample.Limits)"
                 )
             f = tar.extractfile(m)
             if f is None:  # pragma: no cover - isfile() members always have data

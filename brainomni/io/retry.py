@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from .redact import describe_error, redact
 
-logger = logging.getLogger("brainomni.storage")  # one logger name for every storage message
+logger = logging.getLogger("brainomni.io")  # one logger name for every storage message
 
 T = TypeVar("T")
 
@@ -237,7 +237,7 @@ _now: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], None] = time.sleep
 # The deadline of the retry call this one runs inside (nested retries share one window).
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "brainomni_storage_deadline", default=None
+    "brainomni_io_deadline", default=None
 )
 
 

@@ -1,5 +1,4 @@
-"""The Ray executor: every unit a Ray task. The one library module that imports ``ray``
-(``brainomni.executors.ray_executor`` re-exports it).
+"""The Ray executor: every unit a Ray task. The one library module that imports ``ray``.
 
 Each unit is one task (``num_cpus`` and a ``memory`` reservation from the stage, so Ray
 never schedules more than a node's memory allows); at most ``max_in_flight`` are submitted
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainomni.storage import redact
+from brainomni.io.redact import redact
 
 from .stage import Stage, Work, execute, write_row
 

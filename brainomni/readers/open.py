@@ -297,7 +297,7 @@ def open_raw(
         except RecordingOutcome as outcome:
             raise _rename(outcome, tmp, posixpath.dirname(uri.rstrip("/"))) from outcome
         except (OSError, ValueError) as exc:  # object-store errors while staging
-            from ..storage import is_transient
+            from ..io.retry import is_transient
 
             raise RecordingFailed(
                 f"{uri}: could not be copied for reading: {type(exc).__name__}: {exc}",

@@ -12,16 +12,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from brainomni.formats.sample import decode_sample
+from brainomni.formats.sample import decode_raw, decode_sample, decode_tokens
 from brainomni.loader.loader import ShardLoader
-from brainomni.loader.reader import (
-    ReadConfig,
-    ShardFailed,
-    ShardSource,
-    decode_raw,
-    decode_tokens,
-    read_shard,
-)
+from brainomni.loader.reader import ReadConfig, ShardFailed, ShardSource, read_shard
 from brainomni.manifests.publish import content_hash, scan_shard, verify
 from tests.loader.shards import (
     good_members,
