@@ -388,7 +388,7 @@ def test_pipelines_wrong_endpoint_is_one_line(dead_endpoint, tool, argv, tmp_pat
 def _manifest(tmp_path: Path, shards_root: str, shard: bytes) -> Path:
     import hashlib
 
-    from brainomni.manifests.publish import MANIFEST_FORMAT, content_hash
+    from brainomni.formats.manifest import MANIFEST_FORMAT, content_hash
 
     m = {
         "format": MANIFEST_FORMAT,

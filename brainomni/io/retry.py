@@ -5,6 +5,10 @@ outlived them into one line and an exit code (3 unreachable, 4 refused) for entr
 The window (``$BRAINOMNI_STORAGE_RETRY_S``, default 180 s) starts at a call's first failed
 try; nested calls share it. The clock (``_now``/``_sleep``) is module state so that tests can
 run the same logic on a virtual clock.
+
+Size: a little over 400 lines: the retry loop and the exit-code mapping read the same
+classification of storage errors (transient, refused), kept in one module so they cannot
+disagree.
 """
 
 from __future__ import annotations
