@@ -28,7 +28,8 @@ from .cli_common import (
     setup_logging,
     storage_options,
 )
-from .entry import add_storage_retry_argument, apply_storage_retry, storage_failure
+from .entry import add_storage_retry_argument, apply_storage_retry
+from .io.retry import storage_failure
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]

@@ -300,7 +300,7 @@ def _conf_verify(p: argparse.ArgumentParser) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from .entry import EXIT_STORAGE_REFUSED, EXIT_STORAGE_UNREACHABLE
+    from .io.retry import EXIT_STORAGE_REFUSED, EXIT_STORAGE_UNREACHABLE
     from .manifests.publish import load_manifest
     from .manifests.verify import verify
 

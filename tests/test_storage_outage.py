@@ -22,10 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from brainomni.entry import EXIT_STORAGE_REFUSED, EXIT_STORAGE_UNREACHABLE
 from brainomni.ingest import IngestJob, SerialExecutor, read_ledger, run_job
 from brainomni.io import retry as retry_module
-from brainomni.io.retry import DEFAULT_RETRY_S, RETRY_ENV, RetryPolicy, StorageUnavailable, retry
+from brainomni.io.retry import (
+    DEFAULT_RETRY_S,
+    EXIT_STORAGE_REFUSED,
+    EXIT_STORAGE_UNREACHABLE,
+    RETRY_ENV,
+    RetryPolicy,
+    StorageUnavailable,
+    retry,
+)
 from tests.conftest import ROOT
 
 # --------------------------------------------------------------------------- helpers

@@ -74,7 +74,7 @@ def _scan_or_storage_error(
     url: str, storage_options: dict | None, schema: Any = None
 ) -> tuple[str, int, int]:
     """:func:`scan_shard` with transient errors retried; storage failures as :class:`_StoreError`."""
-    from ..entry import EXIT_STORAGE_REFUSED, storage_failure
+    from ..io.retry import EXIT_STORAGE_REFUSED, storage_failure
 
     try:
         return retry(lambda: scan_shard(url, storage_options, schema), what=f"verify {url}")

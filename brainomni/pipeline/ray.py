@@ -40,7 +40,7 @@ def _run_one(stage: Stage, work: Work) -> Any:
     """The Ray task body (module level: shipped by reference, not as a closure)."""
     import ray
 
-    from brainomni.entry import install_redaction
+    from brainomni.cli_common import install_redaction
 
     install_redaction()  # workers log through Ray's handlers: redact credentials there too
     stage.worker_init()

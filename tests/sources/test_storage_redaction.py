@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from brainomni.entry import LOG_FORMAT, setup_logging
+from brainomni.cli_common import LOG_FORMAT, setup_logging
 from brainomni.io.fs import get_fs
 from brainomni.io.redact import redact
 
