@@ -28,7 +28,8 @@ from .cli_common import (
     setup_logging,
     storage_options,
 )
-from .entry import add_storage_retry_argument, apply_storage_retry, storage_failure
+from .entry import add_storage_retry_argument, apply_storage_retry
+from .io.retry import storage_failure
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -130,7 +131,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_one(args, out: str | None):
-    from .preprocess import preprocess_recording
+    from .clean import preprocess_recording
     from .records import RecordingRef
     from .signal.config import CleanConfig
 
@@ -214,7 +215,7 @@ def _conf_inspect(p: argparse.ArgumentParser) -> None:
 
 def _error_json(args, exc: BaseException, line: str | None) -> dict:
     """The JSON that ``--json`` prints when the command could not run to an outcome."""
-    from .storage import describe_error, redact
+    from .io.redact import describe_error, redact
 
     return {
         "uri": redact(getattr(args, "source", "") or ""),

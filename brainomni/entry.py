@@ -1,6 +1,6 @@
 """What every entry point shares: the retry-window option, and one line plus a documented exit
 code for object-storage errors (the logging setup and the option vocabulary are in
-:mod:`brainomni.cli_common`; re-exported here).
+:mod:`brainomni.cli_common`; storage errors are classified in :mod:`brainomni.io.retry`).
 
 Used by ``brainomni`` (:mod:`brainomni.cli`), which ``pipelines/*.py`` wrap. Library modules
 only call ``logging.getLogger(__name__)``; they never configure logging.
@@ -8,10 +8,10 @@ only call ``logging.getLogger(__name__)``; they never configure logging.
 Exit codes of every tool (0, 1 and 2 keep their per-tool meaning: done / the checked thing
 does not hold or a recording failed / usage):
 
-* :data:`EXIT_STORAGE_UNREACHABLE` (3): the object store could not be reached (connection
+* :data:`brainomni.io.retry.EXIT_STORAGE_UNREACHABLE` (3): the object store could not be reached (connection
   refused or reset, timeouts, HTTP 5xx or throttling that outlasted the retry window).
   Retrying later may work.
-* :data:`EXIT_STORAGE_REFUSED` (4): the store or the local configuration refused access
+* :data:`brainomni.io.retry.EXIT_STORAGE_REFUSED` (4): the store or the local configuration refused access
   (missing or wrong credentials, expired token, 401/403, unknown profile, TLS failure, an
   endpoint host that does not resolve). Retrying will not help; fix the configuration.
 """
@@ -25,21 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .cli_common import (  # noqa: F401 - the logging setup lives there; re-exported
-    LOG_FORMAT,
-    SENSITIVE_LOGGERS,
-    RedactingFilter,
-    install_redaction,
-    setup_logging,
-)
-from .io.redact import redact  # noqa: F401
-from .io.retry import (  # noqa: F401  (storage errors: classified in brainomni.io.retry)
-    DEFAULT_RETRY_S,
-    EXIT_STORAGE_REFUSED,
-    EXIT_STORAGE_UNREACHABLE,
-    RETRY_ENV,
-    storage_failure,
-)
+from .io.retry import DEFAULT_RETRY_S, RETRY_ENV, storage_failure
 
 F = TypeVar("F", bound=Callable[..., int])
 

@@ -96,9 +96,9 @@ def test_help_on_every_entry_point(cmd):
 
 
 def test_pack_rejects_windows_over_acquisition_skips(tmp_path):
+    from brainomni.clean import preprocess_recording
     from brainomni.pack import get_profile
     from brainomni.pack.run import pack
-    from brainomni.preprocess import preprocess_recording
     from brainomni.records import RecordingRef
 
     ref = RecordingRef(
@@ -140,6 +140,7 @@ def test_tokenize_pipeline_passes_the_same_options_as_the_cli(monkeypatch):
     import importlib.util
 
     import brainomni.tokenize as tk
+    from brainomni.pipeline.local import LocalExecutor
 
     seen = {}
 
@@ -155,7 +156,8 @@ def test_tokenize_pipeline_passes_the_same_options_as_the_cli(monkeypatch):
     extra = ["--overlap", "0.5", "--shards-root", "s3://b/x", "--no-verify"]
     assert mod.main(args + extra) == 0
     assert seen["overlap_ratio"] == 0.5 and seen["shards_root"] == "s3://b/x"
-    assert seen["verify_sha256"] is False and seen["map_fn"] is map
+    assert seen["verify_sha256"] is False and "map_fn" not in seen
+    assert isinstance(seen["executor"], LocalExecutor)  # --executor local: the stage core's
 
 
 # --------------------------------------------------------------------------- one vocabulary
@@ -259,13 +261,14 @@ def test_verbosity_levels(monkeypatch):
 
 def test_one_logging_setup_and_one_key_value_parser():
     """grep: logging is configured in one place, KEY=VALUE text split in one place (file
-    formats with their own syntax excepted: the text catalog, reader headers)."""
+    formats with their own syntax excepted: the text catalog, reader headers — the
+    ``DataFile=``/``MarkerFile=`` lines of a BrainVision ``.vhdr``, in readers/companions.py)."""
     import re
 
     files = sorted((ROOT / "brainomni").rglob("*.py")) + sorted((ROOT / "pipelines").glob("*.py"))
     setup = [f for f in files if re.search(r"basicConfig\(|def setup_logging", f.read_text())]
     assert [f.relative_to(ROOT).as_posix() for f in setup] == ["brainomni/cli_common.py"]
-    formats = {"brainomni/sources/catalog.py", "brainomni/readers/formats.py"}
+    formats = {"brainomni/sources/catalog.py", "brainomni/readers/companions.py"}
     kv = re.compile(r"""(split|partition)\(["']=["']""")
     split = {f.relative_to(ROOT).as_posix() for f in files if kv.search(f.read_text())}
     assert split - formats == {"brainomni/cli_common.py"}

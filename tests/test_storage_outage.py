@@ -1,7 +1,7 @@
 """Object-storage outages and storage errors (issue #15, defect 7), against moto over HTTP.
 
 The store is moto's server behind a small TCP proxy that the tests cut (connections refused,
-live ones dropped) and restore. Retries run on a virtual clock: ``brainomni.retries``'
+live ones dropped) and restore. Retries run on a virtual clock: ``brainomni.io.retry``'
 ``_now``/``_sleep`` are replaced so that a retry sleep advances virtual time instantly and
 the proxy comes back once the virtual outage is over. The tests therefore run the real
 retry logic with the *default* 180-s window and the real outage lengths (40 s, 10 min) in
@@ -22,10 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from brainomni import retries, storage
-from brainomni.entry import EXIT_STORAGE_REFUSED, EXIT_STORAGE_UNREACHABLE
 from brainomni.ingest import IngestJob, SerialExecutor, read_ledger, run_job
-from brainomni.storage import DEFAULT_RETRY_S, RETRY_ENV, RetryPolicy, StorageUnavailable, retry
+from brainomni.io import retry as retry_module
+from brainomni.io.retry import (
+    DEFAULT_RETRY_S,
+    EXIT_STORAGE_REFUSED,
+    EXIT_STORAGE_UNREACHABLE,
+    RETRY_ENV,
+    RetryPolicy,
+    StorageUnavailable,
+    retry,
+)
 from tests.conftest import ROOT
 
 # --------------------------------------------------------------------------- helpers
@@ -141,8 +148,8 @@ def proxy(s3_server) -> Iterator[CuttableProxy]:
 @pytest.fixture
 def vclock(monkeypatch) -> VirtualClock:
     clock = VirtualClock()
-    monkeypatch.setattr(retries, "_now", clock.now)
-    monkeypatch.setattr(retries, "_sleep", clock.sleep)
+    monkeypatch.setattr(retry_module, "_now", clock.now)
+    monkeypatch.setattr(retry_module, "_sleep", clock.sleep)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore: no hidden retries of its own
     monkeypatch.delenv(RETRY_ENV, raising=False)  # the default window
     return clock
@@ -238,12 +245,12 @@ def test_refusals_are_not_retried():
         NoCredentialsError(),
         socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
     ):
-        assert storage.is_refused(exc) and not storage.is_transient(exc), exc
+        assert retry_module.is_refused(exc) and not retry_module.is_transient(exc), exc
     wrapped = ConnectionError("wrapper")
     wrapped.__cause__ = client_error("AccessDenied", 403)
-    assert not storage.is_transient(wrapped)  # a refusal inside a transient-looking error
+    assert not retry_module.is_transient(wrapped)  # a refusal inside a transient-looking error
     for exc in (client_error("SlowDown", 503), client_error("InternalError", 500)):
-        assert storage.is_transient(exc) and not storage.is_refused(exc)
+        assert retry_module.is_transient(exc) and not retry_module.is_refused(exc)
 
 
 # --------------------------------------------------------------------------- outages during an ingest
@@ -388,7 +395,7 @@ def test_pipelines_wrong_endpoint_is_one_line(dead_endpoint, tool, argv, tmp_pat
 def _manifest(tmp_path: Path, shards_root: str, shard: bytes) -> Path:
     import hashlib
 
-    from brainomni.manifests.publish import MANIFEST_FORMAT, content_hash
+    from brainomni.formats.manifest import MANIFEST_FORMAT, content_hash
 
     m = {
         "format": MANIFEST_FORMAT,

@@ -13,6 +13,10 @@ config, the source and the label table), so that a second run, or a second model
 Bad input (a missing or damaged set, an unknown recipe, a source that yields no windows, a
 checkpoint that is not an export) exits with a message naming the file and the fix, before any
 process group is started where it can be checked up front.
+
+Size: just over 400 lines: three commands over one shared core (resolving the data: saved
+set or recipe + cache, the up-front checks, the process-group setup, the result files), which
+is most of the module.
 """
 
 from __future__ import annotations

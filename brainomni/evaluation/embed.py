@@ -1,7 +1,7 @@
 """Tokens and features of any MNE recording: ``brainomni.embed(raw_or_epochs, model)``.
 
 The recording goes through the corpus path, unchanged: it is written to a temporary FIF
-file and cleaned by :func:`brainomni.preprocess.preprocess_recording` (sensor table,
+file and cleaned by :func:`brainomni.clean.preprocess_recording` (sensor table,
 filters, resampling to 256 Hz, bad channels, re-reference) into a temporary store; its
 windows are read, rejected and normalised by the pack's own code
 (:class:`brainomni.pack.shards._Recording`, :func:`~brainomni.pack.windows.qc_reason`,
@@ -131,12 +131,12 @@ def embed(
     channels; ``work_dir`` holds the temporary FIF file and store (default: system temp)."""
     import torch
 
+    from brainomni.clean import preprocess_recording
     from brainomni.errors import RecordingFailed, SkipRecording
     from brainomni.pack import get_profile
     from brainomni.pack.plan import read_recording_info
     from brainomni.pack.shards import _Recording  # the pack's own window reader
     from brainomni.pack.windows import normalise_window, qc_reason, window_starts
-    from brainomni.preprocess import preprocess_recording
     from brainomni.records import RecordingRef
     from brainomni.signal.config import CleanConfig
 

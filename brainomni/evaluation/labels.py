@@ -3,7 +3,7 @@ TUEV ``.rec`` files) and recording/subject labels (participants.tsv, label table
 folder layout).
 
 Every event onset is in seconds from the recording's **first sample** — the time axis of the
-recording stores (:mod:`brainomni.preprocess` writes sample 0 at the first raw sample), so
+recording stores (:mod:`brainomni.clean` writes sample 0 at the first raw sample), so
 an event at ``onset_s`` is store sample ``round(onset_s * 256)``. Nothing read here is
 trusted: files are size-checked before being read, numbers parsed strictly, and problems
 raise :class:`LabelError` (a ``ValueError``) naming the file and the fix.
@@ -41,7 +41,7 @@ class Event:
 
 
 def _read_text(uri: str, storage_options: dict | None = None) -> str:
-    from ..storage import get_fs
+    from ..io.fs import get_fs
 
     fs, path = get_fs(uri, storage_options)
     size = fs.size(path)
@@ -114,7 +114,7 @@ def read_events_tsv(
 def events_tsv_for(uri: str, storage_options: dict | None = None) -> str | None:
     """The BIDS events file beside a recording (``..._eeg.edf`` -> ``..._events.tsv``), or
     ``None``; a folder format (``.ds``) counts as a file."""
-    from ..storage import get_fs
+    from ..io.fs import get_fs
 
     stem = uri.rstrip("/")
     m = re.match(r"^(?P<base>.*)_(?:eeg|meg|ieeg)(?:\.[A-Za-z0-9.]+)?$", stem)

@@ -9,8 +9,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ..io.redact import redact
 from ..records import RecordingRef
-from ..redaction import redact
 from .recipes import Recipe
 
 _TUEV_NAME = re.compile(r"^(?P<subject>[A-Za-z0-9]+)_(?P<run>\d+)\.edf$", re.I)
@@ -26,9 +26,9 @@ def recording_refs(
 
     fixes = recipe.fixes_json()
     if isinstance(source, str):
+        from ..io.fs import get_fs
         from ..sources.bids import crawl_bids
         from ..sources.tuh import crawl_tuh
-        from ..storage import get_fs
 
         fs, path = get_fs(source, storage_options)
         if fs.exists(f"{path.rstrip('/')}/dataset_description.json"):

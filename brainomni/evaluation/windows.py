@@ -4,7 +4,7 @@
 (a BIDS root, a TUH root, or a list of files / :class:`~brainomni.records.RecordingRef`),
 and for every recording:
 
-1. cleans it with :func:`brainomni.preprocess.preprocess_recording` into a recording store
+1. cleans it with :func:`brainomni.clean.preprocess_recording` into a recording store
    (the pretraining cleaning chain and config; its hash goes into ``meta``);
 2. finds its labels (:mod:`brainomni.evaluation.labels`): events for event-locked recipes
    (window = ``[onset + tmin_s, onset + tmin_s + window_s)``), otherwise one label for the
@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecordingOutcome
+from ..io.redact import redact
 from ..pack.config import PackConfig
 from ..pack.windows import normalise_window, qc_reason, window_starts
 from ..records import RecordingRef
-from ..redaction import redact
 from ..signal.config import DEFAULT_CONFIG, CleanConfig
 from .data import (  # noqa: F401 - the set format lives in data.py; re-exported here
     INDEX_NAME,
@@ -234,7 +234,7 @@ def build_labelled_set(
     into ``work_dir`` wrote). ``label_table``: the TSV/CSV of
     recipes with ``labels = "table"``.
     """
-    from ..preprocess import preprocess_recording
+    from ..clean import preprocess_recording
 
     if recipe.labels == "table" and not label_table:
         raise ValueError(f"recipe {recipe.name!r} takes labels from a table: pass label_table")

@@ -13,10 +13,11 @@ Layout under ``DEST``::
 
 from __future__ import annotations
 
+from brainomni.pipeline.progress import Progress
+
 from .job import IngestJob, IngestStage, SerialExecutor, run_job
 from .ledger import LedgerRow, compact, dedupe, read_ledger, write_part
 from .plan import Plan, PlanChanged, plan
-from .progress import Progress
 from .summary import format_summary, summarize
 from .task import IngestTask, run_task, store_key
 

@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from brainomni.io.fs import check_storage_options
+from brainomni.io.redact import redact
 from brainomni.pipeline import Stage, Work, run_stage
 from brainomni.pipeline.local import LocalExecutor
 from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
 from brainomni.sources import Source
-from brainomni.storage import check_storage_options, redact
 
 from .ledger import LedgerRow
 from .plan import plan

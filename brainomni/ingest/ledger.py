@@ -141,7 +141,8 @@ def ok_stores(dest: str, storage_options: Mapping[str, Any] | None = None) -> li
     (pack, the QC report). ``None`` when ``dest`` holds no ingest ledger. Row values are
     file content: a recording id that is not a plain file name is refused (``ValueError``
     naming the ledger)."""
-    from brainomni.storage import join_url, redact
+    from brainomni.io.fs import join_url
+    from brainomni.io.redact import redact
 
     from .task import store_key_for
 

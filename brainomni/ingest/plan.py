@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from brainomni.io.commit import atomic_write_bytes
+from brainomni.io.fs import join_url, read_json
+from brainomni.io.redact import redact
+from brainomni.io.retry import RetryPolicy
 from brainomni.records import RecordingRef
-from brainomni.retries import RetryPolicy
 from brainomni.signal.config import CleanConfig
 from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
-from brainomni.storage import atomic_write_bytes, join_url, read_json, redact
 
 from .ledger import LedgerRow, read_ledger
 from .task import IngestTask

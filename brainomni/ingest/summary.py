@@ -7,7 +7,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from brainomni.storage import atomic_write_bytes, join_url
+from brainomni.io.commit import atomic_write_bytes
+from brainomni.io.fs import join_url
 
 from .ledger import ALREADY_DONE, LedgerRow
 

@@ -2,7 +2,7 @@
 
 :func:`run_task` is plain library code; executors (serial, Ray) call it unchanged. It never
 raises for a bad recording (that is a ``failed`` row); transient object-store errors are
-retried with backoff for the retry window (:func:`brainomni.storage.retry`), after which the
+retried with backoff for the retry window (:func:`brainomni.io.retry.retry`), after which the
 recording is a ``failed`` row with error class ``StorageUnavailable``; anything else is
 recorded as a ``failed`` row (``Unexpected.<Class>``), never raised: one recording never
 stops a job.
@@ -22,18 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from brainomni.io.fs import get_fs, join_url
+from brainomni.io.redact import describe_error, redact
+from brainomni.io.retry import RetryPolicy, StorageUnavailable, is_transient, retry
 from brainomni.records import RecordingRef
 from brainomni.signal.config import DEFAULT_CONFIG, CleanConfig
-from brainomni.storage import (
-    RetryPolicy,
-    StorageUnavailable,
-    describe_error,
-    get_fs,
-    is_transient,
-    join_url,
-    redact,
-    retry,
-)
 
 from .ledger import ALREADY_DONE, LedgerRow, write_part
 
@@ -171,7 +164,7 @@ def run_task(task: IngestTask, *, worker: str = "", write_ledger: bool = True) -
     False). Staging files live in a per-call folder under ``task.cache_root``, removed after.
 
     Never raises for the recording: bad input ends as the outcome
-    :func:`~brainomni.preprocess.preprocess_recording` returns, and any other exception
+    :func:`~brainomni.clean.preprocess_recording` returns, and any other exception
     (a bug met on this input) is recorded as ``failed`` with
     ``error_class`` ``Unexpected.<Class>`` (last resort, logged with its traceback) and its
     half-written store removed. A spent storage retry window is a ``StorageUnavailable`` row; a ledger part that cannot
@@ -233,7 +226,7 @@ def _unavailable(row: LedgerRow, exc: StorageUnavailable) -> None:
 
 def _process(task: IngestTask, row: LedgerRow, dest_so: dict[str, Any]) -> LedgerRow:
     """The work of :func:`run_task` up to the ledger part (storage errors propagate)."""
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
     from brainomni.stores.recording import is_complete
 
     complete = retry(
@@ -310,7 +303,7 @@ def clean_orphans(dest: str, storage_options: Mapping[str, Any] | None = None) -
     import glob
 
     fs, path = get_fs(dest, storage_options)
-    from brainomni.storage import is_local
+    from brainomni.io.fs import is_local
 
     if not is_local(fs):
         return []

@@ -21,6 +21,10 @@ disk) or a prefix without a marker (object stores), which readers treat as absen
 (:func:`read_marker`, :func:`is_complete`) and the next commit replaces. Staging siblings a
 killed job left are removed by :func:`clean_staging` (all under a root, by age) or
 :func:`remove_staging` (one name's, when its writer is known to be gone).
+
+Size: a little over 400 lines: the file and folder shapes, the staging names and the cleanup
+of leftovers are one protocol (the cleanup must recognise exactly the names the writers
+stage), so they stay in one module.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Credentials out of everything that is logged or stored: URLs, mappings, messages.
 
 :func:`redact` is applied to every log line, error message and ledger field that may carry a
-URL or a request dump; :class:`brainomni.entry.RedactingFilter` applies it to every log record
+URL or a request dump; :class:`brainomni.cli_common.RedactingFilter` applies it to every log record
 (botocore's DEBUG request dumps included).
 """
 

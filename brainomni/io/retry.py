@@ -5,6 +5,10 @@ outlived them into one line and an exit code (3 unreachable, 4 refused) for entr
 The window (``$BRAINOMNI_STORAGE_RETRY_S``, default 180 s) starts at a call's first failed
 try; nested calls share it. The clock (``_now``/``_sleep``) is module state so that tests can
 run the same logic on a virtual clock.
+
+Size: a little over 400 lines: the retry loop and the exit-code mapping read the same
+classification of storage errors (transient, refused), kept in one module so they cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from urllib.parse import urlsplit
 
 from .redact import describe_error, redact
 
-logger = logging.getLogger("brainomni.storage")  # one logger name for every storage message
+logger = logging.getLogger("brainomni.io")  # one logger name for every storage message
 
 T = TypeVar("T")
 
@@ -237,7 +241,7 @@ _now: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], None] = time.sleep
 # The deadline of the retry call this one runs inside (nested retries share one window).
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "brainomni_storage_deadline", default=None
+    "brainomni_io_deadline", default=None
 )
 
 

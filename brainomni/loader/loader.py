@@ -26,9 +26,10 @@ import torch
 import torch.utils.data as tud
 
 from ..formats.manifest import manifest_kind, read_manifest  # noqa: F401  (the loader's API)
+from ..formats.sample import DECODERS
 from ..io.fs import join_url
 from .plan import Plan, ShardTable, StreamCursor, translate
-from .reader import DECODERS, ReadConfig, ShardSource
+from .reader import ReadConfig, ShardSource
 from .stream import Stream
 
 log = logging.getLogger(__name__)

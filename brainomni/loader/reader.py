@@ -20,17 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..formats.sample import (  # noqa: F401  (decoders re-exported: the loader's API)
-    DECODERS,
-    LIMITS,
-    SCHEMA_OF,
-    Limits,
-    decode_meta,
-    decode_raw,
-    decode_tokens,
-    iter_samples,
-    npy_load,
-)
+from ..formats.sample import LIMITS, SCHEMA_OF, Limits, iter_samples
 from ..io.fs import get_fs, is_local
 from ..io.redact import redact
 
@@ -174,14 +164,4 @@ def read_shard(
     raise ShardFailed(f"{redact(src.url)}: {type(last).__name__}: {last}") from last
 
 
-__all__ = [
-    "DECODERS",
-    "ReadConfig",
-    "ShardFailed",
-    "ShardSource",
-    "decode_raw",
-    "decode_tokens",
-    "iter_members",
-    "npy_load",
-    "read_shard",
-]
+__all__ = ["ReadConfig", "ShardFailed", "ShardSource", "iter_members", "read_shard"]

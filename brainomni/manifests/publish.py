@@ -1,4 +1,5 @@
-"""Versioned dataset manifests: publish (immutable), verify (every shard), diff (two versions).
+"""Versioned dataset manifests: build and publish (immutable); :mod:`.verify` checks every
+shard of a published one, :mod:`.diff` compares two versions.
 
 A published manifest is one JSON document at ``OUT/<name>/<version>/manifest.json``, beside
 its dataset card (``card.md`` and PNG plots), of either kind (:mod:`brainomni.formats.manifest`:
@@ -18,25 +19,21 @@ import logging
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..formats.manifest import (  # noqa: F401  (re-exported: the manifests API)
+from ..formats.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     TOKEN_MANIFEST_FORMAT,
     content_hash,
     manifest_bytes,
-    manifest_kind,
     read_manifest,
 )
-from ..formats.sample import count_samples
 from ..io.commit import claim, move_into
 from ..io.fs import get_fs, join_url
 from ..io.redact import redact
@@ -347,172 +344,3 @@ def publish(
 def load_manifest(path: str | Path, storage_options: dict | None = None) -> dict[str, Any]:
     """A manifest of either kind (:func:`brainomni.formats.manifest.read_manifest`)."""
     return read_manifest(path, storage_options)
-
-
-@dataclass
-class VerifyReport:
-    checked: int = 0
-    problems: list[str] = field(default_factory=list)
-    storage_error: str = ""  # the store could not be read: the shards left are unchecked
-    storage_refused: bool = False  # ... because it refused access (else: unreachable)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and not self.storage_error
-
-
-class _HashingReader:
-    def __init__(self, fh: Any) -> None:
-        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        b = self.fh.read(n)
-        self.sha.update(b)
-        self.n += len(b)
-        return b
-
-
-def scan_shard(
-    url: str, storage_options: dict | None = None, schema: str = "raw"
-) -> tuple[str, int, int]:
-    """``(sha256, bytes, samples)`` of one shard, streaming once.
-
-    Every sample passes the loader's own check
-    (:func:`brainomni.formats.sample.iter_samples`: member names, dtypes, shapes, sizes),
-    so ``verify`` accepts exactly the shards the loader reads; signals are skipped in
-    bounded chunks, never held whole.
-    """
-    fs, path = get_fs(url, storage_options)
-    fs.invalidate_cache(path)
-    with fs.open(path, "rb") as fh:
-        hr = _HashingReader(fh)
-        samples = count_samples(hr, schema, where=redact(url))
-        while hr.read(1 << 20):
-            pass
-    return hr.sha.hexdigest(), hr.n, samples
-
-
-manifest_schema = manifest_kind  # the sample schema of a manifest's shards
-
-
-class _StoreError(Exception):
-    """The object store could not be read (unreachable past the retry window, or refused)."""
-
-    def __init__(self, line: str, refused: bool) -> None:
-        super().__init__(line)
-        self.refused = refused
-
-
-def _scan_or_storage_error(
-    url: str, storage_options: dict | None, schema: Any = None
-) -> tuple[str, int, int]:
-    """:func:`scan_shard` with transient errors retried; storage failures as :class:`_StoreError`."""
-    from ..entry import EXIT_STORAGE_REFUSED, storage_failure
-
-    try:
-        return retry(lambda: scan_shard(url, storage_options, schema), what=f"verify {url}")
-    except Exception as exc:
-        found = storage_failure(exc)
-        if found is None:
-            raise
-        raise _StoreError(found[1], refused=found[0] == EXIT_STORAGE_REFUSED) from exc
-
-
-def verify(manifest: dict[str, Any], storage_options: dict | None = None) -> VerifyReport:
-    """Check the content hash, then every shard's sha256, byte count, sample count and every
-    sample (the loader's check)."""
-    rep = VerifyReport()
-    if content_hash(manifest) != manifest.get("content_hash"):
-        rep.problems.append("manifest content_hash does not match its content (edited?)")
-    schema = manifest_schema(manifest)
-    for s in manifest["shards"]:
-        rep.checked += 1
-        url = join_url(manifest["shards_root"], s["path"])
-        try:
-            sha, n, samples = _scan_or_storage_error(url, storage_options, schema)
-        except _StoreError as exc:  # no verdict on the shard; the rest would fail the same way
-            rep.checked -= 1
-            rep.storage_error, rep.storage_refused = f"{s['path']}: {exc}", exc.refused
-            break
-        except FileNotFoundError:
-            rep.problems.append(f"{s['path']}: missing")
-            continue
-        except (tarfile.TarError, EOFError, ValueError, OSError) as exc:
-            rep.problems.append(f"{s['path']}: unreadable ({type(exc).__name__}: {exc})")
-            continue
-        if n != s["bytes"]:
-            rep.problems.append(f"{s['path']}: {n} bytes, manifest says {s['bytes']}")
-        if sha != s["sha256"]:
-            rep.problems.append(f"{s['path']}: sha256 mismatch")
-        if samples != s["samples"]:
-            rep.problems.append(f"{s['path']}: {samples} samples, manifest says {s['samples']}")
-    return rep
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Human-readable differences in sources, hours, configs and shards (empty: none);
-    for two token manifests: tokenizer, source manifest, splits and shards."""
-    ka, kb = manifest_kind(a), manifest_kind(b)
-    if ka != kb:
-        return [f"kind: {ka} -> {kb} (a signal and a token manifest)"]
-    if ka == "tokens":
-        return _diff_tokens(a, b)
-    out: list[str] = []
-    sa = {s["dataset"]: s for s in a["sources"]}
-    sb = {s["dataset"]: s for s in b["sources"]}
-    for ds in sorted(sa.keys() - sb.keys()):
-        out.append(f"source removed: {ds}")
-    for ds in sorted(sb.keys() - sa.keys()):
-        out.append(f"source added: {ds} {sb[ds]['versions']}")
-    for ds in sorted(sa.keys() & sb.keys()):
-        for k in ("versions", "recordings", "subjects", "checksum"):
-            if sa[ds][k] != sb[ds][k]:
-                out.append(f"source {ds}: {k} {sa[ds][k]} -> {sb[ds][k]}")
-    for section in ("packing", "splitting", "cleaning"):
-        fa, fb = _flat(a[section]), _flat(b[section])
-        for k in sorted(fa.keys() | fb.keys()):
-            if fa.get(k) != fb.get(k):
-                out.append(f"{section}: {k} {fa.get(k)!r} -> {fb.get(k)!r}")
-    for sp in sorted(a["splits"].keys() | b["splits"].keys()):
-        xa, xb = a["splits"].get(sp, {}), b["splits"].get(sp, {})
-        for k in ("samples", "hours", "subjects", "recordings"):
-            if xa.get(k) != xb.get(k):
-                out.append(f"split {sp}: {k} {xa.get(k)} -> {xb.get(k)}")
-        da, db = xa.get("by_dataset", {}), xb.get("by_dataset", {})
-        for ds in sorted(da.keys() | db.keys()):
-            ha, hb = da.get(ds, {}).get("hours", 0.0), db.get(ds, {}).get("hours", 0.0)
-            if ha != hb:
-                out.append(f"split {sp}: {ds} hours {ha} -> {hb}")
-    ta, tb = a["totals"], b["totals"]
-    for k in ("shards", "bytes", "samples"):
-        if ta[k] != tb[k]:
-            out.append(f"totals: {k} {ta[k]} -> {tb[k]}")
-    if [s["sha256"] for s in a["shards"]] != [s["sha256"] for s in b["shards"]]:
-        out.append("shards: content differs")
-    return out
-
-
-def _diff_tokens(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for section in ("tokenizer", "source"):
-        fa, fb = _flat(a.get(section) or {}), _flat(b.get(section) or {})
-        for k in sorted(fa.keys() | fb.keys()):
-            if fa.get(k) != fb.get(k):
-                out.append(f"{section}: {k} {fa.get(k)!r} -> {fb.get(k)!r}")
-    for sp in sorted(a["splits"].keys() | b["splits"].keys()):
-        xa, xb = a["splits"].get(sp, {}), b["splits"].get(sp, {})
-        for k in ("samples", "shards"):
-            if xa.get(k) != xb.get(k):
-                out.append(f"split {sp}: {k} {xa.get(k)} -> {xb.get(k)}")
-    if [s["sha256"] for s in a["shards"]] != [s["sha256"] for s in b["shards"]]:
-        out.append("shards: content differs")
-    return out

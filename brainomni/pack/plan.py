@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..io.fs import get_fs, is_local, to_url
+from ..io.redact import redact
 from ..records import EEG, GRAD, MAG
 from ..splits import SplitConfig, assign_split
-from ..storage import get_fs, is_local, redact, to_url
 from .config import PackConfig
 from .windows import window_starts
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .. import __version__
+from ..io.commit import atomic_write_bytes
+from ..io.fs import join_url, read_json
+from ..io.redact import redact
 from ..pipeline import ALREADY_DONE, MapExecutor, Stage, StageRow, run_stage
 from ..pipeline.run import raise_if_failed
 from ..splits import SplitConfig
-from ..storage import atomic_write_bytes, join_url, read_json, redact
 from .config import PackConfig
 from .plan import PackPlan, discover_stores, ledger_stores, make_plan
 from .shards import TMP_PREFIX, clean_temp_shards, shard_urls, temp_shard_dir, write_shard

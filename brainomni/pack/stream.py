@@ -4,7 +4,8 @@ WebDataset opens URLs through ``webdataset.gopen_schemes``; :func:`register_fssp
 adds a handler that opens ``s3://...`` (or another protocol) with fsspec and the given
 storage options, so the training loader streams shards straight from the object store::
 
-    from brainomni.pack.stream import register_fsspec_scheme, shard_list, decode_sample
+    from brainomni.formats.sample import decode_sample
+    from brainomni.pack.stream import register_fsspec_scheme, shard_list
     register_fsspec_scheme("s3", {"profile": "lab"})
     ds = webdataset.WebDataset(shard_list("s3://bucket/pack", split="train"),
                                shardshuffle=False).map(decode_sample)
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..formats.sample import decode_sample
 from ..io.fs import get_fs, join_url
 from ..io.redact import redact
 
-__all__ = ["decode_sample", "register_fsspec_scheme", "shard_list"]
+__all__ = ["register_fsspec_scheme", "shard_list"]
 
 
 def register_fsspec_scheme(protocol: str = "s3", storage_options: dict | None = None) -> None:

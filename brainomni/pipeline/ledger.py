@@ -1,7 +1,7 @@
 """A stage's ledger: one row per unit and attempt, as small Parquet parts, compacted.
 
 Each finished unit appends ``DEST/ledger/part-<key>-<attempt:04d>.parquet`` (written
-atomically, see :func:`brainomni.storage.atomic_write_bytes`). At the end of a run
+atomically, see :func:`brainomni.io.commit.atomic_write_bytes`). At the end of a run
 :meth:`Ledger.compact` folds every part and the previous ``DEST/ledger.parquet`` into a new
 ``DEST/ledger.parquet`` with one row per unit (the latest attempt wins), then removes the
 folded parts. A run killed at any moment leaves parts and/or a compacted file whose union,
@@ -24,7 +24,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from brainomni.storage import atomic_write_bytes, get_fs, join_url, retry, to_url
+from brainomni.io.commit import atomic_write_bytes
+from brainomni.io.fs import get_fs, join_url, to_url
+from brainomni.io.retry import retry
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from brainomni.storage import atomic_write_bytes, join_url, redact
+from brainomni.io.commit import atomic_write_bytes
+from brainomni.io.fs import join_url
+from brainomni.io.redact import redact
 
 from .stage import Stage, StageRow
 

@@ -1,5 +1,4 @@
-"""The Ray executor: every unit a Ray task. The one library module that imports ``ray``
-(``brainomni.executors.ray_executor`` re-exports it).
+"""The Ray executor: every unit a Ray task. The one library module that imports ``ray``.
 
 Each unit is one task (``num_cpus`` and a ``memory`` reservation from the stage, so Ray
 never schedules more than a node's memory allows); at most ``max_in_flight`` are submitted
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainomni.storage import redact
+from brainomni.io.redact import redact
 
 from .stage import Stage, Work, execute, write_row
 
@@ -41,7 +40,7 @@ def _run_one(stage: Stage, work: Work) -> Any:
     """The Ray task body (module level: shipped by reference, not as a closure)."""
     import ray
 
-    from brainomni.entry import install_redaction
+    from brainomni.cli_common import install_redaction
 
     install_redaction()  # workers log through Ray's handlers: redact credentials there too
     stage.worker_init()

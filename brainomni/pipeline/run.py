@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from brainomni.storage import redact
+from brainomni.io.redact import redact
 
 from .ledger import FINAL_OUTCOMES
 from .progress import Progress

@@ -29,13 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from brainomni.storage import (
-    RetryPolicy,
-    StorageUnavailable,
-    describe_error,
-    redact,
-    retry,
-)
+from brainomni.io.redact import describe_error, redact
+from brainomni.io.retry import RetryPolicy, StorageUnavailable, retry
 
 from .ledger import FINAL_OUTCOMES, Ledger
 

@@ -35,13 +35,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from brainomni.readers.companions import (  # noqa: F401 - re-exported
-    Companion,
+from brainomni.readers.companions import (
     CompanionFn,
     brainvision_companions,
     bti_companions,
     fif_split_companions,
-    safe_join,
     same_stem,
 )
 

@@ -25,13 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from brainomni.errors import RecordingFailed, RecordingOutcome, SkipRecording
 from brainomni.readers import checks
-from brainomni.readers.failures import (  # noqa: F401 - exception_message: re-exported
-    _guard_reads,
-    _probe,
-    _reader_failure,
-    exception_message,
-)
-from brainomni.readers.formats import Format, detect_format, get_format, safe_join
+from brainomni.readers.companions import safe_join
+from brainomni.readers.failures import _guard_reads, _probe, _reader_failure
+from brainomni.readers.formats import Format, detect_format, get_format
 
 if TYPE_CHECKING:  # pragma: no cover
     from fsspec import AbstractFileSystem
@@ -297,7 +293,7 @@ def open_raw(
         except RecordingOutcome as outcome:
             raise _rename(outcome, tmp, posixpath.dirname(uri.rstrip("/"))) from outcome
         except (OSError, ValueError) as exc:  # object-store errors while staging
-            from ..storage import is_transient
+            from ..io.retry import is_transient
 
             raise RecordingFailed(
                 f"{uri}: could not be copied for reading: {type(exc).__name__}: {exc}",

@@ -52,7 +52,8 @@ def detect_source(url: str, storage_options: Mapping[str, Any] | None = None, **
 
     Other trees are taken as TUH-style and then need ``name`` and ``version`` in ``kw``.
     """
-    from brainomni.storage import get_fs, retry
+    from brainomni.io.fs import get_fs
+    from brainomni.io.retry import retry
 
     fs, path = get_fs(url, storage_options)
     is_bids = retry(lambda: fs.exists(f"{path}/dataset_description.json"), what="detect source")
@@ -138,7 +139,7 @@ def write_crawl(
     result: CrawlResult, dest: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[str, str]:
     """Write ``DEST/recordings.parquet`` and ``DEST/skipped.parquet``; their URLs."""
-    from brainomni.storage import join_url
+    from brainomni.io.fs import join_url
 
     rec_url, skip_url = join_url(dest, "recordings.parquet"), join_url(dest, "skipped.parquet")
     write_table(recordings_table(result.recordings), rec_url, storage_options)

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from brainomni.io.redact import redact
 from brainomni.records import RecordingRef
 from brainomni.sources.base import (
     BTI_FORMAT,
@@ -55,7 +56,6 @@ from brainomni.sources.sidecars import (
     ENCODING_KEY_PREFIX,
     SidecarError,
 )
-from brainomni.storage import redact
 
 logger = logging.getLogger(__name__)
 

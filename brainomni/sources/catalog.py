@@ -32,7 +32,7 @@ the same name (accession or alias, see :mod:`brainomni.manifests.catalog`), and
 attaches them to every recording. A ``[[source]]`` table that sets them is refused.
 
 Credentials never go in a catalog: they come from the environment or an AWS profile
-(``storage_options = { profile = "lab" }``), see :mod:`brainomni.storage`.
+(``storage_options = { profile = "lab" }``), see :mod:`brainomni.io.fs`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from brainomni.storage import check_storage_options, get_fs, redact, retry
+from brainomni.io.fs import check_storage_options, get_fs
+from brainomni.io.redact import redact
+from brainomni.io.retry import retry
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +180,8 @@ def load_catalog(url: str, storage_options: Mapping[str, Any] | None = None) -> 
 
 def _dataset_fixes(entries: list[Any], where: str, fs: Any, path: str) -> dict[str, str]:
     """Canonical dataset name (accession and aliases) -> channel fixes JSON."""
+    from brainomni.io.fs import is_local
     from brainomni.manifests.catalog import datasets_from_entries
-    from brainomni.storage import is_local
 
     if not entries:
         return {}

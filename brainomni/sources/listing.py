@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from brainomni.storage import get_fs, is_local, iter_chunks, redact, retry, to_url
+from brainomni.io.fs import get_fs, is_local, iter_chunks, to_url
+from brainomni.io.redact import redact
+from brainomni.io.retry import retry
 
 logger = logging.getLogger(__name__)
 

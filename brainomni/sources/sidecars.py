@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brainomni.errors import RecordingFailed
-from brainomni.storage import redact
+from brainomni.io.redact import redact
 
 MAX_SIDECAR_BYTES = 16 << 20  # a 10 000-channel channels.tsv is well under 1 MiB
 UNIT_SCALE = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
@@ -173,7 +173,7 @@ def _read_bytes(fs: Any, path: str, where: str) -> bytes:
         with fs.open(path, "rb") as fh:
             return fh.read(MAX_SIDECAR_BYTES + 1)
     except OSError as exc:
-        from brainomni.storage import is_transient
+        from brainomni.io.retry import is_transient
 
         raise SidecarError(
             f"{redact(where)}: cannot be read ({type(exc).__name__}: {exc})",

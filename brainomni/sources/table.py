@@ -13,8 +13,11 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from brainomni.io.commit import atomic_write_bytes
+from brainomni.io.fs import get_fs
+from brainomni.io.redact import redact
+from brainomni.io.retry import retry
 from brainomni.records import RecordingRef
-from brainomni.storage import atomic_write_bytes, get_fs, redact, retry
 
 SCHEMA_KEY = b"brainomni.recordings"
 SCHEMA_VERSION = b"1"

@@ -23,10 +23,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from brainomni.io.redact import redact
 from brainomni.records import RecordingRef
 from brainomni.sources.base import CrawlResult
 from brainomni.sources.listing import Listing
-from brainomni.storage import redact
 
 logger = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ def direct(specs: list[str], out: Path) -> dict[str, float]:
     """preprocess_recording on every crawled recording, serially, in this process."""
     import shlex
 
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
     from brainomni.sources import Source, crawl, detect_source
 
     refs = []

@@ -113,7 +113,7 @@ def build(name: str, minutes: float, workdir: Path) -> Path:
 CHILD = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[3])
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 t0 = time.perf_counter()
 res = preprocess_recording(sys.argv[1], out=sys.argv[2])
 wall = time.perf_counter() - t0

@@ -51,10 +51,11 @@ def _raw(kind: str):
 def recording(request, models, tmp_path_factory):
     """(kind, raw, embedding of the raw, pack-path samples sorted by start)."""
     from brainomni import embed
-    from brainomni.loader.reader import ReadConfig, ShardSource, decode_raw, read_shard
+    from brainomni.clean import preprocess_recording
+    from brainomni.formats.sample import decode_raw
+    from brainomni.loader.reader import ReadConfig, ShardSource, read_shard
     from brainomni.pack import get_profile
     from brainomni.pack.run import pack
-    from brainomni.preprocess import preprocess_recording
     from brainomni.records import RecordingRef
 
     raw = _raw(request.param)

@@ -451,7 +451,7 @@ def test_physionet_mi_labels_depend_on_the_run(tmp_path, monkeypatch):
         def no_cleaning(*a, **k):
             raise AssertionError("the store should have been reused")
 
-        monkeypatch.setattr("brainomni.preprocess.preprocess_recording", no_cleaning)
+        monkeypatch.setattr("brainomni.clean.preprocess_recording", no_cleaning)
     assert got["4"] == {"left_fist": n_t["T1"], "right_fist": n_t["T2"], "both_fists": 0, "feet": 0}
     assert got["6"] == {"left_fist": 0, "right_fist": 0, "both_fists": n_t["T1"], "feet": n_t["T2"]}
     assert sum(got["3"].values()) == 0

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from brainomni.executors.ray_executor import RayExecutor
 from brainomni.ingest import IngestJob, read_ledger, run_job
 from brainomni.manifests.catalog import DEFAULT_CATALOG, load_datasets
+from brainomni.pipeline.ray import RayExecutor
 from brainomni.sources import Source, load_catalog
 from tests.ingest import rehearsal
 

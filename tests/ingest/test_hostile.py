@@ -110,7 +110,7 @@ def test_unit_sphere_electrodes_tsv_is_scaled_too() -> None:
 def test_unexpected_exception_becomes_a_row(tmp_path: Path, monkeypatch) -> None:
     """A bug met on one input is a failed row naming the file and the class, the task's
     half-written store is removed, and the row is in the ledger."""
-    import brainomni.preprocess as pre
+    import brainomni.clean as pre  # ingest.task looks the name up there
 
     ref = RecordingRef(uri=str(tmp_path / "sub-01_eeg.edf"), dataset="d", relpath="sub-01_eeg.edf")
     task = IngestTask(ref=ref, dest=str(tmp_path / "out"))
@@ -209,7 +209,7 @@ def test_cnt_failure_reason_is_mnes_message(tmp_path: Path) -> None:
     message (the chained exception's), not a ``File "..."`` line."""
     import mne
 
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
 
     path = tmp_path / "cut.cnt"
     path.write_bytes(meeg_file("CNT/scan41_short.cnt").read_bytes()[:1000])

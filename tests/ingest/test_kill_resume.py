@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from brainomni.executors.ray_executor import RayExecutor
 from brainomni.ingest import IngestJob, read_ledger, run_job
 from brainomni.ingest.ledger import PARTS_DIR
+from brainomni.pipeline.ray import RayExecutor
 from brainomni.sources import Source
 from tests.conftest import ROOT
 from tests.ingest.conftest import store_hashes

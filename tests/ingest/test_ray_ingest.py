@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from brainomni.executors.ray_executor import RayExecutor
 from brainomni.ingest import IngestJob, read_ledger, run_job
+from brainomni.pipeline.ray import RayExecutor
 
 pytestmark = pytest.mark.slow
 

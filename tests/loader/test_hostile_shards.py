@@ -12,17 +12,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from brainomni.formats.sample import decode_sample
+from brainomni.formats.manifest import content_hash
+from brainomni.formats.sample import decode_raw, decode_sample, decode_tokens
 from brainomni.loader.loader import ShardLoader
-from brainomni.loader.reader import (
-    ReadConfig,
-    ShardFailed,
-    ShardSource,
-    decode_raw,
-    decode_tokens,
-    read_shard,
-)
-from brainomni.manifests.publish import content_hash, scan_shard, verify
+from brainomni.loader.reader import ReadConfig, ShardFailed, ShardSource, read_shard
+from brainomni.manifests.verify import scan_shard, verify
 from tests.loader.shards import (
     good_members,
     npy_with_header,

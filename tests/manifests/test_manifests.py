@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from brainomni.manifests.catalog import load_datasets
-from brainomni.manifests.publish import ManifestExists, diff, load_manifest, publish, verify
+from brainomni.manifests.diff import diff
+from brainomni.manifests.publish import ManifestExists, load_manifest, publish
+from brainomni.manifests.verify import verify
 from brainomni.pack import get_profile
 from brainomni.pack.run import pack
 from brainomni.sources.catalog import load_catalog

@@ -11,12 +11,13 @@ import pytest
 
 import brainomni.manifests.card as card_mod
 import brainomni.manifests.publish as pub
+from brainomni.formats.manifest import MANIFEST_FORMAT, content_hash
 from brainomni.manifests.publish import ManifestExists, publish
 
 
 def _manifest(run: str) -> dict:
-    m = {"format": pub.MANIFEST_FORMAT, "name": "race", "version": "1.0.0", "run": run}
-    m["content_hash"] = pub.content_hash(m)
+    m = {"format": MANIFEST_FORMAT, "name": "race", "version": "1.0.0", "run": run}
+    m["content_hash"] = content_hash(m)
     return m
 
 

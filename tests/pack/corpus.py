@@ -60,7 +60,7 @@ def build_corpus() -> Path:
     """``ROOT/recordings/<dataset>/<name>.zarr`` for every entry of :data:`SPECS`."""
     if "root" in _CACHE:
         return _CACHE["root"]
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
     from brainomni.records import RecordingRef
 
     assert MEEG_DIR is not None

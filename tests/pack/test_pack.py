@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
+from brainomni.formats.sample import decode_sample
 from brainomni.pack import get_profile
 from brainomni.pack.run import PlanMismatch, pack
-from brainomni.pack.stream import decode_sample, register_fsspec_scheme, shard_list
+from brainomni.pack.stream import register_fsspec_scheme, shard_list
 from brainomni.splits import SplitConfig
 from tests.pack.corpus import copy_store
 from tests.pack.test_windows import _reference

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import fsspec
 
+from brainomni.io.fs import get_fs
 from brainomni.pack import get_profile
 from brainomni.pack.run import pack, prepare_pack
 from brainomni.pack.shards import clean_temp_shards, shard_urls, temp_shard_dir, write_shard
 from brainomni.splits import SplitConfig
-from brainomni.storage import get_fs
 
 
 def _setup(corpus, dest):

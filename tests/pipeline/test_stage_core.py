@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from brainomni.ingest import IngestJob, run_job
+from brainomni.io.retry import RetryPolicy
 from brainomni.pipeline import (
     Ledger,
     LocalExecutor,
@@ -26,7 +27,6 @@ from brainomni.pipeline import (
 )
 from brainomni.pipeline.qc_report import QCReportStage
 from brainomni.pipeline.ray import RayExecutor
-from brainomni.retries import RetryPolicy
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

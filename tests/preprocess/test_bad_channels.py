@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 from brainomni.signal.config import CleanConfig
 from brainomni.stores.recording import open_recording
 from tests.conftest import meeg_file

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 from brainomni.signal.config import CleanConfig
 from brainomni.stores.recording import open_recording
 from tests.conftest import meeg_file

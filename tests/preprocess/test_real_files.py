@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 from brainomni.records import EEG, GRAD, MAG
 from brainomni.stores.recording import is_complete, open_recording
 from tests.conftest import meeg_file

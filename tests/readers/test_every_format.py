@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 from brainomni.readers.formats import FORMATS, GENERIC
 from brainomni.records import RecordingRef
 from tests.conftest import MEEG_DIR, meeg_file

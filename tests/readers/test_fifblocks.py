@@ -120,7 +120,7 @@ def test_preprocess_store_with_and_without_it(built, tmp_path, monkeypatch, fmt)
     import zarr
 
     import brainomni.readers.fifblocks as fb
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
 
     src = str(built[fmt])
     fast = preprocess_recording(src, out=str(tmp_path / "fast.zarr"))

@@ -9,14 +9,8 @@ import fsspec
 import pytest
 
 from brainomni.readers.cnt import cnt_data_format
-from brainomni.readers.formats import (
-    FORMATS,
-    brainvision_companions,
-    detect_format,
-    fif_split_companions,
-    get_format,
-    safe_join,
-)
+from brainomni.readers.companions import brainvision_companions, fif_split_companions, safe_join
+from brainomni.readers.formats import FORMATS, detect_format, get_format
 from tests.conftest import meeg_file
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fsspec
 import pytest
 
-from brainomni.preprocess import preprocess_recording
+from brainomni.clean import preprocess_recording
 from brainomni.readers import open as open_mod
 from tests.conftest import meeg_file
 

@@ -122,7 +122,7 @@ def test_ctf_every_grade_keeps_273_gradiometers(ctf_grades) -> None:
 def test_ctf_compensated_store_matches_mne(grade, ctf_grades, tmp_path) -> None:
     """The cleaned store of a compensated CTF file = MNE's whole-file chain on the same file
     (README tolerance; grade 0 is the shared .ds itself, in tests/preprocess)."""
-    from brainomni.preprocess import preprocess_recording
+    from brainomni.clean import preprocess_recording
     from brainomni.signal.config import CleanConfig
     from brainomni.stores.recording import open_recording
     from tests.preprocess.conftest import tile_recording

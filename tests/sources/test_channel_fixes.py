@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brainomni.clean import preprocess_recording
 from brainomni.manifests.catalog import DEFAULT_CATALOG, load_datasets
-from brainomni.preprocess import preprocess_recording
 from brainomni.records import EEG, RecordingRef
 from brainomni.sensors.fixes import ChannelFixes
 from brainomni.sources import load_catalog

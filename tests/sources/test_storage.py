@@ -131,7 +131,7 @@ def test_retry_recovers_from_transient_errors(caplog, monkeypatch):
             raise _s3fs_error("SlowDown", 503) if len(calls) == 1 else ConnectionResetError(SECRET)
         return "ok"
 
-    with caplog.at_level(logging.WARNING, logger="brainomni.storage"):
+    with caplog.at_level(logging.WARNING, logger="brainomni.io"):
         out = retry(
             flaky,
             RetryPolicy(attempts=5, base_delay=0.1, max_delay=0.15),
@@ -349,7 +349,7 @@ def test_clean_and_remove_staging(tmp_path):
 
 def test_library_import_is_light():
     code = (
-        "import sys, brainomni, brainomni.storage, brainomni.io.commit, brainomni.sources\n"
+        "import sys, brainomni, brainomni.io.fs, brainomni.io.retry, brainomni.io.commit, brainomni.sources\n"
         "heavy = [m for m in ('mne', 'mne_bids', 's3fs', 'pyarrow', 'fsspec', 'botocore', 'ray')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"

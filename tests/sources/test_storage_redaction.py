@@ -14,8 +14,9 @@ import logging
 
 import pytest
 
-from brainomni.entry import LOG_FORMAT, setup_logging
-from brainomni.storage import get_fs, redact
+from brainomni.cli_common import LOG_FORMAT, setup_logging
+from brainomni.io.fs import get_fs
+from brainomni.io.redact import redact
 
 # Not shaped like AWS key ids (AKIA...), so only the header/field redaction can catch them.
 CANARY_KEY_ID = "CANARYKEYID7Q3X9Z2W1"

@@ -113,7 +113,9 @@ def test_token_manifest_publishes_verifies_and_diffs(tmp_path, counted):
     shard by shard (the token sample check) and compared like a signal manifest."""
     import hashlib
 
-    from brainomni.manifests.publish import ManifestExists, diff, load_manifest, publish, verify
+    from brainomni.manifests.diff import diff
+    from brainomni.manifests.publish import ManifestExists, load_manifest, publish
+    from brainomni.manifests.verify import verify
     from tests.loader.data import packed_manifest
 
     src = json.loads(packed_manifest("tokenizer-10s").read_text())

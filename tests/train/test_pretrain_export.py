@@ -117,10 +117,11 @@ def _export(run: Path, out: Path) -> None:
 
 
 def test_tokenize_once_then_train_brainomni(s3_data, tok_run, tmp_path):
+    from brainomni.formats.sample import decode_raw, decode_tokens
+    from brainomni.io.fs import join_url
     from brainomni.loader.loader import read_manifest
-    from brainomni.loader.reader import ShardSource, decode_raw, decode_tokens, read_shard
+    from brainomni.loader.reader import ShardSource, read_shard
     from brainomni.models import BrainOmni
-    from brainomni.storage import join_url
     from brainomni.train.export import load_export
 
     exp = tmp_path / "tok-export"
