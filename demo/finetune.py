@@ -33,7 +33,10 @@ def balanced_accuracies(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """``{model: {"mean", "std", "runs"}}`` of the test balanced accuracy in a
     ``results.json`` of ``brainomni evaluate downstream``."""
     out = {}
-    for name, m in results.get("models", {}).items():
+    models = results.get("models", {})
+    order = [n for n in LABELS if n in models] + sorted(set(models) - set(LABELS))
+    for name in order:  # BrainOmni first, then its baselines
+        m = models[name]
         s = m.get("summary", {}).get("balanced_accuracy", {})
         runs = [r["balanced_accuracy"] for r in m.get("runs", []) if "balanced_accuracy" in r]
         out[name] = {"mean": s.get("mean"), "std": s.get("std"), "runs": runs}
