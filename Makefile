@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m brainomni.demo --out demo-out
+	$(BIN)/python -m demo --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check brainomni pipelines tests scripts
-	$(BIN)/ruff format --check brainomni pipelines tests scripts
+	$(BIN)/ruff check brainomni demo pipelines tests scripts
+	$(BIN)/ruff format --check brainomni demo pipelines tests scripts
 
 bench: $(STAMP)
 	for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

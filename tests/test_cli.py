@@ -85,6 +85,7 @@ def test_failed_recording_exit_code(tmp_path, capsys):
         [sys.executable, "pipelines/publish.py", "--help"],
         [sys.executable, "pipelines/tokenize_shards.py", "--help"],
         [sys.executable, "tests/benchmarks/bench_preprocess.py", "--help"],
+        [sys.executable, "-m", "demo", "--help"],
         [sys.executable, "-m", "brainomni.demo", "--help"],
     ],
 )

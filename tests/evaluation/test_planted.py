@@ -150,6 +150,29 @@ def test_no_subject_is_in_two_parts_and_the_epoch_is_chosen_on_validation(plante
     assert sorted(tested) == sorted(everyone)  # each subject tested exactly once
 
 
+def test_demo_summary_prints_each_models_balanced_accuracy(finetuned):
+    """``make demo``'s last table (demo/finetune.py) from a downstream results.json: the
+    balanced accuracy per fold recomputed from each unit's saved test predictions."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from brainomni.evaluation.finetune import load_predictions
+    from demo.finetune import LABELS, balanced_accuracies, summary_lines
+
+    root, _, _, res = finetuned
+    per_fold = []
+    for d in sorted(p.parent for p in (root / "run" / "units").rglob("result.json")):
+        z = load_predictions(d)
+        per_fold.append(balanced_accuracy_score(z["test_labels"], z["test_prob"].argmax(-1)))
+    got = balanced_accuracies(res)
+    assert list(got) == ["brainomni"]
+    np.testing.assert_allclose(sorted(got["brainomni"]["runs"]), sorted(per_fold), atol=1e-9)
+    assert got["brainomni"]["mean"] == pytest.approx(float(np.mean(per_fold)))
+    lines = summary_lines(res)
+    (row,) = [r for r in lines if r.startswith(f"| {LABELS['brainomni']} |")]
+    assert f"{np.mean(per_fold):.3f} ± " in row
+    assert row.count(", ") == len(per_fold) - 1  # one value per fold
+
+
 def test_a_second_run_reuses_the_cached_set_and_the_finished_units(finetuned):
     from brainomni.cli import main
 
