@@ -66,6 +66,12 @@ def autocast(precision: str, device_type: str):
     return nullcontext()
 
 
+def fast_bf16_path(precision: str, device_type: str) -> bool:
+    """Whether the model runs its bf16 CPU path (``layers.fast_bf16``): bf16 activations
+    between the blocks, fused RMSNorm/RoPE/dropout."""
+    return device_type == "cpu" and resolved_precision(precision, device_type) == "bf16"
+
+
 def maybe_compile(modules: list[nn.Module], enabled: bool) -> None:
     """Compile each module in place (``nn.Module.compile``): names and state dicts unchanged."""
     if enabled:
