@@ -116,30 +116,18 @@ class SelfAttention(nn.Module):
         B, T, _ = x_BTD.shape
         w = self.qkv.weight if in_scale is None else self.qkv.weight * in_scale
         qkv = F.linear(x_BTD, w, self.qkv.bias).view(B, T, 3, self.n_head, -1)
-        dropout = self.dropout if self.training else 0.0
-        if fast_bf16(qkv):
-            if self.rope:
-                cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-                # the tables hold each angle twice (one per feature of the pair), the sine
-                # negated on the even feature: keep one cos and the +sin, (T, 1, H, Dh/2)
-                cos, sin = (t.to(qkv.dtype).unsqueeze(1) for t in (cos[..., 0::2], sin[..., 1::2]))
-                qk = _RotatePairs.apply(qkv[:, :, :2], cos, sin)
-                q, k = qk.unbind(2)
-            else:
-                q, k = qkv[:, :, 0], qkv[:, :, 1]
-            v = qkv[:, :, 2]
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
-            if dropout > 0.0:
-                out = attention_dropout_bf16(q, k, v, dropout)
-            else:
-                out = F.scaled_dot_product_attention(q, k, v)
-            return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
         q, k, v = qkv.unbind(2)  # B T H Dh
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-            q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
+            if fast_bf16(qkv):  # q and k in one pass, in bf16
+                # the tables hold each angle twice (once per feature of a pair), the sine
+                # negated on the even feature: one cos and the +sin, (T, 1, H, Dh/2)
+                cos, sin = (t.to(qkv.dtype).unsqueeze(1) for t in (cos[..., 0::2], sin[..., 1::2]))
+                q, k = _RotatePairs.apply(qkv[:, :, :2], cos, sin).unbind(2)
+            else:
+                q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
-        out = attention(q, k, v, dropout)
+        out = attention(q, k, v, self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
 
 
@@ -148,13 +136,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
     ``F.scaled_dot_product_attention`` (fused) unless attention dropout is active on CPU in
     bf16: there PyTorch's SDPA falls back to its math path, which upcasts bf16 to float32;
-    the written-out form is the same function and keeps bf16 matrix products (about 1.35x
-    faster forward + backward for BrainOmni tiny's temporal attention; in float32 the math
-    path is the faster one).
+    ``attention_dropout_bf16`` is the same function with bf16 matrix products.
     """
-    if dropout_p > 0.0 and q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        w = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-2, -1)).softmax(dim=-1)
-        return torch.matmul(F.dropout(w, dropout_p), v)
+    if dropout_p > 0.0 and fast_bf16(q):
+        return attention_dropout_bf16(q, k, v, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
 
