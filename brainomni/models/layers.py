@@ -78,7 +78,8 @@ def apply_rope_tables(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE.
+    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE (on CPU in bf16: both
+    rotations in one ``_RotatePairs`` pass).
 
     Attention dropout is applied in training only (the official code also applied it in
     ``eval()``; see docs/models.md).
@@ -280,7 +281,7 @@ def keep_mask(shape: torch.Size, p: float, device) -> torch.Tensor:
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
     """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
     to float32 for dropout): scale applied inside the first product, the dropout's
-    ``1 / (1 - p)`` inside the second, the mask from ``keep_mask``."""
+    ``1 / (1 - p)`` on v, the mask from ``keep_mask``."""
     *lead, T, Dh = q.shape
     Tk = k.shape[-2]
     scale = Dh**-0.5 if scale is None else scale
@@ -288,5 +289,6 @@ def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
     w = w.softmax(dim=-1)
     w = w * keep_mask(w.shape, dropout_p, w.device).to(w.dtype)  # bf16 x bf16: vectorised
-    out = torch.baddbmm(w.new_empty(()), w, v3, beta=0.0, alpha=1.0 / (1.0 - dropout_p))
+    # 1 / (1 - p) on v, T / Dh times smaller than w (and so in backward too)
+    out = torch.bmm(w, v3 * (1.0 / (1.0 - dropout_p)))
     return out.view(*lead, T, v.shape[-1])
