@@ -186,7 +186,11 @@ def test_omni_bf16_within_tolerance(omni_pair):
     ours, plain, idx = omni_pair
     fast = BrainOmni("tiny", tokenizer=ours.tokenizer, **OMNI, precision="bf16").train()
     copy_weights(fast, ours)
+    seen = []
+    hook = fast.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
     a_out, a_grad = _step(fast, indices=idx, generator=torch.Generator().manual_seed(2))
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the bf16 residual stream: the blocks' bf16 CPU path ran
     b_out, b_grad = _step(plain, indices=idx, generator=torch.Generator().manual_seed(2))
     assert a_out["loss"].dtype == torch.float32
     assert abs(a_out["loss"] - b_out["loss"]) <= BF16_REL * abs(b_out["loss"])
