@@ -20,9 +20,9 @@ training config):
 
 ``compile`` (default False): ``nn.Module.compile()`` of the SEANet encoder/decoder (tokenizer)
 or of every criss-cross block (BrainOmni), in place so parameter names are unchanged. On the
-AMX CPU a compiled bf16 criss-cross block was slower than the eager bf16 one (0.59 s against
-0.50 s forward + backward, 1 thread; inductor's CPU kernels for the dropout/softmax passes
-over the 160 x 160 attention weights), so eager bf16 is the CPU fast path. The
+AMX CPU a compiled bf16 criss-cross block (autocast alone) was slower than the eager one
+(0.59 s against 0.50 s forward + backward, 1 thread, after 144 s of compilation), so the
+eager bf16 path above is the CPU fast path. The
 first steps pay the compilation (tens of seconds on CPU, again for each new batch shape
 until shapes are marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py``
 reports the compile time separately from the step time.
