@@ -7,6 +7,8 @@ so that released checkpoints load with only the renames in ``convert.py``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +78,8 @@ def apply_rope_tables(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE.
+    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE (on CPU in bf16: both
+    rotations in one ``_RotatePairs`` pass).
 
     Attention dropout is applied in training only (the official code also applied it in
     ``eval()``; see docs/models.md).
@@ -104,13 +107,26 @@ class SelfAttention(nn.Module):
         return rope_tables(rope_angles(seq_len, self.dim, self.n_head, self.rope_base, device))
 
     def forward(
-        self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x_BTD: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        in_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``in_scale`` (D,): a per-feature factor on ``x`` folded into the qkv weight (the
+        bf16 path's RMSNorm weight, see ``CrissCrossBlock``)."""
         B, T, _ = x_BTD.shape
-        q, k, v = self.qkv(x_BTD).view(B, T, 3, self.n_head, -1).unbind(2)  # B T H Dh
+        w = self.qkv.weight if in_scale is None else self.qkv.weight * in_scale
+        qkv = F.linear(x_BTD, w, self.qkv.bias).view(B, T, 3, self.n_head, -1)
+        q, k, v = qkv.unbind(2)  # B T H Dh
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-            q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
+            if fast_bf16(qkv):  # q and k in one pass, in bf16
+                # the tables hold each angle twice (once per feature of a pair), the sine
+                # negated on the even feature: one cos and the +sin, (T, 1, H, Dh/2)
+                cos, sin = (t.to(qkv.dtype).unsqueeze(1) for t in (cos[..., 0::2], sin[..., 1::2]))
+                q, k = _RotatePairs.apply(qkv[:, :, :2], cos, sin).unbind(2)
+            else:
+                q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
         out = attention(q, k, v, self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
@@ -121,13 +137,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
     ``F.scaled_dot_product_attention`` (fused) unless attention dropout is active on CPU in
     bf16: there PyTorch's SDPA falls back to its math path, which upcasts bf16 to float32;
-    the written-out form is the same function and keeps bf16 matrix products (about 1.35x
-    faster forward + backward for BrainOmni tiny's temporal attention; in float32 the math
-    path is the faster one).
+    ``attention_dropout_bf16`` is the same function with bf16 matrix products.
     """
-    if dropout_p > 0.0 and q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        w = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-2, -1)).softmax(dim=-1)
-        return torch.matmul(F.dropout(w, dropout_p), v)
+    if dropout_p > 0.0 and fast_bf16(q):
+        return attention_dropout_bf16(q, k, v, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
 
@@ -154,15 +167,128 @@ class CrissCrossBlock(nn.Module):
         self, x_BSWD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """``rope``: ``time_attn.rope_tables(W, device)``, computed here when not given."""
+        if fast_bf16(x_BSWD):
+            return self._forward_bf16(x_BSWD, rope)
         x_BSWD = x_BSWD + self._attn(self.pre_attn_norm(x_BSWD), rope)
         return x_BSWD + self.ff(self.pre_ff_norm(x_BSWD))
 
-    def _attn(self, x_BSWD: torch.Tensor, rope=None) -> torch.Tensor:
+    def _forward_bf16(self, x_BSWD: torch.Tensor, rope) -> torch.Tensor:
+        """The same function on the bf16 CPU path: each RMSNorm weight folded into the
+        following qkv / first FFN weight (``W (w * x) = (W diag(w)) x``), the norm by
+        ``rms_scale``, dropout masks by ``keep_mask``."""
+        h = x_BSWD.shape[-1] // 2
+        w = self.pre_attn_norm.weight
+        y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
+        x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
+        y = rms_scale(x_BSWD, self.pre_ff_norm.eps)
+        lin1, act, lin2 = self.ff.layer[:3]
+        f = lin2(act(F.linear(y, lin1.weight * self.pre_ff_norm.weight, lin1.bias)))
+        p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
+        if p > 0.0:
+            f = f * keep_mask(f.shape, p, f.device).to(f.dtype)
+            return x_BSWD.add(f, alpha=1.0 / (1.0 - p))
+        return x_BSWD + f
+
+    def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
         B, S, W, D = x_BSWD.shape
         h = D // 2
         xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices
         xt = xt.reshape(B * S, W, h)
         xs = xs.transpose(1, 2).reshape(B * W, S, h)
-        xt = self.time_attn(xt, rope).view(B, S, W, h)
-        xs = self.spatial_attn(xs).view(B, W, S, h).transpose(1, 2)
+        xt = self.time_attn(xt, rope, scales[0]).view(B, S, W, h)
+        xs = self.spatial_attn(xs, None, scales[1]).view(B, W, S, h).transpose(1, 2)
         return torch.cat([xs, xt], dim=-1)
+
+
+# --------------------------------------------------------------------------- bf16 CPU path
+# Under ``precision="bf16"`` on CPU the blocks see bf16 activations. There PyTorch's eager
+# elementwise ops dominate a training step once the matrix products run on AMX: each
+# RMSNorm, RoPE and dropout is several full passes over the activations (float32 copies,
+# ``bernoulli_``, autograd's saved intermediates). The functions below compute the same
+# functions in fewer passes, with hand-written backwards; they run only for bf16 CPU
+# tensors, so the float32 default path is unchanged. (torch.compile of the whole block was
+# measured slower than this on the AMX CPU, see speed.py.)
+
+
+def fast_bf16(x: torch.Tensor) -> bool:
+    """Whether ``x`` takes the bf16 CPU fast path (``precision="bf16"`` on CPU)."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
+
+
+class _RMSScale(torch.autograd.Function):
+    """``x * rsqrt(mean(x^2) + eps)`` (no weight: the caller folds it into the next
+    matrix product), statistics in float32, result in x's dtype, backward in two passes."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        acc = torch.promote_types(x.dtype, torch.float32)
+        sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc).square_()
+        rstd = torch.rsqrt(sq.div_(x.shape[-1]).add_(eps))
+        ctx.save_for_backward(x, rstd)
+        return x * rstd.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        # y = x r, r = (mean(x^2) + eps)^-1/2  =>  dx = g r - x r^3 <g, x> / D
+        x, rstd = ctx.saved_tensors
+        dot = torch.linalg.vecdot(g, x, dim=-1).to(rstd.dtype).unsqueeze(-1)
+        coef = (rstd.pow(3) * dot).div_(-x.shape[-1])
+        return torch.addcmul(g * rstd.to(g.dtype), x, coef.to(x.dtype)), None
+
+
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return _RMSScale.apply(x, eps)
+
+
+class _RotatePairs(torch.autograd.Function):
+    """RoPE on q and k at once: ``qk`` (..., 2, H, Dh) -> (x0 c - x1 s, x1 c + x0 s) per
+    adjacent pair, written through strided views (no flipped copy). ``cos``/``sin`` (T, 1,
+    H, Dh/2). The backward is the inverse rotation."""
+
+    @staticmethod
+    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(qk, cos, sin)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(g, cos, -sin), None, None
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    y0, y1 = out[..., 0::2], out[..., 1::2]
+    torch.mul(x0, cos, out=y0)
+    y0.addcmul_(x1, sin, value=-1.0)
+    torch.mul(x1, cos, out=y1)
+    y1.addcmul_(x0, sin)
+    return out
+
+
+def keep_mask(shape: torch.Size, p: float, device) -> torch.Tensor:
+    """Bernoulli(1 - p) keep mask from 16 random bits per element (a quarter of the
+    generator calls of ``bernoulli_``, about 4x faster on CPU); keep probability
+    ``1 - round(p * 2^16) / 2^16`` (|error| <= 2^-17). Draws from the default generator."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None)  # the full 64-bit range: four uniform int16 lanes
+    bits = words.view(torch.int16)[:n].view(shape)
+    return bits >= round(p * 65536) - 32768
+
+
+def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
+    """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
+    to float32 for dropout): scale applied inside the first product, the dropout's
+    ``1 / (1 - p)`` on v, the mask from ``keep_mask``."""
+    *lead, T, Dh = q.shape
+    Tk = k.shape[-2]
+    scale = Dh**-0.5 if scale is None else scale
+    q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
+    w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
+    w = w.softmax(dim=-1)
+    w = w * keep_mask(w.shape, dropout_p, w.device).to(w.dtype)  # bf16 x bf16: vectorised
+    # 1 / (1 - p) on v, T / Dh times smaller than w (and so in backward too)
+    out = torch.bmm(w, v3 * (1.0 / (1.0 - dropout_p)))
+    return out.view(*lead, T, v.shape[-1])

@@ -19,7 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainomni.models.layers import CrissCrossBlock, RMSNorm
-from brainomni.models.speed import autocast, check_speed_options, maybe_compile
+from brainomni.models.speed import (
+    autocast,
+    check_speed_options,
+    fast_bf16_path,
+    maybe_compile,
+)
 from brainomni.models.tokenizer import BrainTokenizer, TokenizerConfig
 
 DEDICATED_MASK_PROBABILITY = 0.8  # of masked positions: 80 % mask token, 20 % random token
@@ -158,6 +163,8 @@ class BrainOmni(nn.Module):
         Q = self.config.num_quantizers_used
         with autocast(self.config.precision, dev.type):
             h = self._embed(h)
+            if fast_bf16_path(self.config.precision, dev.type):
+                h = h.to(torch.bfloat16)  # a bf16 residual stream (layers.py's bf16 path)
             rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
             for block in self.blocks:
                 h = block(h, rope)

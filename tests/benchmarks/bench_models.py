@@ -18,7 +18,10 @@ warm-up step (k-means init, allocator, compilation), then ``--repeats`` rounds r
 variants interleaved (A, B, C, A, B, C, ...) so that a changing machine load hits all alike;
 the minimum per variant is reported with its speed-up over ``plain`` and whether the target
 holds (tokenizer >= 2x, omni >= 4x). The 1-min load average is printed: on a loaded machine
-absolute times grow, the interleaved ratios much less. Not a test.
+absolute times grow, the interleaved ratios much less - at one thread. With more OpenMP
+threads than idle cores the rounds spread widely and CPU time grows with the number of
+kernels (the variants with more, shorter kernels suffer most), so on a shared machine run
+``--threads 1`` (README, "Benchmarks"). Not a test.
 """
 
 from __future__ import annotations

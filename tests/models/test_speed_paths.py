@@ -186,7 +186,11 @@ def test_omni_bf16_within_tolerance(omni_pair):
     ours, plain, idx = omni_pair
     fast = BrainOmni("tiny", tokenizer=ours.tokenizer, **OMNI, precision="bf16").train()
     copy_weights(fast, ours)
+    seen = []
+    hook = fast.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
     a_out, a_grad = _step(fast, indices=idx, generator=torch.Generator().manual_seed(2))
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the bf16 residual stream: the blocks' bf16 CPU path ran
     b_out, b_grad = _step(plain, indices=idx, generator=torch.Generator().manual_seed(2))
     assert a_out["loss"].dtype == torch.float32
     assert abs(a_out["loss"] - b_out["loss"]) <= BF16_REL * abs(b_out["loss"])
@@ -255,17 +259,97 @@ def test_paper_seanet_bf16_within_tolerance():
     assert _rel_err(z, z_ref) <= BF16_REL and _rel_err(y, y_ref) <= BF16_REL
 
 
-def test_attention_with_dropout_in_bf16_is_the_written_out_form():
-    """layers.attention's bf16 dropout path against the plain formula, same dropout draws."""
-    from brainomni.models.layers import attention as ours_attention
-    from tests.models.plain_reference import attention as plain_attention
+# --------------------------------------------------------------------------- bf16 CPU block path
+
+
+def test_bf16_path_ops_have_exact_backwards():
+    """The hand-written backwards of the bf16 path's RMSNorm and RoPE ops against numerical
+    derivatives (float64: the ops are dtype-generic)."""
+    from brainomni.models.layers import _RotatePairs, rms_scale
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(6, 2, 20, 8, generator=g).bfloat16() for _ in range(3))
-    torch.manual_seed(3)
-    a = ours_attention(q, k, v, 0.25)
-    torch.manual_seed(3)
-    b = plain_attention(q, k, v, dropout_p=0.25)
-    assert a.dtype == torch.bfloat16
-    assert _rel_err(a, b) <= BF16_REL
-    assert not torch.allclose(a.float(), ours_attention(q, k, v, 0.0).float())  # dropout ran
+    x = torch.randn(6, 16, dtype=torch.float64, generator=g).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: rms_scale(t, 1e-6), (x,))
+    qk = torch.randn(2, 5, 2, 2, 8, dtype=torch.float64, generator=g).requires_grad_(True)
+    ang = torch.randn(5, 1, 2, 4, dtype=torch.float64, generator=g)
+    assert torch.autograd.gradcheck(lambda t: _RotatePairs.apply(t, ang.cos(), ang.sin()), (qk,))
+
+
+def test_rope_pairs_equal_the_complex_product():
+    """_RotatePairs with the tables the block derives equals the official complex RoPE."""
+    from brainomni.models.layers import _RotatePairs, rope_angles
+    from tests.models.plain_reference import rope_rotation
+
+    T, dim, H = 7, 16, 2
+    qk = torch.randn(3, T, 2, H, dim // H, dtype=torch.float64)
+    ang = rope_angles(T, dim, H, 10000.0, "cpu").double().unsqueeze(1)
+    ours = _RotatePairs.apply(qk, ang.cos(), ang.sin())
+    rot = rope_rotation(T, dim, H, 10000.0).to(torch.complex128).unsqueeze(1)
+    ref = torch.view_as_real(torch.view_as_complex(qk.reshape(3, T, 2, H, -1, 2)) * rot)
+    torch.testing.assert_close(ours, ref.flatten(-2), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_rate_and_seeding(p):
+    from brainomni.models.layers import keep_mask
+
+    torch.manual_seed(7)
+    a = keep_mask((400, 500), p, "cpu")
+    torch.manual_seed(7)
+    b = keep_mask((400, 500), p, "cpu")
+    n = a.numel()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(a.float().mean().item() - (1 - p)) < 5 * sigma  # Bernoulli(1 - p)
+    assert torch.equal(a, b)  # drawn from the default generator
+    assert not torch.equal(a, keep_mask((400, 500), p, "cpu"))
+
+
+def test_attention_dropout_bf16_equals_the_formula_with_its_mask():
+    from brainomni.models.layers import attention_dropout_bf16, keep_mask
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 20, 8, generator=g) for _ in range(3))
+    torch.manual_seed(4)
+    out = attention_dropout_bf16(*(t.bfloat16() for t in (q, k, v)), 0.25)
+    torch.manual_seed(4)
+    keep = keep_mask((6, 20, 20), 0.25, "cpu").view(3, 2, 20, 20)
+    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * keep / 0.75
+    assert out.dtype == torch.bfloat16
+    assert _rel_err(out, w @ v) <= BF16_REL
+
+
+@needs_bf16
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_criss_cross_bf16_path_within_tolerance(dropout):
+    """The block's bf16 path (bf16 input) against the plain float32 block: without dropout
+    forward and gradients within the bf16 tolerance; with dropout (other random draws than
+    the plain block's) the same in eval mode, and in training it drops."""
+    from brainomni.models.layers import CrissCrossBlock
+    from tests.models.plain_reference import CrissCrossBlock as PlainBlock
+
+    torch.manual_seed(0)
+    ours, plain = CrissCrossBlock(32, 4, dropout), PlainBlock(32, 4, dropout)
+    with torch.no_grad():  # non-trivial norm weights: the fold into the products is tested
+        for n, p in ours.named_parameters():
+            if n.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    copy_weights(plain, ours)
+    ours.train(dropout == 0.0), plain.train(dropout == 0.0)
+    x = torch.randn(2, 5, 12, 32)
+    rope = ours.time_attn.rope_tables(12, "cpu")
+    xb = x.bfloat16().requires_grad_(True)
+    with autocast("bf16", "cpu"):
+        y = ours(xb, rope)
+    assert y.dtype == torch.bfloat16
+    y.float().square().mean().backward()
+    xr = x.clone().requires_grad_(True)
+    ref = plain(xr)
+    ref.square().mean().backward()
+    assert _rel_err(y, ref) <= BF16_REL
+    assert _rel_err(xb.grad, xr.grad) <= BF16_REL
+    assert _flat_cos(_grads(ours), _grads(plain)) >= BF16_GRAD_COS
+    if dropout:
+        ours.train()
+        with torch.no_grad(), autocast("bf16", "cpu"):
+            dropped = ours(x.bfloat16(), rope)
+        assert _rel_err(dropped, y) > 1e-2 and torch.isfinite(dropped.float()).all()
