@@ -21,6 +21,7 @@ import functools
 import hashlib
 import io
 import logging
+import operator
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -68,9 +69,12 @@ def rows_table(rows: Iterable[Any], row_type: type) -> Any:
     # columns straight from the slots: dataclasses.asdict deep-copies every field (~1 ms a
     # row; 200,000 rows took minutes)
     names = [f.name for f in dataclasses.fields(row_type)]
-    rows = list(rows)
-    cols = {n: [getattr(r, n) for r in rows] for n in names}
-    return pa.Table.from_pydict(cols, schema=schema(row_type))
+    get = operator.attrgetter(*names)  # one C call per row for all its fields
+    if len(names) == 1:
+        get = lambda r, g=get: (g(r),)  # noqa: E731 - attrgetter of one name is no tuple
+    values = [get(r) for r in rows]
+    cols = zip(*values, strict=True) if values else ([] for _ in names)
+    return pa.Table.from_pydict(dict(zip(names, cols, strict=True)), schema=schema(row_type))
 
 
 def conform(table: Any, row_type: type, what: str = "ledger") -> Any:
@@ -169,6 +173,12 @@ def dedupe_table(table: Any, row_type: type) -> Any:
     return best.take(pc.sort_indices(by, [(c, "ascending") for c in sort_cols]))
 
 
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
 class Ledger:
     """The ledger of one stage under ``dest`` (a folder or URL), rows of ``row_type``."""
 
@@ -245,7 +255,10 @@ class Ledger:
         fs.invalidate_cache(base)
         if not retry(lambda: fs.exists(base), what="list ledger"):
             return []
-        names = retry(lambda: fs.ls(base, detail=False), what="list ledger")
+        if _is_local(fs):  # names only: fsspec normalises and stats every entry
+            names = [f"{base}/{n}" for n in retry(lambda: os.listdir(base), what="list ledger")]
+        else:
+            names = retry(lambda: fs.ls(base, detail=False), what="list ledger")
         return sorted(p for p in names if p.rsplit("/", 1)[-1].startswith("part-"))
 
     def _compacted(self, fs: Any, path: str) -> list[Any]:
@@ -284,9 +297,7 @@ class Ledger:
         stays). Local disk: one ``unlink`` per name relative to the folder's descriptor
         (fsspec's ``rm`` normalises each path three times and stats it: 3x the CPU);
         object stores: fsspec's bulk delete, 1,000 keys a request."""
-        from fsspec.implementations.local import LocalFileSystem
-
-        if isinstance(fs, LocalFileSystem) and parts:
+        if _is_local(fs) and parts:
             fd = os.open(base, os.O_RDONLY)
             try:
                 for p in parts:
