@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from brainomni.io.fs import is_local
 from brainomni.storage import atomic_write_bytes, get_fs, join_url, retry, to_url
 
 logger = logging.getLogger(__name__)
@@ -173,12 +174,6 @@ def dedupe_table(table: Any, row_type: type) -> Any:
     return best.take(pc.sort_indices(by, [(c, "ascending") for c in sort_cols]))
 
 
-def _is_local(fs: Any) -> bool:
-    from fsspec.implementations.local import LocalFileSystem
-
-    return isinstance(fs, LocalFileSystem)
-
-
 class Ledger:
     """The ledger of one stage under ``dest`` (a folder or URL), rows of ``row_type``."""
 
@@ -255,7 +250,7 @@ class Ledger:
         fs.invalidate_cache(base)
         if not retry(lambda: fs.exists(base), what="list ledger"):
             return []
-        if _is_local(fs):  # names only: fsspec normalises and stats every entry
+        if is_local(fs):  # names only: fsspec normalises and stats every entry
             names = [f"{base}/{n}" for n in retry(lambda: os.listdir(base), what="list ledger")]
         else:
             names = retry(lambda: fs.ls(base, detail=False), what="list ledger")
@@ -297,7 +292,7 @@ class Ledger:
         stays). Local disk: one ``unlink`` per name relative to the folder's descriptor
         (fsspec's ``rm`` normalises each path three times and stats it: 3x the CPU);
         object stores: fsspec's bulk delete, 1,000 keys a request."""
-        if _is_local(fs) and parts:
+        if is_local(fs) and parts:
             fd = os.open(base, os.O_RDONLY)
             try:
                 for p in parts:
