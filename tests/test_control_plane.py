@@ -121,3 +121,29 @@ def test_pack_plan_dict_equals_asdict():
     assert {r.split for r in plan.recordings} <= {"train", "val", "test"}
     again = PackPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again.recordings == plan.recordings and again.hash == plan.hash
+
+
+def test_arrow_dedupe_equals_python_dedupe():
+    """The fold's vectorised dedupe (Arrow) keeps the same row per key as the row-by-row
+    one, ties included (same attempt and time: the later row wins), in the same order."""
+    import random
+
+    from brainomni.ingest.ledger import LedgerRow
+    from brainomni.pipeline.ledger import dedupe, dedupe_table, rows_table, table_rows
+
+    rnd = random.Random(7)
+    rows = [
+        LedgerRow(
+            recording_id=f"r{rnd.randrange(60)}",
+            uri=f"/u/{i}",  # tells the rows apart
+            dataset=rnd.choice(["b", "a", ""]),
+            relpath=f"p{rnd.randrange(5)}",
+            attempt=rnd.randrange(1, 4),
+            finished_at=rnd.choice(["", "2026-01-01", "2026-01-02"]),
+        )
+        for i in range(400)
+    ]
+    want = dedupe(rows)
+    got = table_rows(dedupe_table(rows_table(rows, LedgerRow), LedgerRow), LedgerRow)
+    assert [r.uri for r in got] == [r.uri for r in want]
+    assert got == want and len(want) == len({r.recording_id for r in rows})

@@ -35,6 +35,8 @@ class LedgerRow:
     """What happened to one recording in one attempt. Durations in seconds, sizes in bytes."""
 
     LEDGER_TAG: ClassVar[tuple[bytes, bytes]] = (SCHEMA_KEY, SCHEMA_VERSION)
+    KEY_COLUMN: ClassVar[str] = "recording_id"  # the stage core's unit key
+    SORT_COLUMNS: ClassVar[tuple[str, ...]] = ("dataset", "relpath", "recording_id")
 
     recording_id: str
     uri: str  # redacted
