@@ -15,6 +15,7 @@ every optimizer step, once that step's logging, validation and checkpoint are do
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -334,7 +335,8 @@ def subsample(
     mask = batch.get("mask")
     if mask is None or not batch.get("padded", True):
         mask = torch.ones(B, C, dtype=torch.bool)
-    g = torch.Generator().manual_seed(int.from_bytes(repr(seed).encode(), "little") % 2**63)
+    digest = hashlib.sha256(repr(seed).encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
     out = dict(batch)
     if crop and crop < T:
         t0 = int(torch.randint(0, T - crop + 1, (1,), generator=g))
