@@ -78,7 +78,7 @@ def test_defaults_are_official():
     linears = [m for m in tok.modules() if isinstance(m, nn.Linear)]
     for m in linears:  # normal std 0.02 (truncated at +-2, i.e. not at all), biases 0
         assert m.bias is None or not m.bias.any()
-    w = torch.cat([m.weight.flatten() for m in linears])
+    w = torch.cat([m.weight.detach().flatten() for m in linears])
     assert float(w.std()) == pytest.approx(0.02, rel=0.1)
     assert float(w.abs().max()) < 0.02 * 7
     # SEANet convolutions keep PyTorch's default (non-zero) biases at the official init
