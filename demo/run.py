@@ -12,6 +12,7 @@
 Every step calls the library (``brainomni``) in this process; nothing shells out.
 
     python -m demo [--out demo-out] [--synthetic] [--skip-train] [--skip-finetune] [--steps N]
+                   [--tokenizer-steps N]
 """
 
 from __future__ import annotations
@@ -122,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-finetune", action="store_true", help="stop after pretraining (no planted task)"
     )
     ap.add_argument(
-        "--steps", type=int, default=30, help="pretraining steps of each stage (default 30)"
+        "--steps", type=int, default=30, help="BrainOmni pretraining steps (default 30)"
+    )
+    ap.add_argument(
+        "--tokenizer-steps",
+        type=int,
+        default=None,
+        help="BrainTokenizer pretraining steps (default: demo.train.TOKENIZER_STEPS)",
     )
     args = ap.parse_args(argv)
     setup_logging(logging.INFO)
@@ -141,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     finetune = None
     if not args.skip_train and _train_available():
-        from demo.train import train_and_report
+        from demo.train import TOKENIZER_STEPS, train_and_report
 
-        report = train_and_report(out, manifests, steps=args.steps, tokenizer_steps=args.steps)
+        tok_steps = TOKENIZER_STEPS if args.tokenizer_steps is None else args.tokenizer_steps
+        report = train_and_report(out, manifests, steps=args.steps, tokenizer_steps=tok_steps)
         if not args.skip_finetune:
             from demo.finetune import finetune_and_report
 

@@ -59,12 +59,18 @@ def reconstruction_losses(rec: torch.Tensor, target: torch.Tensor) -> dict[str, 
     }
 
 
-def total_loss(parts: dict[str, torch.Tensor], commitment: torch.Tensor) -> torch.Tensor:
-    """The official objective: time L1 + exp(-PCC) + commitment + amp L1 + 0.5 * phase L1."""
+def total_loss(
+    parts: dict[str, torch.Tensor], commitment: torch.Tensor, *, phase_weight: float = 0.5
+) -> torch.Tensor:
+    """The official objective: time L1 + exp(-PCC) + commitment + amp L1 + 0.5 * phase L1.
+
+    ``phase_weight`` (``TokenizerConfig.phase_weight``) replaces the 0.5; the official value
+    is the default.
+    """
     return (
         parts["time_loss"]
         + torch.exp(-parts["pcc"])
         + commitment
         + parts["amp_loss"]
-        + 0.5 * parts["phase_loss"]
+        + phase_weight * parts["phase_loss"]
     )

@@ -25,6 +25,7 @@ from brainomni.models.seanet import SEANetDecoder, SEANetEncoder
 from brainomni.models.speed import autocast, check_speed_options, maybe_compile
 
 N_SENSOR_TYPES = 3  # EEG 0, MAG 1, GRAD 2 (brainomni.records)
+INITS = ("official", "sharp")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class TokenizerConfig:
     dead_code_threshold: float = 2.0  # EMA count below which a code is replaced
     commitment_weight: float = 0.25
     rotation_trick: bool = True
+    init: str = "official"  # "sharp": fan-in init, SEANet biases 0, sharp attention keys
+    phase_weight: float = 0.5  # weight of the phase L1 in the objective (official 0.5)
     channel_drop_ratio: float = 0.25  # channels hidden from the encoder in training (>= 1)
     noise_std: float = 0.1  # Gaussian noise on the encoder input in training
     sync_codebook: bool | None = None  # all-reduce EMA statistics; None = if distributed
@@ -67,6 +70,10 @@ class TokenizerConfig:
             raise ValueError(f"channel_drop_ratio={self.channel_drop_ratio} must be in [0, 1)")
         if self.num_quantizers < 1 or self.codebook_size < 2:
             raise ValueError("num_quantizers must be >= 1 and codebook_size >= 2")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} must be one of {INITS}")
+        if not self.phase_weight >= 0.0:
+            raise ValueError(f"phase_weight={self.phase_weight} must be >= 0")
 
     @property
     def hop(self) -> int:
@@ -282,6 +289,8 @@ class BrainTokenizer(nn.Module):
         self.quantizer = BrainQuantizer(cfg)
         self.decoder = BrainTokenizerDecoder(cfg)
         self.apply(_init_weights)
+        if cfg.init == "sharp":
+            _init_sharp(self)
         maybe_compile([self.encoder.seanet_encoder, self.decoder.seanet_decoder], cfg.compile)
 
     # ------------------------------------------------------------------ helpers
@@ -416,7 +425,7 @@ class BrainTokenizer(nn.Module):
         rec = self.decoder(quant, sensors, mask).float()  # R N L
         target = zscore(x_BCNL.reshape(-1, *x_BCNL.shape[2:]) if mask is None else x_BCNL[mask])
         parts = reconstruction_losses(rec, target)
-        loss = total_loss(parts, commit)
+        loss = total_loss(parts, commit, phase_weight=cfg.phase_weight)
         out = {"loss": loss}
         out.update({k: v.detach() for k, v in parts.items()})
         out["commitment_loss"] = commit.detach()
@@ -466,3 +475,27 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.Embedding):
         nn.init.trunc_normal_(m.weight, std=0.02)
+
+
+def _init_sharp(model: BrainTokenizer) -> None:
+    """``init="sharp"``: an initialisation that breaks the official one's symmetry.
+
+    At the official init (std-0.02 Linear weights) the tokenizer starts near-symmetric: the
+    SEANet encoder's output is mostly one constant vector (its convolution biases), the
+    source queries attend uniformly over the channels, every source is the same vector, the
+    codebook collapses to one code and the decoder emits the same waveform for every
+    channel, whose gradient towards channel-specific output is second order (README, the
+    demo section). Here Linear layers get PyTorch's fan-in default, the SEANet convolution
+    biases are zeroed (the encoder's output then follows its input) and the attention keys
+    (``encoder.k_proj``, ``decoder.forwardsolution.kv``) get std-1 weights, so that attention
+    starts sharp and channel- and source-specific.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    for seanet in (model.encoder.seanet_encoder, model.decoder.seanet_decoder):
+        for m in seanet.modules():
+            if isinstance(m, nn.Conv1d | nn.ConvTranspose1d) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for lin in (model.encoder.k_proj, model.decoder.forwardsolution.kv):
+        nn.init.normal_(lin.weight, std=1.0)

@@ -29,8 +29,15 @@ class DataConfig:
     read_attempts: int = 3
     shards_root: str | None = None  # read shards from here instead of the manifest's root
     val_max_batches: int = 50  # per rank and split
+    # training batches only (tokenizer): at most this many random real channels per
+    # recording (0: all) and a random crop of this many samples (0: the whole sample);
+    # validation always sees whole samples. Cheaper steps for short CPU runs (the demo).
+    train_channels: int = 0
+    train_crop: int = 0
 
     def __post_init__(self) -> None:
+        if self.train_channels < 0 or self.train_crop < 0:
+            raise ValueError("data.train_channels and data.train_crop must be >= 0 (0: off)")
         if self.source not in ("tokens", "raw"):
             raise ValueError(f"data.source={self.source!r}: use 'tokens' or 'raw'")
         if self.micro_batch < 1 or self.chunk < self.micro_batch:

@@ -15,6 +15,7 @@ every optimizer step, once that step's logging, validation and checkpoint are do
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -237,6 +238,14 @@ class Trainer(Checkpointing, Validation):
             lr = float(self.engine.get_lr()[0])
             for _ in range(self.accum):
                 batch = next(it)
+                if "x" in batch and (cfg.data.train_channels or cfg.data.train_crop):
+                    batch = subsample(
+                        batch,
+                        cfg.data.train_channels,
+                        cfg.data.train_crop,
+                        # a function of the step, so a resumed run draws the same subsets
+                        seed=(cfg.seed, self.rank, self.step, len(keys)),
+                    )
                 out = self._forward(batch)
                 self.engine.backward(out["loss"])
                 self.engine.step()
@@ -314,6 +323,40 @@ class Trainer(Checkpointing, Validation):
             sample_log.close()
         self.log.close()
         return {"step": self.step, "last": last, "loader": st}
+
+
+def subsample(
+    batch: dict[str, Any], channels: int, crop: int, *, seed: tuple[int, ...]
+) -> dict[str, Any]:
+    """A training batch with at most ``channels`` random real channels per recording and a
+    random ``crop``-sample stretch (``0``: keep all); ``mask`` marks the kept channels."""
+    x, pos, st = batch["x"], batch["pos"], batch["sensor_type"]
+    B, C, T = x.shape
+    mask = batch.get("mask")
+    if mask is None or not batch.get("padded", True):
+        mask = torch.ones(B, C, dtype=torch.bool)
+    digest = hashlib.sha256(repr(seed).encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
+    out = dict(batch)
+    if crop and crop < T:
+        t0 = int(torch.randint(0, T - crop + 1, (1,), generator=g))
+        x = x[..., t0 : t0 + crop]
+    if channels and channels < C:
+        picks = []
+        for b in range(B):
+            real = mask[b].nonzero().flatten()
+            keep = real[torch.randperm(len(real), generator=g)[:channels]]
+            picks.append(keep.sort().values)
+        K = max(len(p) for p in picks)
+        new_mask = torch.zeros(B, K, dtype=torch.bool)
+        idx = torch.zeros(B, K, dtype=torch.long)
+        for b, p in enumerate(picks):
+            idx[b, : len(p)], new_mask[b, : len(p)] = p, True
+        rows = torch.arange(B)[:, None]
+        x, pos, st, mask = x[rows, idx], pos[rows, idx], st[rows, idx], new_mask
+        out["padded"] = not bool(mask.all())
+    out.update(x=x, pos=pos, sensor_type=st, mask=mask)
+    return out
 
 
 def _check_data(cfg: TrainConfig, manifest: dict[str, Any], extra: dict[str, Any]) -> None:
