@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from brainomni.io.commit import atomic_write_bytes
-from brainomni.io.fs import join_url
+from brainomni.pipeline.summary import SUMMARY_FILE, write_summary  # noqa: F401 - one writer
 
 from .ledger import ALREADY_DONE, LedgerRow
-
-SUMMARY_FILE = "summary.json"
 
 # What to do about each failure class (the row's reason has the details). Keys are exact
 # error classes or the prefix before a dot (``ReadError.ValueError`` -> ``ReadError``).
@@ -109,13 +105,6 @@ def summarize(
         "bytes_out": sum(r.bytes_out or 0 for r in rows if r.outcome == "ok"),
         **({"run": dict(run)} if run else {}),
     }
-
-
-def write_summary(dest: str, summary: Mapping[str, Any], storage_options=None) -> str:
-    url = join_url(dest, SUMMARY_FILE)
-    body = json.dumps(summary, indent=1, sort_keys=True, default=str).encode()
-    atomic_write_bytes(url, body, storage_options)
-    return url
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

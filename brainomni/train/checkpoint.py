@@ -43,8 +43,12 @@ import torch
 
 from ..io.commit import atomic_write_bytes, move_into, staged_path
 from .integrity import (  # noqa: F401 - re-exported: callers use checkpoint.<name>
+    FORMAT,
     MAX_META_BYTES,
     MAX_PICKLE_BYTES,
+    META,
+    UNIVERSAL,
+    UNIVERSAL_META,
     CheckpointError,
     _check_table,
     _ds_safe_globals,
@@ -59,10 +63,6 @@ from .integrity import (  # noqa: F401 - re-exported: callers use checkpoint.<na
 
 log = logging.getLogger(__name__)
 
-META = "meta.json"
-UNIVERSAL = "ds-universal"  # tag of the universal form of ``ds/``
-UNIVERSAL_META = "ds-universal.json"  # hashes of ``ds-universal/``, written after it
-FORMAT = "brainomni.checkpoint/2"  # /2: meta.json lists every file's sha256
 _STEP = re.compile(r"^step-(\d+)$")
 
 
