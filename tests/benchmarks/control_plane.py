@@ -370,6 +370,7 @@ def run_all(
 
     from brainomni.loader.loader import ShardLoader
     from brainomni.manifests import publish as pub
+    from brainomni.manifests import verify as verify_mod
     from brainomni.manifests.diff import diff as diff_manifests
     from brainomni.manifests.verify import verify as verify_manifest
     from brainomni.pack.plan import plan_from_infos
@@ -430,7 +431,7 @@ def run_all(
         s = by_path[url[len(shards_root) + 1 :]]
         return s["sha256"], s["bytes"], s["samples"]
 
-    with mock.patch.object(pub, "scan_shard", fake_scan):
+    with mock.patch.object(verify_mod, "scan_shard", fake_scan):
         rep = timer("manifest verify", lambda: verify_manifest(manifest))
     assert rep.ok, rep.problems[:3]
     other = json.loads(json.dumps(manifest))
