@@ -6,7 +6,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from brainomni.pipeline.summary import SUMMARY_FILE, write_summary  # noqa: F401 - one writer
+from brainomni.pipeline.summary import (  # noqa: F401 - one writer, one failures table
+    SUMMARY_FILE,
+    failure_lines,
+    write_summary,
+)
 
 from .ledger import ALREADY_DONE, LedgerRow
 
@@ -122,17 +126,4 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  drop   {key:<50} {entry['count']:5d}  e.g. {entry['example'][:120]}")
     for reason, n in summary["crawl_skipped_by_reason"].items():
         lines.append(f"  crawl  {reason:<50} {n:5d}")
-    failures = summary.get("failures") or []
-    if failures:
-        lines.append(f"failures ({sum(e['count'] for e in failures)}), by error class:")
-        lines.append(f"  {'error class':<28} {'count':>5}  {'example':<48} fix")
-        for e in failures:
-            lines.append(
-                f"  {e['error_class'][:28]:<28} {e['count']:5d}  {e['example'][-48:]:<48} {e['fix']}"
-            )
-    run = summary.get("run") or {}
-    if run:
-        lines.append(
-            "run: " + "  ".join(f"{k}={v}" for k, v in run.items() if not isinstance(v, dict))
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + failure_lines(summary, header=True))

@@ -8,6 +8,10 @@ Inputs everywhere: ``x`` (B, C, T) signals, ``pos`` (B, C, 6) position + orienta
 ``sensor_type`` (B, C) int (EEG 0, MAG 1, GRAD 2) and an optional ``mask`` (B, C) bool that
 is True for real channels of a padded batch. Module and parameter names follow the official
 code (``braintokenizer/model.py``, ``model_utils/module.py``); see ``convert.py``.
+
+Size: the official module tree in one file (sensor embedding, encoder, quantiser, decoder
+and the model with its loss), so that converted official weights map name for name; the
+initialisations live in ``tokenizer_init.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from brainomni.models.layers import FeedForward, RMSNorm
 from brainomni.models.losses import reconstruction_losses, total_loss, zscore
 from brainomni.models.seanet import SEANetDecoder, SEANetEncoder
 from brainomni.models.speed import autocast, check_speed_options, maybe_compile
+from brainomni.models.tokenizer_init import init_official, init_sharp
 
 N_SENSOR_TYPES = 3  # EEG 0, MAG 1, GRAD 2 (brainomni.records)
 INITS = ("official", "sharp")
@@ -288,9 +293,9 @@ class BrainTokenizer(nn.Module):
         self.encoder = BrainTokenizerEncoder(cfg)
         self.quantizer = BrainQuantizer(cfg)
         self.decoder = BrainTokenizerDecoder(cfg)
-        self.apply(_init_weights)
+        self.apply(init_official)
         if cfg.init == "sharp":
-            _init_sharp(self)
+            init_sharp(self)
         maybe_compile([self.encoder.seanet_encoder, self.decoder.seanet_decoder], cfg.compile)
 
     # ------------------------------------------------------------------ helpers
@@ -465,37 +470,3 @@ def _drop_channels(
     scores = torch.rand(B, C, device=device).masked_fill(~mask, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)
     return mask & (rank >= n_drop)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Official initialisation: Linear/Embedding truncated normal (std 0.02), biases 0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Embedding):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-
-
-def _init_sharp(model: BrainTokenizer) -> None:
-    """``init="sharp"``: an initialisation that breaks the official one's symmetry.
-
-    At the official init (std-0.02 Linear weights) the tokenizer starts near-symmetric: the
-    SEANet encoder's output is mostly one constant vector (its convolution biases), the
-    source queries attend uniformly over the channels, every source is the same vector, the
-    codebook collapses to one code and the decoder emits the same waveform for every
-    channel, whose gradient towards channel-specific output is second order (README, the
-    demo section). Here Linear layers get PyTorch's fan-in default, the SEANet convolution
-    biases are zeroed (the encoder's output then follows its input) and the attention keys
-    (``encoder.k_proj``, ``decoder.forwardsolution.kv``) get std-1 weights, so that attention
-    starts sharp and channel- and source-specific.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            m.reset_parameters()
-    for seanet in (model.encoder.seanet_encoder, model.decoder.seanet_decoder):
-        for m in seanet.modules():
-            if isinstance(m, nn.Conv1d | nn.ConvTranspose1d) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-    for lin in (model.encoder.k_proj, model.decoder.forwardsolution.kv):
-        nn.init.normal_(lin.weight, std=1.0)

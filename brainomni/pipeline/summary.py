@@ -90,9 +90,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         + "  ".join(f"{k}={v}" for k, v in summary["by_outcome"].items())
         + f"  (already done before this run: {summary['already_done']})",
     ]
+    return "\n".join(lines + failure_lines(summary))
+
+
+def failure_lines(summary: Mapping[str, Any], header: bool = False) -> list[str]:
+    """The failures-by-error-class table and the run line of a summary (every stage's)."""
+    lines = []
     failures = summary.get("failures") or []
     if failures:
         lines.append(f"failures ({sum(e['count'] for e in failures)}), by error class:")
+        if header:
+            lines.append(f"  {'error class':<28} {'count':>5}  {'example':<48} fix")
         for e in failures:
             lines.append(
                 f"  {e['error_class'][:28]:<28} {e['count']:5d}  {e['example'][-48:]:<48} {e['fix']}"
@@ -102,4 +110,4 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(
             "run: " + "  ".join(f"{k}={v}" for k, v in run.items() if not isinstance(v, dict))
         )
-    return "\n".join(lines)
+    return lines
