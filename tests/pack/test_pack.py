@@ -165,6 +165,26 @@ def test_plan_is_frozen_json(packed):
     assert len(plan["shards"]) == len(index["shards"]) + len(index["empty_shards"])
 
 
+def test_plan_hash_is_computed_once_and_forgotten_on_change(packed, monkeypatch):
+    """Every pack unit asks for the plan's hash: it is the sha256 of the frozen JSON,
+    computed once per plan object; assigning a field recomputes it."""
+    import hashlib
+
+    from brainomni.pack.plan import PackPlan
+
+    dest, index = packed
+    doc = json.loads((dest / "plan.json").read_text())
+    plan = PackPlan.from_dict(doc)
+    expected = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    assert plan.hash == expected == index["plan_hash"]
+    calls = []
+    real = PackPlan.to_dict
+    monkeypatch.setattr(PackPlan, "to_dict", lambda self: calls.append(1) or real(self))
+    assert [plan.hash for _ in range(5)] == [expected] * 5 and calls == []
+    plan.dropped = [*plan.dropped, {"uri": "x", "recording_id": "", "dataset": "", "reason": "r"}]
+    assert plan.hash != expected and len(calls) == 1
+
+
 def test_ray_pipeline_matches_local(corpus, packed, tmp_path):
     import subprocess
     import sys

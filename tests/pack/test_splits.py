@@ -71,3 +71,25 @@ def test_leakage_check_catches_planted_overlaps():
             check_leakage(rows, cfg)
     with pytest.raises(LeakageError, match="downstream"):
         check_leakage(ok, cfg, downstream_subjects=[("ds004148", "02")])
+
+
+def test_remembered_splits_equal_fresh_ones_and_stay_out_of_pickles():
+    """assign_split remembers each (dataset, subject) on its config: the answers equal a
+    fresh config's (computed afresh by the private function), and a pickled config (sent to
+    every pack worker) carries none of them."""
+    import pickle
+
+    from brainomni.splits import _assign
+
+    cfg = SplitConfig(unseen_datasets=("ds000003",), excluded_datasets=("ds000004",))
+    subjects = _subjects(700)
+    first = [assign_split(d, s, cfg) for d, s in subjects]
+    again = [assign_split(d, s, cfg) for d, s in subjects]
+    fresh = [_assign(d, s, cfg) for d, s in subjects]
+    assert first == again == fresh
+    assert {"train", "val", "unseen-ds000003", None} <= set(first)
+    blob = pickle.dumps(cfg)
+    back = pickle.loads(blob)
+    assert back == cfg and "_split_memo" not in back.__dict__
+    assert len(blob) < 2000  # 700 remembered subjects would take tens of kB
+    assert [assign_split(d, s, back) for d, s in subjects] == first
