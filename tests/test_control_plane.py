@@ -100,6 +100,34 @@ def test_parallel_crawl_equals_serial(tmp_path, monkeypatch):
     assert sum(len(r.recordings) for r in pooled) == 800
 
 
+def test_frozen_table_built_in_the_pool_equals_one_built_from_the_refs(tmp_path, monkeypatch):
+    """The pool's processes build each source's recordings table; the driver reorders and
+    cuts them. The frozen table equals the one built from the frozen refs in one piece
+    (sources given out of order, and a limit: the reordering is not the identity)."""
+    import pyarrow.parquet as pq
+
+    from brainomni.ingest.plan import plan
+    from brainomni.signal.config import DEFAULT_CONFIG
+    from brainomni.sources import Source, recordings_table
+
+    cp.GeneratedBIDS.configure(600)
+    sources = [
+        Source(url=f"genbids://gen{k:05d}", kind="bids", name=f"gen{k:05d}", version="1.0.0")
+        for k in (3, 1, 2, 0)
+    ]
+    monkeypatch.setenv("BRAINOMNI_CRAWL_PROCS", "2")
+    got = plan(sources, str(tmp_path / "a"), config=DEFAULT_CONFIG, limit=500)
+    assert len(got.recordings) == len(got.tasks) == 500
+    keys = [(r.dataset, r.relpath) for r in got.recordings]
+    assert keys == sorted(keys) and keys[0][0] == "gen00000" and keys[-1][0] == "gen00003"
+    frozen = pq.read_table(tmp_path / "a" / "crawl" / "recordings.parquet")
+    assert frozen.equals(recordings_table(got.recordings))
+    assert [t.ref.recording_id for t in got.tasks] == frozen.column("recording_id").to_pylist()
+    monkeypatch.setenv("BRAINOMNI_CRAWL_PROCS", "1")
+    again = plan(sources, str(tmp_path / "b"), config=DEFAULT_CONFIG, limit=500)
+    assert again.fingerprint == got.fingerprint and again.recordings == got.recordings
+
+
 def test_pack_plan_dict_equals_asdict():
     """The plan's recording dicts (built field by field, no deep copy) equal ``asdict``, and
     the plan survives its JSON form with the same hash."""

@@ -24,7 +24,15 @@ from brainomni.io.redact import redact
 from brainomni.io.retry import RetryPolicy
 from brainomni.records import RecordingRef
 from brainomni.signal.config import CleanConfig
-from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
+from brainomni.sources import (
+    CrawlResult,
+    Source,
+    crawl,
+    read_table,
+    recordings_table,
+    refs_from_table,
+    write_crawl,
+)
 
 from .ledger import LedgerRow, read_ledger
 from .task import IngestTask
@@ -97,33 +105,54 @@ def _diff(old: dict[str, Any], new: dict[str, Any], old_refs: list[RecordingRef]
     return "; ".join(msgs)
 
 
-def crawl_all(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[CrawlResult]:
-    """Crawl every source, several at once: datasets are independent, and a crawl is a
-    listing plus one or two small reads per recording (sidecars) — network-bound on object
-    stores, CPU-bound (parsing) on local or cached listings.
+def _crawl_one(source: Source, crawl_fn: Any = crawl) -> tuple[CrawlResult, Any]:
+    """One source crawled, with its recordings table (Arrow) built where it was crawled:
+    in a pool's process, so the driver only concatenates tables."""
+    found = crawl_fn(source)
+    return found, recordings_table(found.recordings)
+
+
+def _pool_start() -> None:
+    # the forked child shares the driver's heap: freezing it keeps the child's collector
+    # from walking (and so copying) every inherited object on each full collection
+    import gc
+
+    gc.freeze()
+
+
+def crawl_tables(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[tuple[CrawlResult, Any]]:
+    """Crawl every source, several at once: (result, recordings table) per source, in the
+    sources' order. Datasets are independent, and a crawl is a listing plus one or two
+    small reads per recording (sidecars) — network-bound on object stores, CPU-bound
+    (parsing) on local or cached listings.
 
     With the default crawler and more than one source, sources are crawled by a pool of
     processes (``BRAINOMNI_CRAWL_PROCS``, default the CPU count; forked, so registered
-    filesystems carry over), results in the sources' order. A crawler passed in by the
-    caller, one source, one process, or a pool that cannot start: in this process, one
-    source after another. Errors of a source's crawl propagate either way."""
+    filesystems carry over). A crawler passed in by the caller, one source, one process,
+    or a pool that cannot start: in this process, one source after another. Errors of a
+    source's crawl propagate either way."""
     import os
 
     procs = int(os.environ.get("BRAINOMNI_CRAWL_PROCS") or os.cpu_count() or 1)
     procs = min(procs, len(sources))
     if crawl_fn is not crawl or procs < 2:
-        return [crawl_fn(s) for s in sources]
+        return [_crawl_one(s, crawl_fn) for s in sources]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     try:
         ctx = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(procs, mp_context=ctx)
+        pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=_pool_start)
     except (ValueError, OSError) as exc:  # no fork on this platform, no processes left
         logger.info("crawling serially (%s)", exc)
-        return [crawl_fn(s) for s in sources]
+        return [_crawl_one(s, crawl_fn) for s in sources]
     with pool:
-        return list(pool.map(crawl_fn, sources, chunksize=1))
+        return list(pool.map(_crawl_one, sources, chunksize=1))
+
+
+def crawl_all(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[CrawlResult]:
+    """Every source's :class:`CrawlResult` (see :func:`crawl_tables`)."""
+    return [found for found, _ in crawl_tables(sources, crawl_fn)]
 
 
 def freeze(
@@ -135,8 +164,11 @@ def freeze(
     recrawl: bool = False,
     limit: int | None = None,
     crawl_fn: Any = crawl,
-) -> tuple[list[RecordingRef], list[tuple[RecordingRef, str]], dict[str, Any], dict, bool]:
-    """Crawl and freeze the list under ``DEST/crawl/``; (refs, skipped, plan, options, resumed).
+) -> tuple[
+    list[RecordingRef], list[str], list[tuple[RecordingRef, str]], dict[str, Any], dict, bool
+]:
+    """Crawl and freeze the list under ``DEST/crawl/``; (refs, their ids, skipped, plan,
+    options, resumed).
 
     ``options`` maps each recording id to its source's storage options.
 
@@ -144,27 +176,37 @@ def freeze(
     list, so a rerun must pass the same limit. Raises :class:`PlanChanged` when an earlier
     frozen list differs and ``recrawl`` is not set.
     """
+    import pyarrow as pa
+
     so = dict(dest_storage_options or {})
-    options: dict[str, dict] = {}
     refs: list[RecordingRef] = []
     crawl_skipped: list[tuple[RecordingRef, str]] = []
-    so_of: dict[int, dict] = {}  # id(ref) -> its source's storage options
+    tables, src_of = [], []  # per source: its recordings table; per ref: its source
     # accumulated in place: ``a + b`` per source would be quadratic
-    for source, found in zip(sources, crawl_all(sources, crawl_fn), strict=True):
-        so_src = dict(source.storage_options)
-        for ref in found.recordings:  # refs carry no storage options: keep the source's
-            so_of.setdefault(id(ref), so_src)
+    crawled = crawl_tables(sources, crawl_fn)
+    for k, (found, table) in enumerate(crawled):
         refs.extend(found.recordings)
         crawl_skipped.extend(found.skipped)
-    result = CrawlResult(refs, crawl_skipped)  # sorts refs in place
-    # each id once (a sha256 each; 200,000 recordings): options and fingerprint reuse them
-    all_ids = [r.recording_id for r in refs]
-    for rid, ref in zip(all_ids, refs, strict=True):
-        options.setdefault(rid, so_of[id(ref)])
-    del so_of
+        tables.append(table)
+        src_of.extend([k] * len(found.recordings))
+    del crawled
+    # the frozen order: by (dataset, relative path), ties in the sources' order (what a
+    # stable sort of the concatenation gives); each source's table is reordered alike
+    order = sorted(range(len(refs)), key=lambda i: (refs[i].dataset, refs[i].relpath))
     if limit is not None:
-        refs = refs[:limit]
-    ids = all_ids[: len(refs)]
+        order = order[:limit]
+    refs = [refs[i] for i in order]
+    table = pa.concat_tables(tables) if tables else recordings_table([])
+    if order != list(range(table.num_rows)):
+        table = table.take(pa.array(order, type=pa.int64()))
+    del tables
+    # each id once (a sha256 each, computed where the table was built): options,
+    # fingerprint and the tasks reuse them
+    ids = table.column("recording_id").to_pylist()
+    per_source = [dict(s.storage_options) for s in sources]  # one dict per source, shared
+    options = {rid: per_source[src_of[i]] for rid, i in zip(ids, order, strict=True)}
+    del src_of, order
+    result = CrawlResult([], crawl_skipped)  # sorts the skipped entries
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate recording ids across sources (same dataset listed twice?)")
     crawl_dir = join_url(dest, CRAWL_DIR)
@@ -185,10 +227,10 @@ def freeze(
         resumed = False
     if old is None or not resumed:
         # recordings + skipped first, plan.json last: the plan exists only once complete.
-        write_crawl(CrawlResult(refs, list(result.skipped)), crawl_dir, so)
+        write_crawl(CrawlResult(refs, list(result.skipped)), crawl_dir, so, table=table)
         body = json.dumps(doc, indent=1, sort_keys=True).encode()
         atomic_write_bytes(join_url(crawl_dir, PLAN_FILE), body, so)
-    return refs, list(result.skipped), doc, options, resumed
+    return refs, ids, list(result.skipped), doc, options, resumed
 
 
 def plan(
@@ -204,7 +246,7 @@ def plan(
 ) -> Plan:
     """Freeze the work list and split it into tasks to run and rows already final."""
     so = dict(dest_storage_options or {})
-    refs, skipped, doc, options, resumed = freeze(
+    refs, ids, skipped, doc, options, resumed = freeze(
         sources,
         dest,
         config=config,
@@ -216,8 +258,8 @@ def plan(
     previous = {r.recording_id: r for r in read_ledger(dest, so)}
     policy = RetryPolicy()  # immutable: one for every task (its default reads the env)
     tasks, done = [], []
-    for ref in refs:
-        prev = previous.get(ref.recording_id) if previous else None
+    for rid, ref in zip(ids, refs, strict=True):
+        prev = previous.get(rid) if previous else None
         if (
             prev is not None
             and prev.outcome in FINAL_OUTCOMES
@@ -232,7 +274,7 @@ def plan(
                 dest=dest,
                 attempt=(prev.attempt + 1) if prev is not None else 1,
                 config=config,
-                storage_options=options.get(ref.recording_id, {}),
+                storage_options=options.get(rid, {}),
                 dest_storage_options=so,
                 cache_root=cache_root,
                 retry_policy=policy,

@@ -136,12 +136,22 @@ def crawl_many(sources: list[Source], *, checksums: bool = True) -> CrawlResult:
 
 
 def write_crawl(
-    result: CrawlResult, dest: str, storage_options: Mapping[str, Any] | None = None
+    result: CrawlResult,
+    dest: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    table: Any = None,
 ) -> tuple[str, str]:
-    """Write ``DEST/recordings.parquet`` and ``DEST/skipped.parquet``; their URLs."""
+    """Write ``DEST/recordings.parquet`` and ``DEST/skipped.parquet``; their URLs.
+
+    ``table``: ``recordings_table(result.recordings)`` when the caller has it already."""
     from brainomni.io.fs import join_url
 
     rec_url, skip_url = join_url(dest, "recordings.parquet"), join_url(dest, "skipped.parquet")
-    write_table(recordings_table(result.recordings), rec_url, storage_options)
+    if table is None:
+        table = recordings_table(result.recordings)
+    elif table.num_rows != len(result.recordings):
+        raise ValueError("write_crawl: the table must have one row per recording")
+    write_table(table, rec_url, storage_options)
     write_table(skipped_table(result.skipped), skip_url, storage_options)
     return rec_url, skip_url
