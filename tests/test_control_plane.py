@@ -30,7 +30,7 @@ def _counts(n: int, work: str) -> tuple[dict[str, int], dict]:
         calls[name] = pstats.Stats(prof).total_calls
         return out
 
-    info = cp.run_all(n, work, world=64, timer=timer)
+    info = cp.run_all(n, work, world=64, timer=timer, segment_rows=330)
     return calls, info
 
 
@@ -46,6 +46,8 @@ def test_every_step_is_linear(scaled):
     (small, info_s), (big, info_b) = scaled
     assert info_b["recordings"] == 2 * info_s["recordings"] == 2000
     assert info_b["ledger_rows"] == 2000 and info_b["windows"] == 20000
+    # the rows received (99 % of them: the rest are an earlier driver's parts), by 330
+    assert (info_s["ledger_segments"], info_b["ledger_segments"]) == (3, 6)
     assert set(small) == set(big)
     ratios = {k: big[k] / small[k] for k in small}
     assert all(r <= 2.25 for r in ratios.values()), ratios

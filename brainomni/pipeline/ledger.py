@@ -1,11 +1,17 @@
 """A stage's ledger: one row per unit and attempt, as small Parquet parts, compacted.
 
 Each finished unit appends ``DEST/ledger/part-<key>-<attempt:04d>.parquet`` (written
-atomically, see :func:`brainomni.io.commit.atomic_write_bytes`). At the end of a run
-:meth:`Ledger.compact` folds every part and the previous ``DEST/ledger.parquet`` into a new
-``DEST/ledger.parquet`` with one row per unit (the latest attempt wins), then removes the
-folded parts. A run killed at any moment leaves parts and/or a compacted file whose union,
-deduplicated the same way, is the ledger; nothing is ever counted twice.
+atomically, see :func:`brainomni.io.commit.atomic_write_bytes`). While a run goes on, the
+driver folds the rows it has received into segments, ``DEST/ledger/seg-<time>-<n>.parquet``
+(:meth:`Ledger.flush`: the segment is written, then those rows' parts are removed), so parts
+never pile up: at 200,000 units a rerun after a killed driver reads a few segments instead
+of one small file per unit, and the end of a run removes only the parts of its last rows.
+At the end of a run :meth:`Ledger.compact` folds the segments, the parts and the previous
+``DEST/ledger.parquet`` into a new ``DEST/ledger.parquet`` with one row per unit (the
+latest attempt wins), then removes the folded segments and parts. A run killed at any
+moment leaves parts, segments and/or a compacted file whose union, deduplicated the same
+way, is the ledger; nothing is ever counted twice, nothing is removed before the file that
+holds its rows is written.
 
 Rows are slotted dataclasses with ``outcome``, ``reason``, ``error_class``, ``attempt``,
 ``worker`` and ``finished_at`` fields and a ``key`` (the unit's id); their class names the
@@ -24,7 +30,9 @@ import logging
 import operator
 import os
 import re
-from collections.abc import Iterable, Mapping
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from brainomni.io.commit import atomic_write_bytes
@@ -37,6 +45,7 @@ LEDGER_FILE = "ledger.parquet"
 PARTS_DIR = "ledger"
 FINAL_OUTCOMES = ("ok", "skipped")  # a failed unit is tried again by the next run
 ALREADY_DONE = "already done"
+PART_PREFIX, SEGMENT_PREFIX = "part-", "seg-"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
@@ -183,6 +192,8 @@ class Ledger:
     ) -> None:
         self.dest, self.row_type = dest, row_type
         self.storage_options = dict(storage_options or {})
+        self._segments = 0  # segments written by this object (their names' counter)
+        self._token = uuid.uuid4().hex[:8]  # and its token: two drivers never collide
 
     def _bytes(self, rows: Iterable[Any]) -> bytes:
         return self._table_bytes(rows_table(rows, self.row_type))
@@ -246,16 +257,25 @@ class Ledger:
     def _read(self, fs: Any, path: str) -> list[Any]:
         return table_rows(self._tables(fs, [path])[0], self.row_type)
 
-    def _parts(self, fs: Any, path: str) -> list[str]:
+    def _listing(self, fs: Any, path: str) -> tuple[list[str], list[str]]:
+        """(segments, parts) under ``DEST/ledger/``, each sorted by name."""
         base = f"{path}/{PARTS_DIR}"
         fs.invalidate_cache(base)
         if not retry(lambda: fs.exists(base), what="list ledger"):
-            return []
+            return [], []
         if is_local(fs):  # names only: fsspec normalises and stats every entry
             names = [f"{base}/{n}" for n in retry(lambda: os.listdir(base), what="list ledger")]
         else:
             names = retry(lambda: fs.ls(base, detail=False), what="list ledger")
-        return sorted(p for p in names if p.rsplit("/", 1)[-1].startswith("part-"))
+        names.sort()
+        base_of = [(p, p.rsplit("/", 1)[-1]) for p in names]
+        segments = [
+            p for p, b in base_of if b.startswith(SEGMENT_PREFIX) and b.endswith(".parquet")
+        ]
+        return segments, [p for p, b in base_of if b.startswith(PART_PREFIX)]
+
+    def _parts(self, fs: Any, path: str) -> list[str]:
+        return self._listing(fs, path)[1]
 
     def _compacted(self, fs: Any, path: str) -> list[Any]:
         """``[table]`` of the compacted ledger, ``[]`` when there is none."""
@@ -274,19 +294,37 @@ class Ledger:
         fs, path = get_fs(self.dest, self.storage_options)
         fs.invalidate_cache(path)
         return bool(retry(lambda: fs.exists(f"{path}/{LEDGER_FILE}"), what="ledger exists")) or (
-            bool(self._parts(fs, path))
+            any(self._listing(fs, path))
         )
 
     def read_table(self, *, raw: bool = False) -> Any:
-        """Every row (compacted file and parts) as one Arrow table, deduplicated unless
-        ``raw`` (then in file order: compacted file, parts by name)."""
+        """Every row (compacted file, segments and parts) as one Arrow table, deduplicated
+        unless ``raw`` (then in file order: compacted file, segments, parts, by name)."""
         fs, path = get_fs(self.dest, self.storage_options)
-        table = self._concat(self._compacted(fs, path) + self._tables(fs, self._parts(fs, path)))
+        segments, parts = self._listing(fs, path)
+        table = self._concat(self._compacted(fs, path) + self._tables(fs, segments + parts))
         return table if raw else dedupe_table(table, self.row_type)
 
     def read(self, *, raw: bool = False) -> list[Any]:
-        """Every row (compacted file and parts), deduplicated unless ``raw``."""
+        """Every row (compacted file, segments and parts), deduplicated unless ``raw``."""
         return table_rows(self.read_table(raw=raw), self.row_type)
+
+    def flush(self, rows: Sequence[Any]) -> str:
+        """Fold ``rows`` (received by the driver; their units' parts were written by the
+        workers) into a new segment, then remove those rows' parts; the segment's URL.
+
+        The segment is written atomically before any part is removed (a kill in between
+        leaves parts that dedupe away). Parts are removed by name, not by listing: a part
+        that was never written (the store was unreachable from the worker) is skipped."""
+        self._segments += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{SEGMENT_PREFIX}{stamp}-{self._token}-{self._segments:06d}.parquet"
+        url = join_url(self.dest, PARTS_DIR, name)
+        atomic_write_bytes(url, self._bytes(rows), self.storage_options)
+        fs, path = get_fs(self.dest, self.storage_options)
+        base = f"{path}/{PARTS_DIR}"
+        self._remove(fs, base, [f"{base}/{part_name(r.key, r.attempt)}" for r in rows])
+        return url
 
     def _remove(self, fs: Any, base: str, parts: list[str]) -> None:
         """Remove the folded ``parts`` (and only those: a part written since the listing
@@ -304,7 +342,8 @@ class Ledger:
             return
         for i in range(0, len(parts), 1000):
             batch = parts[i : i + 1000]
-            retry(lambda b=batch: fs.rm(b), what="remove ledger parts")
+            with contextlib.suppress(FileNotFoundError):  # a part never written, or gone
+                retry(lambda b=batch: fs.rm(b), what="remove ledger parts")
 
     def compact(self, received: Iterable[Any] = ()) -> list[Any]:
         """Fold the parts into ``DEST/ledger.parquet`` (one row per key); the rows.
@@ -319,21 +358,24 @@ class Ledger:
         kill in between only leaves parts that dedupe away on the next read.
         """
         fs, path = get_fs(self.dest, self.storage_options)
-        parts = self._parts(fs, path)
+        segments, parts = self._listing(fs, path)
         received = list(received)
         have = {part_name(r.key, r.attempt) for r in received}
         unread = [p for p in parts if p.rsplit("/", 1)[-1] not in have]
-        tables = self._compacted(fs, path) + self._tables(fs, unread)
+        # segments are read whoever wrote them (this run's rows are in ``received`` too,
+        # an earlier killed driver's are not): a few files of many rows, read in bulk
+        tables = self._compacted(fs, path) + self._tables(fs, segments + unread)
         tables.append(rows_table(received, self.row_type))
         table = dedupe_table(self._concat(tables), self.row_type)
         atomic_write_bytes(
             join_url(self.dest, LEDGER_FILE), self._table_bytes(table), self.storage_options
         )
-        self._remove(fs, f"{path}/{PARTS_DIR}", parts)
+        self._remove(fs, f"{path}/{PARTS_DIR}", parts + segments)
         logger.info(
-            "ledger %s: %d rows (%d parts folded, %d read)",
+            "ledger %s: %d rows (%d segments and %d parts folded, %d parts read)",
             to_url(fs, f"{path}/{LEDGER_FILE}"),
             table.num_rows,
+            len(segments),
             len(parts),
             len(unread),
         )

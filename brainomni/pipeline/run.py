@@ -77,10 +77,18 @@ def run_stage(
     *,
     progress_every_s: float = 10.0,
     run_facts: Mapping[str, Any] | None = None,
+    ledger_flush_rows: int = 5000,
+    ledger_flush_s: float = 600.0,
 ) -> StageResult:
     """Run ``stage``: units whose final row of an earlier run stands (:meth:`Stage.reuse`)
     are not run again; the others run with ``executor`` (name or object); the ledger is
-    compacted and the summary written. Failed units are rows, not exceptions."""
+    compacted and the summary written. Failed units are rows, not exceptions.
+
+    Every ``ledger_flush_rows`` received rows, or ``ledger_flush_s`` seconds, the rows
+    received since are folded into a ledger segment and their parts removed
+    (:meth:`~brainomni.pipeline.ledger.Ledger.flush`): while workers compute, so the end
+    of the run folds a few segments and the last rows' parts, and a rerun after a killed
+    driver reads segments, not a file per unit."""
     executor = get_executor(executor)
     t0 = time.perf_counter()
     units = list(stage.units())
@@ -105,10 +113,27 @@ def run_stage(
         len(work), every_s=progress_every_s, label=stage.name, unit=stage.unit_label
     )
     received: list[Any] = []
+    pending: list[Any] = []  # received since the last ledger segment
+    last_flush = time.monotonic()
 
     def on_result(row: Any) -> None:
+        nonlocal last_flush
         received.append(row)
+        pending.append(row)
         progress.update(row)
+        due = time.monotonic() - last_flush >= ledger_flush_s
+        if len(pending) >= ledger_flush_rows or due:
+            try:
+                ledger.flush(pending)
+            except OSError as exc:  # store unreachable (retries spent): the parts stay
+                logger.warning(
+                    "%s: ledger segment not written (%s); retried later",
+                    stage.name,
+                    redact(str(exc)),
+                )
+            else:
+                pending.clear()
+            last_flush = time.monotonic()
 
     if work:
         executor.run(stage, work, on_result)

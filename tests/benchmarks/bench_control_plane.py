@@ -8,7 +8,8 @@ in one process, side by side, and prints each step's seconds at both scales and 
 ratio (4.0 is linear), each step's CPU seconds at ``--n`` (this process and the crawl's
 process pool: wall time on a shared machine depends on its load, which is printed too),
 each step's peak RSS, and the issue's targets: the plan (crawl and
-plan, ledger fold, splits, pack plan) <= 60 s, manifest load <= 3 s, loader start <= 5 s,
+plan, ledger fold, splits, pack plan; ``ledger segments`` is the driver's work while the
+workers run, printed but not in the plan) <= 60 s, manifest load <= 3 s, loader start <= 5 s,
 driver RSS <= 2 GB. Peak RSS is measured per step (the kernel's high-water mark, reset
 before each step), with only what that step's job would hold alive: the steps belong to
 different jobs (ingest, pack, publish, training), each with its own driver.

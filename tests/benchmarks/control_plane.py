@@ -9,10 +9,13 @@ recordings, 50,000 subjects, 2 million windows, 100,000 shards, world size 512):
     protocol ``genbids://``, that answers ``find``, ``cat_file`` and friends from the
     generator: no file exists, but every listing, sidecar and checksum goes through the
     crawler) and frozen into the ingest's work list (``recordings.parquet``, ``plan.json``).
-``ledger fold``
-    A finished job's ledger folded: ``n`` rows received by the driver, ``n`` part files
-    on disk (1 % of them from an earlier, killed driver: real parts the fold must read; the
-    other part files exist so that listing and removing them is counted), then reread.
+``ledger segments``, ``ledger fold``
+    A job's ledger: ``n`` rows received by the driver, ``n`` part files on disk (1 % of them
+    from an earlier, killed driver: real parts the fold must read; the other part files
+    exist so that removing them is counted). While the workers run, the driver folds every
+    5,000 received rows into a segment and removes their parts (``ledger segments``, the
+    total over the run: not on the plan's path); at the end it folds the segments, the
+    remaining parts and the earlier driver's parts (``ledger fold``); then it is reread.
 ``pack plan``
     ``n`` recordings' store attributes (generated) cut into shards; the plan hashed.
 ``splits``
@@ -247,7 +250,7 @@ def _rows(refs: list[Any]) -> list[Any]:
     ]
 
 
-def step_ledger(shape: Shape, work: str, refs: list[Any]) -> dict[str, Any]:
+def step_ledger(shape: Shape, work: str, refs: list[Any], every: int = 5000) -> dict[str, Any]:
     """Fold a finished job's ledger (see the module docstring), then reread it."""
     from brainomni.ingest.ledger import PARTS_DIR, compact, part_name, read_ledger, write_part
 
@@ -264,7 +267,24 @@ def step_ledger(shape: Shape, work: str, refs: list[Any]) -> dict[str, Any]:
     for row in received:
         with open(os.path.join(parts, part_name(row.recording_id, row.attempt)), "wb") as fh:
             fh.write(placeholder)
-    return {"_fold": lambda: compact(dest, received=received), "_read": lambda: read_ledger(dest)}
+
+    def segments() -> int:
+        """What the driver does while the workers run (run_stage's default: every 5,000
+        received rows become a segment and their parts are removed; the last rows (fewer
+        than 5,000) are left for the fold, as in a job."""
+        from brainomni.ingest.ledger import Ledger, LedgerRow
+
+        ledger = Ledger(dest, LedgerRow)
+        done = len(received) - len(received) % every
+        for i in range(0, done, every):
+            ledger.flush(received[i : i + every])
+        return done // every
+
+    return {
+        "_segments": segments,
+        "_fold": lambda: compact(dest, received=received),
+        "_read": lambda: read_ledger(dest),
+    }
 
 
 def pack_infos(shape: Shape, refs: list[Any]) -> list[Any]:
@@ -363,7 +383,13 @@ def fake_index(plan: Any) -> dict[str, Any]:
 
 
 def run_all(
-    n: int, work: str, *, shards: int | None = None, world: int = 512, timer: Callable | None = None
+    n: int,
+    work: str,
+    *,
+    shards: int | None = None,
+    world: int = 512,
+    timer: Callable | None = None,
+    segment_rows: int = 5000,
 ) -> dict[str, Any]:
     """Every step at scale ``n`` (shards default n/2); ``timer(name, fn)`` runs each step."""
     from unittest import mock
@@ -382,7 +408,8 @@ def run_all(
     got = timer("crawl+plan", lambda: step_crawl_plan(shape, work))
     refs = got.pop("_refs")
     out.update(got)
-    led = step_ledger(shape, work, refs)
+    led = step_ledger(shape, work, refs, segment_rows)
+    out["ledger_segments"] = timer("ledger segments", led["_segments"])
     folded = timer("ledger fold", led["_fold"])
     reread = timer("ledger read", led["_read"])
     out["ledger_rows"] = len(folded)
