@@ -102,10 +102,10 @@ def test_parallel_crawl_equals_serial(tmp_path, monkeypatch):
     assert sum(len(r.recordings) for r in pooled) == 800
 
 
-def test_frozen_table_built_in_the_pool_equals_one_built_from_the_refs(tmp_path, monkeypatch):
-    """The pool's processes build each source's recordings table; the driver reorders and
-    cuts them. The frozen table equals the one built from the frozen refs in one piece
-    (sources given out of order, and a limit: the reordering is not the identity)."""
+def test_frozen_list_of_the_pool_equals_the_serial_one(tmp_path, monkeypatch):
+    """Sources crawled by the pool (given out of order, with a limit): the frozen table
+    equals the one built from the frozen refs, its ids are the tasks' ids (computed once
+    and reused), and a serial crawl freezes the same list."""
     import pyarrow.parquet as pq
 
     from brainomni.ingest.plan import plan

@@ -24,15 +24,7 @@ from brainomni.io.redact import redact
 from brainomni.io.retry import RetryPolicy
 from brainomni.records import RecordingRef
 from brainomni.signal.config import CleanConfig
-from brainomni.sources import (
-    CrawlResult,
-    Source,
-    crawl,
-    read_table,
-    recordings_table,
-    refs_from_table,
-    write_crawl,
-)
+from brainomni.sources import CrawlResult, Source, crawl, read_table, refs_from_table, write_crawl
 
 from .ledger import LedgerRow, read_ledger
 from .task import IngestTask
@@ -105,13 +97,6 @@ def _diff(old: dict[str, Any], new: dict[str, Any], old_refs: list[RecordingRef]
     return "; ".join(msgs)
 
 
-def _crawl_one(source: Source, crawl_fn: Any = crawl) -> tuple[CrawlResult, Any]:
-    """One source crawled, with its recordings table (Arrow) built where it was crawled:
-    in a pool's process, so the driver only concatenates tables."""
-    found = crawl_fn(source)
-    return found, recordings_table(found.recordings)
-
-
 def _pool_start() -> None:
     # the forked child shares the driver's heap: freezing it keeps the child's collector
     # from walking (and so copying) every inherited object on each full collection
@@ -120,23 +105,27 @@ def _pool_start() -> None:
     gc.freeze()
 
 
-def crawl_tables(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[tuple[CrawlResult, Any]]:
-    """Crawl every source, several at once: (result, recordings table) per source, in the
-    sources' order. Datasets are independent, and a crawl is a listing plus one or two
-    small reads per recording (sidecars) — network-bound on object stores, CPU-bound
-    (parsing) on local or cached listings.
+def crawl_all(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[CrawlResult]:
+    """Crawl every source, several at once: datasets are independent, and a crawl is a
+    listing plus one or two small reads per recording (sidecars) — network-bound on object
+    stores, CPU-bound (parsing) on local or cached listings.
 
     With the default crawler and more than one source, sources are crawled by a pool of
     processes (``BRAINOMNI_CRAWL_PROCS``, default the CPU count; forked, so registered
-    filesystems carry over). A crawler passed in by the caller, one source, one process,
-    or a pool that cannot start: in this process, one source after another. Errors of a
-    source's crawl propagate either way."""
+    filesystems carry over), results in the sources' order. A crawler passed in by the
+    caller, one source, one process, or a pool that cannot start: in this process, one
+    source after another. Errors of a source's crawl propagate either way.
+
+    The recordings table is built by the driver, not in the pool: a source's table carries
+    its ``channel_types`` expanded per recording, while its refs share one tuple per
+    distinct ``channels.tsv`` (pickled once); shipping tables cost more than it saved
+    (measured side by side at 40,000 recordings)."""
     import os
 
     procs = int(os.environ.get("BRAINOMNI_CRAWL_PROCS") or os.cpu_count() or 1)
     procs = min(procs, len(sources))
     if crawl_fn is not crawl or procs < 2:
-        return [_crawl_one(s, crawl_fn) for s in sources]
+        return [crawl_fn(s) for s in sources]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -145,14 +134,9 @@ def crawl_tables(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[tuple
         pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=_pool_start)
     except (ValueError, OSError) as exc:  # no fork on this platform, no processes left
         logger.info("crawling serially (%s)", exc)
-        return [_crawl_one(s, crawl_fn) for s in sources]
+        return [crawl_fn(s) for s in sources]
     with pool:
-        return list(pool.map(_crawl_one, sources, chunksize=1))
-
-
-def crawl_all(sources: Sequence[Source], crawl_fn: Any = crawl) -> list[CrawlResult]:
-    """Every source's :class:`CrawlResult` (see :func:`crawl_tables`)."""
-    return [found for found, _ in crawl_tables(sources, crawl_fn)]
+        return list(pool.map(crawl_fn, sources, chunksize=1))
 
 
 def freeze(
@@ -176,37 +160,28 @@ def freeze(
     list, so a rerun must pass the same limit. Raises :class:`PlanChanged` when an earlier
     frozen list differs and ``recrawl`` is not set.
     """
-    import pyarrow as pa
-
     so = dict(dest_storage_options or {})
+    options: dict[str, dict] = {}
     refs: list[RecordingRef] = []
     crawl_skipped: list[tuple[RecordingRef, str]] = []
-    tables, src_of = [], []  # per source: its recordings table; per ref: its source
+    so_of: dict[int, dict] = {}  # id(ref) -> its source's storage options
     # accumulated in place: ``a + b`` per source would be quadratic
-    crawled = crawl_tables(sources, crawl_fn)
-    for k, (found, table) in enumerate(crawled):
+    for source, found in zip(sources, crawl_all(sources, crawl_fn), strict=True):
+        so_src = dict(source.storage_options)
+        for ref in found.recordings:  # refs carry no storage options: keep the source's
+            so_of.setdefault(id(ref), so_src)
         refs.extend(found.recordings)
         crawl_skipped.extend(found.skipped)
-        tables.append(table)
-        src_of.extend([k] * len(found.recordings))
-    del crawled
-    # the frozen order: by (dataset, relative path), ties in the sources' order (what a
-    # stable sort of the concatenation gives); each source's table is reordered alike
-    order = sorted(range(len(refs)), key=lambda i: (refs[i].dataset, refs[i].relpath))
+    result = CrawlResult(refs, crawl_skipped)  # sorts refs in place
+    # each id once (a sha256 each; 200,000 recordings): options, fingerprint, the frozen
+    # table and the tasks reuse them
+    all_ids = [r.recording_id for r in refs]
+    for rid, ref in zip(all_ids, refs, strict=True):
+        options.setdefault(rid, so_of[id(ref)])
+    del so_of
     if limit is not None:
-        order = order[:limit]
-    refs = [refs[i] for i in order]
-    table = pa.concat_tables(tables) if tables else recordings_table([])
-    if order != list(range(table.num_rows)):
-        table = table.take(pa.array(order, type=pa.int64()))
-    del tables
-    # each id once (a sha256 each, computed where the table was built): options,
-    # fingerprint and the tasks reuse them
-    ids = table.column("recording_id").to_pylist()
-    per_source = [dict(s.storage_options) for s in sources]  # one dict per source, shared
-    options = {rid: per_source[src_of[i]] for rid, i in zip(ids, order, strict=True)}
-    del src_of, order
-    result = CrawlResult([], crawl_skipped)  # sorts the skipped entries
+        refs = refs[:limit]
+    ids = all_ids[: len(refs)]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate recording ids across sources (same dataset listed twice?)")
     crawl_dir = join_url(dest, CRAWL_DIR)
@@ -227,7 +202,7 @@ def freeze(
         resumed = False
     if old is None or not resumed:
         # recordings + skipped first, plan.json last: the plan exists only once complete.
-        write_crawl(CrawlResult(refs, list(result.skipped)), crawl_dir, so, table=table)
+        write_crawl(CrawlResult(refs, list(result.skipped)), crawl_dir, so, ids=ids)
         body = json.dumps(doc, indent=1, sort_keys=True).encode()
         atomic_write_bytes(join_url(crawl_dir, PLAN_FILE), body, so)
     return refs, ids, list(result.skipped), doc, options, resumed

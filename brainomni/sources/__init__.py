@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from brainomni.sources.base import CrawlResult
@@ -140,18 +140,14 @@ def write_crawl(
     dest: str,
     storage_options: Mapping[str, Any] | None = None,
     *,
-    table: Any = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[str, str]:
     """Write ``DEST/recordings.parquet`` and ``DEST/skipped.parquet``; their URLs.
 
-    ``table``: ``recordings_table(result.recordings)`` when the caller has it already."""
+    ``ids``: the recordings' ids when the caller has them (see :func:`recordings_table`)."""
     from brainomni.io.fs import join_url
 
     rec_url, skip_url = join_url(dest, "recordings.parquet"), join_url(dest, "skipped.parquet")
-    if table is None:
-        table = recordings_table(result.recordings)
-    elif table.num_rows != len(result.recordings):
-        raise ValueError("write_crawl: the table must have one row per recording")
-    write_table(table, rec_url, storage_options)
+    write_table(recordings_table(result.recordings, ids=ids), rec_url, storage_options)
     write_table(skipped_table(result.skipped), skip_url, storage_options)
     return rec_url, skip_url

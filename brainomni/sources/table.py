@@ -68,10 +68,16 @@ def _pairs_column(values: Sequence[tuple[tuple[str, str], ...]], typ: Any) -> An
     return distinct.take(pa.array(index, type=pa.int32()))
 
 
-def _batch(refs: Sequence[RecordingRef], reasons: Sequence[str] | None, schema: Any) -> Any:
+def _batch(
+    refs: Sequence[RecordingRef],
+    reasons: Sequence[str] | None,
+    schema: Any,
+    ids: Sequence[str] | None = None,
+) -> Any:
     import pyarrow as pa
 
-    cols = {"recording_id": pa.array([r.recording_id for r in refs], type=pa.string())}
+    ids = [r.recording_id for r in refs] if ids is None else ids
+    cols = {"recording_id": pa.array(ids, type=pa.string())}
     for f in dataclasses.fields(RecordingRef):
         typ = schema.field(f.name).type
         values = [getattr(r, f.name) for r in refs]
@@ -84,18 +90,32 @@ def _batch(refs: Sequence[RecordingRef], reasons: Sequence[str] | None, schema: 
     return pa.RecordBatch.from_arrays(list(cols.values()), schema=schema)
 
 
-def recordings_table(refs: Iterable[RecordingRef], reasons: Sequence[str] | None = None) -> Any:
-    """A ``pyarrow.Table`` with one row per recording (and a ``reason`` column if given)."""
+def recordings_table(
+    refs: Iterable[RecordingRef],
+    reasons: Sequence[str] | None = None,
+    *,
+    ids: Sequence[str] | None = None,
+) -> Any:
+    """A ``pyarrow.Table`` with one row per recording (and a ``reason`` column if given).
+
+    ``ids``: the refs' recording ids when the caller has them (a sha256 each)."""
     import pyarrow as pa
 
     refs = list(refs)
     if reasons is not None and len(reasons) != len(refs):
         raise ValueError("recordings_table: one reason per recording is needed")
+    if ids is not None and len(ids) != len(refs):
+        raise ValueError("recordings_table: one id per recording is needed")
     schema = recordings_schema(reasons is not None)
     # Built a column at a time, a batch of recordings at a time: Python rows of every
     # recording at once (64 channel dicts each) took ~3.5 GB at 200,000 recordings.
     batches = [
-        _batch(refs[i : i + _BATCH], None if reasons is None else reasons[i : i + _BATCH], schema)
+        _batch(
+            refs[i : i + _BATCH],
+            None if reasons is None else reasons[i : i + _BATCH],
+            schema,
+            None if ids is None else ids[i : i + _BATCH],
+        )
         for i in range(0, len(refs), _BATCH)
     ]
     return pa.Table.from_batches(batches, schema=schema)
