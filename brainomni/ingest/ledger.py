@@ -1,7 +1,7 @@
-"""The ingest ledger: one row per recording and attempt, as small Parquet parts, compacted.
+"""The ingest ledger: one row per recording and attempt, as small Arrow IPC parts, compacted into Parquet.
 
 The machinery is the stage core's (:class:`brainomni.pipeline.ledger.Ledger`): each finished
-recording appends ``DEST/ledger/part-<recording_id>-<attempt:04d>.parquet``; at the end of a
+recording appends ``DEST/ledger/part-<recording_id>-<attempt:04d>.arrow``; at the end of a
 job the parts and the previous ``DEST/ledger.parquet`` are folded into a new
 ``DEST/ledger.parquet`` with one row per recording (the latest attempt wins). This module
 keeps the ingest row (:class:`LedgerRow`, key: the recording id) and the function names the

@@ -89,7 +89,7 @@ def test_kill_and_rerun_gives_identical_stores(ray_local, tuh_v1_corpus, tmp_pat
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if len(list(dest.glob(f"{PARTS_DIR}/part-*.parquet"))) >= 2:
+            if len(list(dest.glob(f"{PARTS_DIR}/part-*"))) >= 2:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]

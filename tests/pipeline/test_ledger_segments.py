@@ -132,3 +132,31 @@ def test_flush_skips_parts_that_were_never_written(where, tmp_path, request):
         assert not fs.exists(f"{dest}/{PARTS_DIR}") or not fs.ls(f"{dest}/{PARTS_DIR}")
     else:
         assert _files(tmp_path / "d") == ([], [])
+
+
+def test_parts_are_arrow_ipc_and_parquet_parts_of_earlier_versions_are_read(tmp_path):
+    """Parts are one-row Arrow IPC streams; a Parquet part left by an earlier version is
+    read alike, and a damaged part of either kind is a ValueError naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from brainomni.pipeline.ledger import rows_table
+
+    dest = tmp_path / "d"
+    ledger = Ledger(str(dest), StageRow)
+    url = ledger.write(StageRow("new", outcome="ok", items=1))
+    assert url.endswith(".arrow")
+    table = pa.ipc.open_stream(
+        pa.BufferReader((dest / PARTS_DIR / part_name("new", 1)).read_bytes())
+    ).read_all()
+    assert table.column("key").to_pylist() == ["new"]
+    old = rows_table([StageRow("old", outcome="skipped", reason="too short")], StageRow)
+    pq.write_table(old, dest / PARTS_DIR / "part-old-0001.parquet")
+    got = {r.key: r.outcome for r in Ledger(str(dest), StageRow).read()}
+    assert got == {"new": "ok", "old": "skipped"}
+    for name in ("part-junk-0001.arrow", "part-junk-0001.parquet"):
+        bad = dest / PARTS_DIR / name
+        bad.write_bytes(b"not a table")
+        with pytest.raises(ValueError, match=f"{name} is not a readable"):
+            Ledger(str(dest), StageRow).read()
+        bad.unlink()
