@@ -79,7 +79,7 @@ def apply_rope_tables(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE (on CPU in bf16: both
-    rotations in one ``_RotatePairs`` pass).
+    rotations in one ``_RotateHalves`` op).
 
     Attention dropout is applied in training only (the official code also applied it in
     ``eval()``; see docs/models.md).
@@ -101,6 +101,8 @@ class SelfAttention(nn.Module):
         self.rope, self.rope_base = rope, rope_base
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        if rope:  # the bf16 CPU path's qkv row order (not in the state dict)
+            self.register_buffer("halves_order", halves_order(dim, n_head), persistent=False)
 
     def rope_tables(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """This layer's RoPE tables for ``seq_len`` (compute once, pass to every call)."""
@@ -115,16 +117,18 @@ class SelfAttention(nn.Module):
         """``in_scale`` (D,): a per-feature factor on ``x`` folded into the qkv weight (the
         bf16 path's RMSNorm weight, see ``CrissCrossBlock``)."""
         B, T, _ = x_BTD.shape
-        w = self.qkv.weight if in_scale is None else self.qkv.weight * in_scale
-        qkv = F.linear(x_BTD, w, self.qkv.bias).view(B, T, 3, self.n_head, -1)
+        w, b = self.qkv.weight, self.qkv.bias
+        if in_scale is not None:
+            w = w * in_scale
+        halves = self.rope and fast_bf16(x_BTD)
+        if halves:  # q/k features of each head reordered to [even | odd], see _RotateHalves
+            w, b = w[self.halves_order], b[self.halves_order]
+        qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
         q, k, v = qkv.unbind(2)  # B T H Dh
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-            if fast_bf16(qkv):  # q and k in one pass, in bf16
-                # the tables hold each angle twice (once per feature of a pair), the sine
-                # negated on the even feature: one cos and the +sin, (T, 1, H, Dh/2)
-                cos, sin = (t.to(qkv.dtype).unsqueeze(1) for t in (cos[..., 0::2], sin[..., 1::2]))
-                q, k = _RotatePairs.apply(qkv[:, :, :2], cos, sin).unbind(2)
+            if halves:  # q and k in one op, in bf16
+                q, k = _RotateHalves.apply(qkv[:, :, :2], *halves_tables(cos, sin)).unbind(2)
             else:
                 q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
@@ -175,7 +179,7 @@ class CrissCrossBlock(nn.Module):
     def _forward_bf16(self, x_BSWD: torch.Tensor, rope) -> torch.Tensor:
         """The same function on the bf16 CPU path: each RMSNorm weight folded into the
         following qkv / first FFN weight (``W (w * x) = (W diag(w)) x``), the norm by
-        ``rms_scale``, dropout masks by ``keep_mask``."""
+        ``rms_scale``, dropout by ``drop_bits``."""
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
         y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
@@ -185,8 +189,8 @@ class CrissCrossBlock(nn.Module):
         f = lin2(act(F.linear(y, lin1.weight * self.pre_ff_norm.weight, lin1.bias)))
         p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
         if p > 0.0:
-            f = f * keep_mask(f.shape, p, f.device).to(f.dtype)
-            return x_BSWD.add(f, alpha=1.0 / (1.0 - p))
+            f, keep_scale = drop_bits(f, p)
+            return x_BSWD.add(f, alpha=keep_scale)
         return x_BSWD + f
 
     def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
@@ -240,55 +244,109 @@ def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
     return _RMSScale.apply(x, eps)
 
 
-class _RotatePairs(torch.autograd.Function):
-    """RoPE on q and k at once: ``qk`` (..., 2, H, Dh) -> (x0 c - x1 s, x1 c + x0 s) per
-    adjacent pair, written through strided views (no flipped copy). ``cos``/``sin`` (T, 1,
-    H, Dh/2). The backward is the inverse rotation."""
+def halves_order(dim: int, n_head: int) -> torch.Tensor:
+    """Row order of the qkv weight for ``_RotateHalves``: within each q and k head the even
+    features, then the odd ones (v unchanged). q . k sums over a head's features, so the same
+    order on q and k leaves the attention unchanged, and RoPE's pairs (2j, 2j+1) become
+    (j, j + Dh/2): two contiguous halves instead of stride-2 views."""
+    dh = dim // n_head
+    head = torch.cat([torch.arange(0, dh, 2), torch.arange(1, dh, 2)])
+    qk = (torch.arange(2 * n_head)[:, None] * dh + head).flatten()
+    return torch.cat([qk, torch.arange(2 * dim, 3 * dim)])
+
+
+def halves_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rope_tables``' (T, H, Dh) tables (each angle repeated for its pair, the sine negated
+    on the even feature) in the halves order, bf16, (T, 1, H, Dh): ``[c, c]`` and ``[-s, s]``."""
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    return (
+        torch.cat([c, c], -1).to(torch.bfloat16).unsqueeze(1),
+        torch.cat([-s, s], -1).to(torch.bfloat16).unsqueeze(1),
+    )
+
+
+class _RotateHalves(torch.autograd.Function):
+    """RoPE on q and k at once in the halves order (``halves_order``): ``qk`` (..., 2, H, Dh)
+    -> ``qk * C + swap(qk) * S`` with ``swap`` exchanging the halves of each head and the
+    tables of ``halves_tables``; i.e. (x0 c - x1 s, x1 c + x0 s) per pair. Three contiguous
+    passes: 2.5x faster than rotating adjacent pairs through stride-2 views (4.5 against 11.3
+    ms on q and k of 4 x 16 x 160 x 128, one thread). The backward is the inverse rotation."""
 
     @staticmethod
-    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        return _rotate(qk, cos, sin)
+    def forward(ctx, qk: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(c, s)
+        return _rotate_halves(qk, c, s)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return _rotate(g, cos, -sin), None, None
+        c, s = ctx.saved_tensors
+        return _rotate_halves(g, c, -s), None, None
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    y0, y1 = out[..., 0::2], out[..., 1::2]
-    torch.mul(x0, cos, out=y0)
-    y0.addcmul_(x1, sin, value=-1.0)
-    torch.mul(x1, cos, out=y1)
-    y1.addcmul_(x0, sin)
-    return out
+def _rotate_halves(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    swapped = torch.cat([x[..., h:], x[..., :h]], dim=-1)
+    return (x * c).addcmul_(swapped, s)
 
 
-def keep_mask(shape: torch.Size, p: float, device) -> torch.Tensor:
-    """Bernoulli(1 - p) keep mask from 16 random bits per element (a quarter of the
-    generator calls of ``bernoulli_``, about 4x faster on CPU); keep probability
-    ``1 - round(p * 2^16) / 2^16`` (|error| <= 2^-17). Draws from the default generator."""
+def keep_bits(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]:
+    """A Bernoulli keep mask as int16 bit patterns (-1, all bits set, where kept; 0 where
+    dropped) and the matching scale ``1 / P(keep)``. Applying it is a bitwise AND on the
+    bf16 bits (``_DropBits``): no bool -> bf16 conversion, no float multiply (with the
+    draw, 12.6 against 25 ms for the 256 x 160 x 160 attention weights, one thread).
+
+    15 random bits per element u (from ``int64.random_`` over the full range: a quarter of
+    the generator calls of ``bernoulli_``), kept iff u >= t = round(p 2^15), so
+    P(keep) = 1 - t / 2^15 (within 2^-16 of 1 - p; the scale uses the exact value). The test
+    is branch-free integer arithmetic: ``(~u + t) >> 15`` is -1 iff u >= t (no int16
+    overflow for 0 <= u, t < 2^15). Draws from the default generator."""
+    t = round(p * 32768)
+    if not 0 < t < 32768:
+        raise ValueError(f"dropout p={p} must be in [2^-16, 1 - 2^-16)")
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), None)  # the full 64-bit range: four uniform int16 lanes
-    bits = words.view(torch.int16)[:n].view(shape)
-    return bits >= round(p * 65536) - 32768
+    words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # 15 bits per lane: u in [0, 2^15)
+    u = words.view(torch.int16)[:n].view(shape)
+    return u.bitwise_not_().add_(t).bitwise_right_shift_(15), 32768 / (32768 - t)
+
+
+class _DropBits(torch.autograd.Function):
+    """``x`` (bf16) with the elements where ``keep`` (``keep_bits``) is 0 set to 0 (no
+    scaling: the caller puts ``1/P(keep)`` where it is cheapest). Backward: the same mask on
+    the gradient. Saves only the int16 mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        return _and_bits(x, keep)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return _and_bits(g, keep), None
+
+
+def _and_bits(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return (x.contiguous().view(torch.int16) & keep).view(x.dtype)
+
+
+def drop_bits(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """Dropout of a bf16 ``x`` without the scaling: (masked x, ``1/P(keep)``)."""
+    keep, scale = keep_bits(x.shape, p, x.device)
+    return _DropBits.apply(x, keep), scale
 
 
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
     """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
-    to float32 for dropout): scale applied inside the first product, the dropout's
-    ``1 / (1 - p)`` on v, the mask from ``keep_mask``."""
+    to float32 for dropout): scale applied inside the first product, the mask by
+    ``drop_bits``, its ``1/P(keep)`` on v (T / Dh times smaller than the weights, and so in
+    backward too)."""
     *lead, T, Dh = q.shape
     Tk = k.shape[-2]
     scale = Dh**-0.5 if scale is None else scale
     q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
-    w = w.softmax(dim=-1)
-    w = w * keep_mask(w.shape, dropout_p, w.device).to(w.dtype)  # bf16 x bf16: vectorised
-    # 1 / (1 - p) on v, T / Dh times smaller than w (and so in backward too)
-    out = torch.bmm(w, v3 * (1.0 / (1.0 - dropout_p)))
+    w, keep_scale = drop_bits(w.softmax(dim=-1), dropout_p)
+    out = torch.bmm(w, v3 * keep_scale)
     return out.view(*lead, T, v.shape[-1])
