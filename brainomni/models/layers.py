@@ -7,6 +7,7 @@ so that released checkpoints load with only the renames in ``convert.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -78,8 +79,8 @@ def apply_rope_tables(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE (on CPU in bf16: both
-    rotations in one ``_RotateHalves`` op).
+    """Multi-head self-attention (fused qkv, SDPA), optionally with RoPE (on CPU in bf16: the
+    heads' layout and both rotations in one ``_QKVHeads`` op).
 
     Attention dropout is applied in training only (the official code also applied it in
     ``eval()``; see docs/models.md).
@@ -120,18 +121,20 @@ class SelfAttention(nn.Module):
         w, b = self.qkv.weight, self.qkv.bias
         if in_scale is not None:
             w = w * in_scale
-        halves = self.rope and fast_bf16(x_BTD)
-        if halves:  # q/k features of each head reordered to [even | odd], see _RotateHalves
+        fast = fast_bf16(x_BTD)
+        if fast and self.rope:  # q/k features of each head reordered to [even | odd]
             w, b = w[self.halves_order], b[self.halves_order]
         qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
-        q, k, v = qkv.unbind(2)  # B T H Dh
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-            if halves:  # q and k in one op, in bf16
-                q, k = _RotateHalves.apply(qkv[:, :, :2], *halves_tables(cos, sin)).unbind(2)
-            else:
+        if fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
+            tables = halves_tables(cos, sin) if self.rope else (None, None)
+            q, k, v = _QKVHeads.apply(qkv, *tables)
+        else:
+            q, k, v = qkv.unbind(2)  # B T H Dh
+            if self.rope:
                 q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
         out = attention(q, k, v, self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
 
@@ -167,6 +170,10 @@ class CrissCrossBlock(nn.Module):
         self.pre_ff_norm = RMSNorm(dim)
         self.ff = FeedForward(dim, dropout)
 
+    #: set by ``BrainOmni(compile=True)``: the bf16 CPU path uses ``torch.compile``d
+    #: elementwise kernels (``_BiasSELU``) instead of being compiled as a whole
+    compiled_kernels: bool = False
+
     def forward(
         self, x_BSWD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
@@ -176,17 +183,25 @@ class CrissCrossBlock(nn.Module):
         x_BSWD = x_BSWD + self._attn(self.pre_attn_norm(x_BSWD), rope)
         return x_BSWD + self.ff(self.pre_ff_norm(x_BSWD))
 
+    @torch.compiler.disable  # a compiled block runs this path eagerly: see compiled_kernels
     def _forward_bf16(self, x_BSWD: torch.Tensor, rope) -> torch.Tensor:
         """The same function on the bf16 CPU path: each RMSNorm weight folded into the
         following qkv / first FFN weight (``W (w * x) = (W diag(w)) x``), the norm by
-        ``rms_scale``, dropout by ``drop_bits``."""
+        ``rms_scale``, dropout by ``drop_bits``; with ``compiled_kernels`` the first FFN
+        bias and SELU in one compiled pass (``_BiasSELU``). Inductor-compiled whole blocks
+        were slower than this path on the AMX CPU (speed.py), so ``torch.compile`` does not
+        trace it."""
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
         y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
         x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
         y = rms_scale(x_BSWD, self.pre_ff_norm.eps)
         lin1, act, lin2 = self.ff.layer[:3]
-        f = lin2(act(F.linear(y, lin1.weight * self.pre_ff_norm.weight, lin1.bias)))
+        w1 = lin1.weight * self.pre_ff_norm.weight
+        if self.compiled_kernels:
+            f = lin2(_BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias))
+        else:
+            f = lin2(act(F.linear(y, w1, lin1.bias)))
         p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
         if p > 0.0:
             f, keep_scale = drop_bits(f, p)
@@ -245,10 +260,10 @@ def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def halves_order(dim: int, n_head: int) -> torch.Tensor:
-    """Row order of the qkv weight for ``_RotateHalves``: within each q and k head the even
+    """Row order of the qkv weight on the bf16 path: within each q and k head the even
     features, then the odd ones (v unchanged). q . k sums over a head's features, so the same
     order on q and k leaves the attention unchanged, and RoPE's pairs (2j, 2j+1) become
-    (j, j + Dh/2): two contiguous halves instead of stride-2 views."""
+    (j, j + Dh/2): two contiguous halves instead of stride-2 views (``_QKVHeads``)."""
     dh = dim // n_head
     head = torch.cat([torch.arange(0, dh, 2), torch.arange(1, dh, 2)])
     qk = (torch.arange(2 * n_head)[:, None] * dh + head).flatten()
@@ -257,36 +272,96 @@ def halves_order(dim: int, n_head: int) -> torch.Tensor:
 
 def halves_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``rope_tables``' (T, H, Dh) tables (each angle repeated for its pair, the sine negated
-    on the even feature) in the halves order, bf16, (T, 1, H, Dh): ``[c, c]`` and ``[-s, s]``."""
+    on the even feature) in the halves order, bf16, (T, H, Dh): ``[c, c]`` and ``[-s, s]``."""
     c, s = cos[..., 0::2], sin[..., 1::2]
     return (
-        torch.cat([c, c], -1).to(torch.bfloat16).unsqueeze(1),
-        torch.cat([-s, s], -1).to(torch.bfloat16).unsqueeze(1),
+        torch.cat([c, c], -1).to(torch.bfloat16),
+        torch.cat([-s, s], -1).to(torch.bfloat16),
     )
 
 
-class _RotateHalves(torch.autograd.Function):
-    """RoPE on q and k at once in the halves order (``halves_order``): ``qk`` (..., 2, H, Dh)
-    -> ``qk * C + swap(qk) * S`` with ``swap`` exchanging the halves of each head and the
-    tables of ``halves_tables``; i.e. (x0 c - x1 s, x1 c + x0 s) per pair. Three contiguous
-    passes: 2.5x faster than rotating adjacent pairs through stride-2 views (4.5 against 11.3
-    ms on q and k of 4 x 16 x 160 x 128, one thread). The backward is the inverse rotation."""
+class _QKVHeads(torch.autograd.Function):
+    """The fused qkv output (B, T, 3, H, Dh) -> q, k, v, each (B, H, T, Dh) contiguous (the
+    layout the attention products take without a copy), with RoPE on q and k when tables
+    ``c``, ``s`` (T, H, Dh) are given: in the halves order (``halves_order``) RoPE is
+    ``x * c + swap(x) * s``, ``swap`` exchanging the halves of each head, i.e.
+    (x0 c - x1 s, x1 c + x0 s) per pair of the original order.
+
+    One op instead of unbind + RoPE + three transposing copies, whose backward autograd
+    would assemble as a stack and zero-filled slices plus an add: this one writes the qkv
+    gradient once (the inverse rotation for q and k). Rotating contiguous halves is 2.5x
+    faster than adjacent pairs through stride-2 views (4.5 against 11.3 ms for q and k of
+    4 x 16 x 160 x 128, one thread)."""
 
     @staticmethod
-    def forward(ctx, qk: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, qkv: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None):
+        B, T, _, H, Dh = qkv.shape
+        out = qkv.new_empty(3, B, H, T, Dh)
+        dst = out.permute(1, 3, 0, 2, 4)  # (B, T, 3, H, Dh) view of out
+        if c is None:
+            dst.copy_(qkv)
+        else:
+            dst[:, :, 2].copy_(qkv[:, :, 2])
+            for i in (0, 1):
+                _rotate_halves(qkv[:, :, i], c, s, dst[:, :, i])
         ctx.save_for_backward(c, s)
-        return _rotate_halves(qk, c, s)
+        return out[0], out[1], out[2]
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        c, s = ctx.saved_tensors
+        g0 = next(g for g in grads if g is not None)
+        B, H, T, Dh = g0.shape
+        out = g0.new_empty(B, T, 3, H, Dh)
+        for i, g in enumerate(grads):
+            if g is None:
+                out[:, :, i].zero_()
+            elif c is None or i == 2:
+                out[:, :, i].copy_(g.transpose(1, 2))
+            else:  # the inverse rotation
+                _rotate_halves(g.transpose(1, 2), c, -s, out[:, :, i])
+        return out, None, None
+
+
+def _rotate_halves(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, out: torch.Tensor) -> None:
+    h = x.shape[-1] // 2
+    swapped = torch.cat([x[..., h:], x[..., :h]], dim=-1)
+    torch.mul(x, c, out=out)
+    out.addcmul_(swapped, s)
+
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # torch.nn.SELU's
+
+
+def _bias_selu(h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.selu(h.float() + b.float()).to(h.dtype)
+
+
+@functools.cache
+def _compiled_bias_selu():
+    return torch.compile(_bias_selu)
+
+
+class _BiasSELU(torch.autograd.Function):
+    """``selu(h + b)`` for bf16 ``h`` (the first FFN product without its bias), one
+    inductor-compiled pass (float32 inside, bf16 out). PyTorch's bf16 ``elu`` kernel is slow
+    on CPU and ``addmm`` writes the bias into its output before the product, an extra pass:
+    ``addmm`` + SELU took 47 ms, ``mm`` + this 18 ms (10 240 x 256 -> 1 024, one thread).
+    The backward is eager: ``elu_backward`` from the saved output (dy/dh = y + scale*alpha
+    where y <= 0) and the bias gradient summed in float32 (a compiled backward measured no
+    faster). Used with ``compile=True`` only (it needs inductor and a C++ compiler)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        y = _compiled_bias_selu()(h, b)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        c, s = ctx.saved_tensors
-        return _rotate_halves(g, c, -s), None, None
-
-
-def _rotate_halves(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    swapped = torch.cat([x[..., h:], x[..., :h]], dim=-1)
-    return (x * c).addcmul_(swapped, s)
+        (y,) = ctx.saved_tensors
+        gh = torch.ops.aten.elu_backward(g, SELU_ALPHA, SELU_SCALE, 1.0, True, y)
+        return gh, gh.sum(dim=tuple(range(gh.ndim - 1)), dtype=torch.float32)
 
 
 def keep_bits(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]:

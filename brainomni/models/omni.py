@@ -96,6 +96,8 @@ class BrainOmni(nn.Module):
             if not name.startswith("tokenizer"):
                 _init_weights(m)
         maybe_compile(list(self.blocks), cfg.compile)
+        for block in self.blocks:  # on the bf16 CPU path: compiled elementwise kernels
+            block.compiled_kernels = cfg.compile
 
     def train(self, mode: bool = True) -> BrainOmni:
         super().train(mode)

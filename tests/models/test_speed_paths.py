@@ -265,23 +265,27 @@ def test_paper_seanet_bf16_within_tolerance():
 def test_bf16_path_ops_have_exact_backwards():
     """The hand-written backwards of the bf16 path's RMSNorm and RoPE ops against numerical
     derivatives (float64: the ops are dtype-generic)."""
-    from brainomni.models.layers import _RotateHalves, rms_scale
+    from brainomni.models.layers import _QKVHeads, rms_scale
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 16, dtype=torch.float64, generator=g).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: rms_scale(t, 1e-6), (x,))
-    qk = torch.randn(2, 5, 2, 2, 8, dtype=torch.float64, generator=g).requires_grad_(True)
-    ang = torch.randn(5, 1, 2, 4, dtype=torch.float64, generator=g)
+    qkv = torch.randn(2, 5, 3, 2, 8, dtype=torch.float64, generator=g).requires_grad_(True)
+    ang = torch.randn(5, 2, 4, dtype=torch.float64, generator=g)
     c, s = torch.cat([ang.cos()] * 2, -1), torch.cat([-ang.sin(), ang.sin()], -1)
-    assert torch.autograd.gradcheck(lambda t: _RotateHalves.apply(t, c, s), (qk,))
+    assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, c, s), (qkv,))
+    assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, None, None), (qkv,))
+    q, k, v = _QKVHeads.apply(qkv, None, None)  # without RoPE: the heads' layout only
+    for i, t in enumerate((q, k, v)):
+        assert t.is_contiguous() and torch.equal(t, qkv[:, :, i].transpose(1, 2))
 
 
 def test_rope_halves_equal_the_complex_product():
-    """The bf16 path's RoPE (q/k rows in ``halves_order``, ``_RotateHalves`` with
+    """The bf16 path's RoPE (q/k rows in ``halves_order``, ``_QKVHeads`` with
     ``halves_tables``) equals the official complex RoPE on the original feature order, and
     the reorder leaves the attention scores q . k unchanged."""
     from brainomni.models.layers import (
-        _RotateHalves,
+        _QKVHeads,
         halves_order,
         halves_tables,
         rope_angles,
@@ -295,8 +299,9 @@ def test_rope_halves_equal_the_complex_product():
     reordered = qkv.flatten(2)[..., perm].view_as(qkv)
     assert torch.equal(reordered[:, :, 2], qkv[:, :, 2])  # v keeps its order
     cos, sin = rope_tables(rope_angles(T, dim, H, 10000.0, "cpu"))
-    c, s = halves_tables(cos, sin)
-    ours = _RotateHalves.apply(reordered[:, :, :2].bfloat16(), c, s).double()
+    q, k, v = _QKVHeads.apply(reordered.bfloat16(), *halves_tables(cos, sin))
+    ours = torch.stack([q, k], 2).transpose(1, 3).double()  # (B, T, 2, H, Dh)
+    assert torch.equal(v, qkv[:, :, 2].transpose(1, 2).bfloat16())
     rot = rope_rotation(T, dim, H, 10000.0).to(torch.complex128).unsqueeze(1)
     ref = torch.view_as_real(torch.view_as_complex(qkv[:, :, :2].reshape(3, T, 2, H, -1, 2)) * rot)
     ref = ref.flatten(-2).flatten(2)[..., perm[: 2 * dim]].view_as(ours)
@@ -357,16 +362,41 @@ def test_attention_dropout_bf16_equals_the_formula_with_its_mask():
 
 
 @needs_bf16
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_criss_cross_bf16_path_within_tolerance(dropout):
-    """The block's bf16 path (bf16 input) against the plain float32 block: without dropout
-    forward and gradients within the bf16 tolerance; with dropout (other random draws than
-    the plain block's) the same in eval mode, and in training it drops."""
+def test_bias_selu_equals_selu_forward_and_backward():
+    """``_BiasSELU`` (compiled forward, eager backward from the saved output) against
+    autograd through ``F.selu(h + b)`` in float32 on the same bf16 inputs. Same shape as the
+    block test below (one compilation)."""
+    from brainomni.models.layers import _BiasSELU
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, 12, 128, generator=g).bfloat16().requires_grad_(True)
+    b = torch.randn(128, generator=g).requires_grad_(True)
+    y = _BiasSELU.apply(h, b)
+    gy = torch.randn(2, 5, 12, 128, generator=g).bfloat16()
+    y.backward(gy)
+    h32 = h.detach().float().requires_grad_(True)
+    b32 = b.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.selu(h32 + b32)
+    ref.backward(gy.float())
+    assert y.dtype == torch.bfloat16 and h.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=2**-7, atol=2**-7)  # bf16 rounding
+    assert _rel_err(h.grad, h32.grad) <= 0.02
+    assert _rel_err(b.grad, b32.grad) <= BF16_REL  # sums of 120 bf16-rounded terms
+
+
+@needs_bf16
+@pytest.mark.parametrize(("dropout", "compiled"), [(0.0, False), (0.2, False), (0.0, True)])
+def test_criss_cross_bf16_path_within_tolerance(dropout, compiled):
+    """The block's bf16 path (bf16 input; with ``compiled_kernels`` too) against the plain
+    float32 block: without dropout forward and gradients within the bf16 tolerance; with
+    dropout (other random draws than the plain block's) the same in eval mode, and in
+    training it drops."""
     from brainomni.models.layers import CrissCrossBlock
     from tests.models.plain_reference import CrissCrossBlock as PlainBlock
 
     torch.manual_seed(0)
     ours, plain = CrissCrossBlock(32, 4, dropout), PlainBlock(32, 4, dropout)
+    ours.compiled_kernels = compiled  # BrainOmni(compile=True): _BiasSELU
     with torch.no_grad():  # non-trivial norm weights: the fold into the products is tested
         for n, p in ours.named_parameters():
             if n.endswith("norm.weight"):
