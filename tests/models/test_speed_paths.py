@@ -263,9 +263,10 @@ def test_paper_seanet_bf16_within_tolerance():
 
 
 def test_bf16_path_ops_have_exact_backwards():
-    """The hand-written backwards of the bf16 path's RMSNorm and RoPE ops against numerical
-    derivatives (float64: the ops are dtype-generic)."""
-    from brainomni.models.layers import _QKVHeads, rms_scale
+    """The hand-written backwards of the bf16 path's RMSNorm, q/k/v layout + RoPE and
+    short-row softmax ops against numerical derivatives (float64: the ops are
+    dtype-generic)."""
+    from brainomni.models.layers import _QKVHeads, _ShortSoftmax, rms_scale
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 16, dtype=torch.float64, generator=g).requires_grad_(True)
@@ -275,6 +276,9 @@ def test_bf16_path_ops_have_exact_backwards():
     c, s = torch.cat([ang.cos()] * 2, -1), torch.cat([-ang.sin(), ang.sin()], -1)
     assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, c, s), (qkv,))
     assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, None, None), (qkv,))
+    s_ = torch.randn(3, 4, 16, dtype=torch.float64, generator=g).requires_grad_(True)
+    assert torch.autograd.gradcheck(_ShortSoftmax.apply, (s_,))
+    torch.testing.assert_close(_ShortSoftmax.apply(s_), s_.softmax(-1))
     q, k, v = _QKVHeads.apply(qkv, None, None)  # without RoPE: the heads' layout only
     for i, t in enumerate((q, k, v)):
         assert t.is_contiguous() and torch.equal(t, qkv[:, :, i].transpose(1, 2))
@@ -346,19 +350,28 @@ def test_drop_bits_is_a_mask_forward_and_backward():
     torch.testing.assert_close(x.grad, g * kept, rtol=0, atol=0)
 
 
-def test_attention_dropout_bf16_equals_the_formula_with_its_mask():
+@pytest.mark.parametrize("T", [20, 40])  # the short-row softmax (<= 32) and the native one
+def test_attention_dropout_bf16_equals_the_formula_with_its_mask(T):
     from brainomni.models.layers import attention_dropout_bf16, keep_bits
 
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(3, 2, 20, 8, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(3, 2, T, 8, generator=g) for _ in range(3))
+    qb, kb, vb = (t.bfloat16().requires_grad_(True) for t in (q, k, v))
     torch.manual_seed(4)
-    out = attention_dropout_bf16(*(t.bfloat16() for t in (q, k, v)), 0.25)
+    out = attention_dropout_bf16(qb, kb, vb, 0.25)
     torch.manual_seed(4)
-    keep, scale = keep_bits((6, 20, 20), 0.25, "cpu")
+    keep, scale = keep_bits((6, T, T), 0.25, "cpu")
     assert scale == 1 / 0.75  # p = 0.25 is exact in 15 bits
-    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * (keep.view(3, 2, 20, 20) == -1) / 0.75
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * (keep.view(3, 2, T, T) == -1) / 0.75
+    ref = w @ v
     assert out.dtype == torch.bfloat16
-    assert _rel_err(out, w @ v) <= BF16_REL
+    assert _rel_err(out, ref) <= BF16_REL
+    gy = torch.randn(3, 2, T, 8, generator=g)
+    out.backward(gy.bfloat16())
+    ref.backward(gy)
+    for a, b in ((qb, q), (kb, k), (vb, v)):
+        assert _rel_err(a.grad, b.grad) <= BF16_REL
 
 
 @needs_bf16
