@@ -174,11 +174,9 @@ class BrainOmni(nn.Module):
             # (half of its products, no gather from the full logits; the same rows' values)
             sel = ~keep
             sel_logits = self.predict_head(h[sel]).view(-1, Q, self.codebook_size)  # X Q K
-        sel_labels = labels[..., :Q][sel]  # X Q
-        # argmax before the float32 copy: the same index (the copy is exact), half the bytes
-        acc = (sel_logits.detach().argmax(-1) == sel_labels).float().mean(0)
-        sel_logits = sel_logits.float()
+        sel_logits, sel_labels = sel_logits.float(), labels[..., :Q][sel]  # X Q K, X Q
         loss = F.cross_entropy(sel_logits.reshape(-1, sel_logits.shape[-1]), sel_labels.reshape(-1))
+        acc = (sel_logits.argmax(-1) == sel_labels).float().mean(0).detach()
         out = {"loss": loss, "acc_all": acc.mean()}
         out.update({f"acc_{q}": acc[q] for q in range(Q)})
         return out
