@@ -8,7 +8,8 @@ training config):
 - ``"bf16"``: the training forward runs under ``torch.autocast(<device>, bfloat16)``. On CPUs
   with AMX or AVX512-BF16 the convolutions, LSTM and matrix products then use bf16 kernels
   (oneDNN's AMX ``brg_matmul``); elsewhere they are emulated (correct but slow: prefer
-  ``"auto"``). Losses, the RVQ and the RMSNorm statistics stay float32. On CPU, BrainOmni
+  ``"auto"``). Losses, the RVQ and the RMSNorm statistics stay float32 (on BrainOmni's bf16
+  CPU path the norm is accumulated in float32, rounded to bf16). On CPU, BrainOmni
   also keeps its residual stream in bf16 and its blocks take ``layers.py``'s bf16 path
   (``fast_bf16_path``). Once the products run on AMX, PyTorch's eager elementwise passes
   dominate a CPU step, so that path computes the same function in fewer passes:
@@ -24,11 +25,14 @@ training config):
     conversion; 12.6 against 25 ms for the 256 x 160 x 160 attention weights), the
     ``1/P(keep)`` on v or in the residual add;
   - attention with dropout written out in bf16 (CPU SDPA upcasts to float32 for dropout);
+  - the spatial attention's softmax over 16 sources with its own op (``_ShortSoftmax``);
   - the prediction head only at the masked positions (the loss's rows; half its products).
 
   Measured (``tests/benchmarks/bench_models.py --threads 1``, interleaved with the plain
-  float32 formulation, this 2-core shared AMX machine): BrainOmni tiny from indices 2.56x
-  plain in wall time on a quiet round (2.0-2.7x across loads; before these ops 1.9-2.45x).
+  float32 formulation, this 2-core shared AMX machine under loads of 2-6): BrainOmni tiny
+  from indices 2.3-2.7x plain in CPU time, 2.1-3.0x wall (before these ops 1.9-2.45x);
+  ``compile=True`` adds 0.1-0.2x. Not the 4x of the issue: matrix products are 45 % of the
+  step now, see README "Benchmarks" for the profile and what 4x would need.
 - ``"auto"``: ``"bf16"`` where the device computes bf16 natively (CUDA with bf16, a CPU with
   AMX-BF16 or AVX512-BF16), else ``"fp32"``.
 
