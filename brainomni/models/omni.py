@@ -96,6 +96,8 @@ class BrainOmni(nn.Module):
             if not name.startswith("tokenizer"):
                 _init_weights(m)
         maybe_compile(list(self.blocks), cfg.compile)
+        for block in self.blocks:  # on the bf16 CPU path: compiled elementwise kernels
+            block.compiled_kernels = cfg.compile
 
     def train(self, mode: bool = True) -> BrainOmni:
         super().train(mode)
@@ -168,9 +170,11 @@ class BrainOmni(nn.Module):
             rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
             for block in self.blocks:
                 h = block(h, rope)
-            logits = self.predict_head(h).view(B, S, W, Q, -1)
-        sel = ~keep
-        sel_logits, sel_labels = logits[sel].float(), labels[..., :Q][sel]  # X Q K, X Q
+            # the loss needs logits at the masked positions only: the head runs on those rows
+            # (half of its products, no gather from the full logits; the same rows' values)
+            sel = ~keep
+            sel_logits = self.predict_head(h[sel]).view(-1, Q, self.codebook_size)  # X Q K
+        sel_logits, sel_labels = sel_logits.float(), labels[..., :Q][sel]  # X Q K, X Q
         loss = F.cross_entropy(sel_logits.reshape(-1, sel_logits.shape[-1]), sel_labels.reshape(-1))
         acc = (sel_logits.argmax(-1) == sel_labels).float().mean(0).detach()
         out = {"loss": loss, "acc_all": acc.mean()}

@@ -8,24 +8,45 @@ training config):
 - ``"bf16"``: the training forward runs under ``torch.autocast(<device>, bfloat16)``. On CPUs
   with AMX or AVX512-BF16 the convolutions, LSTM and matrix products then use bf16 kernels
   (oneDNN's AMX ``brg_matmul``); elsewhere they are emulated (correct but slow: prefer
-  ``"auto"``). Losses, the RVQ and the RMSNorm statistics stay float32. On CPU, BrainOmni
+  ``"auto"``). Losses, the RVQ and the RMSNorm statistics stay float32 (on BrainOmni's bf16
+  CPU path the norm is accumulated in float32, rounded to bf16). On CPU, BrainOmni
   also keeps its residual stream in bf16 and its blocks take ``layers.py``'s bf16 path
-  (``fast_bf16_path``): the RMSNorm weight folded into the next matrix product and the norm
-  in one autograd op, RoPE on q and k at once, dropout masks from 16 random bits, attention
-  with dropout written out in bf16. Eager elementwise passes, not the matrix products,
-  dominate a CPU step once these run on AMX; these ops cut them (2.1x per block against
-  1.7x for autocast alone, measured in CPU time).
+  (``fast_bf16_path``). Once the products run on AMX, PyTorch's eager elementwise passes
+  dominate a CPU step, so that path computes the same function in fewer passes:
+
+  - each RMSNorm weight folded into the next product (``W (w x) = (W diag(w)) x``), the
+    norm one op with a two-pass backward (``_RMSScale``);
+  - q, k, v written once into the (B, H, T, Dh) layout of the attention products, with RoPE
+    on the way (``_QKVHeads``): the qkv rows of each q/k head are reordered [even | odd]
+    (``halves_order``; the same order on q and k leaves q . k unchanged), so RoPE rotates
+    two contiguous halves instead of stride-2 pairs (2.5x faster);
+  - dropout masks as int16 bit patterns applied by a bitwise AND (``keep_bits``,
+    ``_DropBits``: 15 random bits per element from ``int64.random_``, no bool -> bf16
+    conversion; 12.6 against 25 ms for the 256 x 160 x 160 attention weights), the
+    ``1/P(keep)`` on v or in the residual add;
+  - attention with dropout written out in bf16 (CPU SDPA upcasts to float32 for dropout);
+  - the spatial attention's softmax over 16 sources with its own op (``_ShortSoftmax``);
+  - the prediction head only at the masked positions (the loss's rows; half its products).
+
+  Measured (``tests/benchmarks/bench_models.py --threads 1``, interleaved with the plain
+  float32 formulation, this 2-core shared AMX machine under loads of 2-6): BrainOmni tiny
+  from indices 2.3-2.8x plain in CPU time, 2.1-3.0x wall (before these ops 1.9-2.45x);
+  ``compile=True`` adds 0-0.2x. Not the 4x of the issue: matrix products are 45 % of the
+  step now, see README "Benchmarks" for the profile and what 4x would need.
 - ``"auto"``: ``"bf16"`` where the device computes bf16 natively (CUDA with bf16, a CPU with
   AMX-BF16 or AVX512-BF16), else ``"fp32"``.
 
 ``compile`` (default False): ``nn.Module.compile()`` of the SEANet encoder/decoder (tokenizer)
 or of every criss-cross block (BrainOmni), in place so parameter names are unchanged. On the
-AMX CPU a compiled bf16 criss-cross block (autocast alone) was slower than the eager one
-(0.59 s against 0.50 s forward + backward, 1 thread, after 144 s of compilation), so the
-eager bf16 path above is the CPU fast path. The
-first steps pay the compilation (tens of seconds on CPU, again for each new batch shape
-until shapes are marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py``
-reports the compile time separately from the step time.
+bf16 CPU path BrainOmni's blocks are not traced (``torch.compiler.disable``): an
+inductor-compiled bf16 block was slower than the eager one (0.59 s against 0.50 s forward +
+backward, 1 thread, after 144 s of compilation), and inductor's CPU softmax over the
+160-long attention rows was 2-4x slower than eager. Instead ``compile=True`` compiles one
+elementwise kernel there, the first FFN bias + SELU (``layers._BiasSELU``: ``addmm`` + the
+bf16 ``elu`` kernel 47 ms, ``mm`` + the compiled kernel 18 ms per block, compiled in about
+10 s). The first steps pay the compilation (again for each new batch shape until shapes are
+marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py --compile-bf16`` times
+that variant and reports the compile time separately from the step time.
 
 Only the training ``forward`` uses ``precision``: ``tokenize``/``encode``/``reconstruct``
 run in the caller's precision, so stored token indices do not depend on this option.

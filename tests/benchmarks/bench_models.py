@@ -1,7 +1,7 @@
 """Training-step speed of our models against the plain PyTorch formulation, side by side.
 
     .venv/bin/python tests/benchmarks/bench_models.py [--threads 2] [--repeats 3]
-        [--cases tokenizer,omni] [--compile]
+        [--cases tokenizer,omni] [--compile | --compile-bf16]
 
 One step = forward + backward + AdamW, on CPU. Cases (the issue's configuration):
 
@@ -13,8 +13,10 @@ Variants, all in this process with the same weights (loaded by parameter name): 
 (``tests/models/plain_reference.py``: nn.Conv1d/ELU/pad SEANet, written-out attention,
 complex RoPE; float32, eager), ``ours fp32``, ``ours bf16`` (``precision="bf16"``, when the
 CPU has AMX or AVX512-BF16) and, with ``--compile``, the same with ``compile=True`` (its
-compile time - the warm-up steps - is reported on its own line). Each variant takes one
-warm-up step (k-means init, allocator, compilation), then ``--repeats`` rounds run the
+compile time - the warm-up steps - is reported on its own line); ``--compile-bf16`` adds
+only ``ours bf16 compiled`` (BrainOmni: the bf16 CPU path with compiled elementwise kernels).
+Each variant takes one warm-up step (k-means init, allocator, compilation), then
+``--repeats`` rounds run the
 variants interleaved (A, B, C, A, B, C, ...) so that a changing machine load hits all alike;
 the minimum per variant is reported with its speed-up over ``plain`` and whether the target
 holds (tokenizer >= 2x, omni >= 4x). The 1-min load average is printed: on a loaded machine
@@ -65,16 +67,19 @@ def make_step(model: torch.nn.Module, lr: float, betas: tuple[float, float], eps
     return step
 
 
-def variants(compile_: bool) -> list[tuple[str, dict]]:
+def variants(compile_: str) -> list[tuple[str, dict]]:
+    """``compile_``: "" (none), "all" (every variant also compiled) or "bf16" (only the
+    bf16 one: BrainOmni's compiled elementwise kernels, no whole-model compile in fp32)."""
     out = [("ours fp32", {})]
     if native_bf16("cpu"):
         out.append(("ours bf16", {"precision": "bf16"}))
     if compile_:
-        out += [(f"{n} compiled", {**kw, "compile": True}) for n, kw in list(out)]
+        todo = [(n, kw) for n, kw in out if compile_ == "all" or "bf16" in n]
+        out += [(f"{n} compiled", {**kw, "compile": True}) for n, kw in todo]
     return out
 
 
-def tokenizer_steps(compile_: bool) -> dict:
+def tokenizer_steps(compile_: str) -> dict:
     x, pos, st = batch(4, 64, 10)
     inputs = {"x": x, "pos": pos, "sensor_type": st}
     hp = {"lr": 2e-4, "betas": (0.5, 0.9), "eps": 1e-5}
@@ -88,7 +93,7 @@ def tokenizer_steps(compile_: bool) -> dict:
     return steps
 
 
-def omni_steps(compile_: bool) -> dict:
+def omni_steps(compile_: str) -> dict:
     torch.manual_seed(0)
     tok = BrainTokenizer().eval()
     x, pos, st = batch(4, 64, 30)
@@ -142,6 +147,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", default="tokenizer,omni")
     ap.add_argument("--compile", action="store_true", help="also time compile=True variants")
+    ap.add_argument(
+        "--compile-bf16", action="store_true", help="also time the bf16 variant with compile=True"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [c for c in args.cases.split(",") if c]
@@ -158,7 +166,8 @@ def main() -> None:
     )
     builders = {"tokenizer": tokenizer_steps, "omni": omni_steps}
     for c in cases:
-        run_case(c, builders[c](args.compile), args.repeats)
+        compile_ = "all" if args.compile else "bf16" if args.compile_bf16 else ""
+        run_case(c, builders[c](compile_), args.repeats)
     print(f"\n1-min load at the end {os.getloadavg()[0]:.1f}")
 
 

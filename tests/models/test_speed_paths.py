@@ -263,72 +263,153 @@ def test_paper_seanet_bf16_within_tolerance():
 
 
 def test_bf16_path_ops_have_exact_backwards():
-    """The hand-written backwards of the bf16 path's RMSNorm and RoPE ops against numerical
-    derivatives (float64: the ops are dtype-generic)."""
-    from brainomni.models.layers import _RotatePairs, rms_scale
+    """The hand-written backwards of the bf16 path's RMSNorm, q/k/v layout + RoPE and
+    short-row softmax ops against numerical derivatives (float64: the ops are
+    dtype-generic)."""
+    from brainomni.models.layers import _QKVHeads, _ShortSoftmax, rms_scale
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 16, dtype=torch.float64, generator=g).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: rms_scale(t, 1e-6), (x,))
-    qk = torch.randn(2, 5, 2, 2, 8, dtype=torch.float64, generator=g).requires_grad_(True)
-    ang = torch.randn(5, 1, 2, 4, dtype=torch.float64, generator=g)
-    assert torch.autograd.gradcheck(lambda t: _RotatePairs.apply(t, ang.cos(), ang.sin()), (qk,))
+    qkv = torch.randn(2, 5, 3, 2, 8, dtype=torch.float64, generator=g).requires_grad_(True)
+    ang = torch.randn(5, 2, 4, dtype=torch.float64, generator=g)
+    c, s = torch.cat([ang.cos()] * 2, -1), torch.cat([-ang.sin(), ang.sin()], -1)
+    assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, c, s), (qkv,))
+    assert torch.autograd.gradcheck(lambda t: _QKVHeads.apply(t, None, None), (qkv,))
+    s_ = torch.randn(3, 4, 16, dtype=torch.float64, generator=g).requires_grad_(True)
+    assert torch.autograd.gradcheck(_ShortSoftmax.apply, (s_,))
+    torch.testing.assert_close(_ShortSoftmax.apply(s_), s_.softmax(-1))
+    q, k, v = _QKVHeads.apply(qkv, None, None)  # without RoPE: the heads' layout only
+    for i, t in enumerate((q, k, v)):
+        assert t.is_contiguous() and torch.equal(t, qkv[:, :, i].transpose(1, 2))
 
 
-def test_rope_pairs_equal_the_complex_product():
-    """_RotatePairs with the tables the block derives equals the official complex RoPE."""
-    from brainomni.models.layers import _RotatePairs, rope_angles
+def test_rope_halves_equal_the_complex_product():
+    """The bf16 path's RoPE (q/k rows in ``halves_order``, ``_QKVHeads`` with
+    ``halves_tables``) equals the official complex RoPE on the original feature order, and
+    the reorder leaves the attention scores q . k unchanged."""
+    from brainomni.models.layers import (
+        _QKVHeads,
+        halves_order,
+        halves_tables,
+        rope_angles,
+        rope_tables,
+    )
     from tests.models.plain_reference import rope_rotation
 
     T, dim, H = 7, 16, 2
-    qk = torch.randn(3, T, 2, H, dim // H, dtype=torch.float64)
-    ang = rope_angles(T, dim, H, 10000.0, "cpu").double().unsqueeze(1)
-    ours = _RotatePairs.apply(qk, ang.cos(), ang.sin())
+    qkv = torch.randn(3, T, 3, H, dim // H, dtype=torch.float64)
+    perm = halves_order(dim, H)
+    reordered = qkv.flatten(2)[..., perm].view_as(qkv)
+    assert torch.equal(reordered[:, :, 2], qkv[:, :, 2])  # v keeps its order
+    cos, sin = rope_tables(rope_angles(T, dim, H, 10000.0, "cpu"))
+    q, k, v = _QKVHeads.apply(reordered.bfloat16(), *halves_tables(cos, sin))
+    ours = torch.stack([q, k], 2).transpose(1, 3).double()  # (B, T, 2, H, Dh)
+    assert torch.equal(v, qkv[:, :, 2].transpose(1, 2).bfloat16())
     rot = rope_rotation(T, dim, H, 10000.0).to(torch.complex128).unsqueeze(1)
-    ref = torch.view_as_real(torch.view_as_complex(qk.reshape(3, T, 2, H, -1, 2)) * rot)
-    torch.testing.assert_close(ours, ref.flatten(-2), rtol=1e-6, atol=1e-6)
+    ref = torch.view_as_real(torch.view_as_complex(qkv[:, :, :2].reshape(3, T, 2, H, -1, 2)) * rot)
+    ref = ref.flatten(-2).flatten(2)[..., perm[: 2 * dim]].view_as(ours)
+    torch.testing.assert_close(ours, ref, rtol=0.02, atol=0.02)  # bf16 inputs and tables
+    scores = torch.einsum("bthd,bshd->bhts", *ours.unbind(2))
+    ref_scores = torch.einsum("bthd,bshd->bhts", *ref.unbind(2))
+    torch.testing.assert_close(scores, ref_scores, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
-def test_keep_mask_rate_and_seeding(p):
-    from brainomni.models.layers import keep_mask
+def test_keep_bits_rate_scale_and_seeding(p):
+    from brainomni.models.layers import keep_bits
 
     torch.manual_seed(7)
-    a = keep_mask((400, 500), p, "cpu")
+    a, scale = keep_bits((400, 500), p, "cpu")
     torch.manual_seed(7)
-    b = keep_mask((400, 500), p, "cpu")
-    n = a.numel()
-    sigma = (p * (1 - p) / n) ** 0.5
-    assert abs(a.float().mean().item() - (1 - p)) < 5 * sigma  # Bernoulli(1 - p)
+    b, _ = keep_bits((400, 500), p, "cpu")
+    assert a.dtype == torch.int16 and set(a.unique().tolist()) == {-1, 0}
+    kept = (a == -1).float().mean().item()
+    sigma = (p * (1 - p) / a.numel()) ** 0.5
+    assert abs(kept - (1 - p)) < 5 * sigma  # Bernoulli(1 - p)
+    assert abs(scale * (1 - p) - 1) <= 2**-15 / (1 - p)  # 1 / P(keep), P(keep) ~ 1 - p
     assert torch.equal(a, b)  # drawn from the default generator
-    assert not torch.equal(a, keep_mask((400, 500), p, "cpu"))
+    assert not torch.equal(a, keep_bits((400, 500), p, "cpu")[0])
+    with pytest.raises(ValueError, match="dropout p"):
+        keep_bits((4,), 1.0, "cpu")
 
 
-def test_attention_dropout_bf16_equals_the_formula_with_its_mask():
-    from brainomni.models.layers import attention_dropout_bf16, keep_mask
+def test_drop_bits_is_a_mask_forward_and_backward():
+    """``drop_bits`` keeps x exactly where kept and gives 0 elsewhere; its gradient is the
+    same mask on the incoming gradient (as autograd's multiply by a 0/1 mask)."""
+    from brainomni.models.layers import drop_bits
+
+    x = torch.randn(50, 60).bfloat16().requires_grad_(True)
+    torch.manual_seed(3)
+    y, scale = drop_bits(x, 0.3)
+    kept = y != 0
+    assert 0.6 < kept.float().mean() < 0.8 and abs(scale - 1 / 0.7) < 1e-3
+    assert torch.equal(y[kept], x.detach()[kept])
+    g = torch.randn(50, 60).bfloat16()
+    y.backward(g)
+    torch.testing.assert_close(x.grad, g * kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("T", [20, 40])  # the short-row softmax (<= 32) and the native one
+def test_attention_dropout_bf16_equals_the_formula_with_its_mask(T):
+    from brainomni.models.layers import attention_dropout_bf16, keep_bits
 
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(3, 2, 20, 8, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(3, 2, T, 8, generator=g) for _ in range(3))
+    qb, kb, vb = (t.bfloat16().requires_grad_(True) for t in (q, k, v))
     torch.manual_seed(4)
-    out = attention_dropout_bf16(*(t.bfloat16() for t in (q, k, v)), 0.25)
+    out = attention_dropout_bf16(qb, kb, vb, 0.25)
     torch.manual_seed(4)
-    keep = keep_mask((6, 20, 20), 0.25, "cpu").view(3, 2, 20, 20)
-    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * keep / 0.75
+    keep, scale = keep_bits((6, T, T), 0.25, "cpu")
+    assert scale == 1 / 0.75  # p = 0.25 is exact in 15 bits
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * (keep.view(3, 2, T, T) == -1) / 0.75
+    ref = w @ v
     assert out.dtype == torch.bfloat16
-    assert _rel_err(out, w @ v) <= BF16_REL
+    assert _rel_err(out, ref) <= BF16_REL
+    gy = torch.randn(3, 2, T, 8, generator=g)
+    out.backward(gy.bfloat16())
+    ref.backward(gy)
+    for a, b in ((qb, q), (kb, k), (vb, v)):
+        assert _rel_err(a.grad, b.grad) <= BF16_REL
 
 
 @needs_bf16
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_criss_cross_bf16_path_within_tolerance(dropout):
-    """The block's bf16 path (bf16 input) against the plain float32 block: without dropout
-    forward and gradients within the bf16 tolerance; with dropout (other random draws than
-    the plain block's) the same in eval mode, and in training it drops."""
+def test_bias_selu_equals_selu_forward_and_backward():
+    """``_BiasSELU`` (compiled forward, eager backward from the saved output) against
+    autograd through ``F.selu(h + b)`` in float32 on the same bf16 inputs. Same shape as the
+    block test below (one compilation)."""
+    from brainomni.models.layers import _BiasSELU
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, 12, 128, generator=g).bfloat16().requires_grad_(True)
+    b = torch.randn(128, generator=g).requires_grad_(True)
+    y = _BiasSELU.apply(h, b)
+    gy = torch.randn(2, 5, 12, 128, generator=g).bfloat16()
+    y.backward(gy)
+    h32 = h.detach().float().requires_grad_(True)
+    b32 = b.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.selu(h32 + b32)
+    ref.backward(gy.float())
+    assert y.dtype == torch.bfloat16 and h.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=2**-7, atol=2**-7)  # bf16 rounding
+    assert _rel_err(h.grad, h32.grad) <= 0.02
+    assert _rel_err(b.grad, b32.grad) <= BF16_REL  # sums of 120 bf16-rounded terms
+
+
+@needs_bf16
+@pytest.mark.parametrize(("dropout", "compiled"), [(0.0, False), (0.2, False), (0.0, True)])
+def test_criss_cross_bf16_path_within_tolerance(dropout, compiled):
+    """The block's bf16 path (bf16 input; with ``compiled_kernels`` too) against the plain
+    float32 block: without dropout forward and gradients within the bf16 tolerance; with
+    dropout (other random draws than the plain block's) the same in eval mode, and in
+    training it drops."""
     from brainomni.models.layers import CrissCrossBlock
     from tests.models.plain_reference import CrissCrossBlock as PlainBlock
 
     torch.manual_seed(0)
     ours, plain = CrissCrossBlock(32, 4, dropout), PlainBlock(32, 4, dropout)
+    ours.compiled_kernels = compiled  # BrainOmni(compile=True): _BiasSELU
     with torch.no_grad():  # non-trivial norm weights: the fold into the products is tested
         for n, p in ours.named_parameters():
             if n.endswith("norm.weight"):
