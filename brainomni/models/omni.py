@@ -166,7 +166,7 @@ class BrainOmni(nn.Module):
         with autocast(self.config.precision, dev.type):
             h = self._embed(h)
             if fast_bf16_path(self.config.precision, dev.type):
-                h = h.to(torch.bfloat16)  # a bf16 residual stream (layers.py's bf16 path)
+                h = h.to(torch.bfloat16)  # a bf16 residual stream (bf16_cpu.py's path)
             rope = self.blocks[0].time_attn.rope_tables(W, dev)  # shared by every block
             for block in self.blocks:
                 h = block(h, rope)

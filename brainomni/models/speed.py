@@ -10,7 +10,7 @@ training config):
   (oneDNN's AMX ``brg_matmul``); elsewhere they are emulated (correct but slow: prefer
   ``"auto"``). Losses, the RVQ and the RMSNorm statistics stay float32 (on BrainOmni's bf16
   CPU path the norm is accumulated in float32, rounded to bf16). On CPU, BrainOmni
-  also keeps its residual stream in bf16 and its blocks take ``layers.py``'s bf16 path
+  also keeps its residual stream in bf16 and its blocks take ``bf16_cpu.py``'s bf16 path
   (``fast_bf16_path``). Once the products run on AMX, PyTorch's eager elementwise passes
   dominate a CPU step, so that path computes the same function in fewer passes:
 
@@ -42,7 +42,7 @@ bf16 CPU path BrainOmni's blocks are not traced (``torch.compiler.disable``): an
 inductor-compiled bf16 block was slower than the eager one (0.59 s against 0.50 s forward +
 backward, 1 thread, after 144 s of compilation), and inductor's CPU softmax over the
 160-long attention rows was 2-4x slower than eager. Instead ``compile=True`` compiles one
-elementwise kernel there, the first FFN bias + SELU (``layers._BiasSELU``: ``addmm`` + the
+elementwise kernel there, the first FFN bias + SELU (``bf16_cpu._BiasSELU``: ``addmm`` + the
 bf16 ``elu`` kernel 47 ms, ``mm`` + the compiled kernel 18 ms per block, compiled in about
 10 s). The first steps pay the compilation (again for each new batch shape until shapes are
 marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py --compile-bf16`` times
@@ -97,7 +97,7 @@ def autocast(precision: str, device_type: str):
 
 
 def fast_bf16_path(precision: str, device_type: str) -> bool:
-    """Whether the model runs its bf16 CPU path (``layers.fast_bf16``): bf16 activations
+    """Whether the model runs its bf16 CPU path (``bf16_cpu.fast_bf16``): bf16 activations
     between the blocks, fused RMSNorm/RoPE/dropout."""
     return device_type == "cpu" and resolved_precision(precision, device_type) == "bf16"
 

@@ -266,7 +266,7 @@ def test_bf16_path_ops_have_exact_backwards():
     """The hand-written backwards of the bf16 path's RMSNorm, q/k/v layout + RoPE and
     short-row softmax ops against numerical derivatives (float64: the ops are
     dtype-generic)."""
-    from brainomni.models.layers import _QKVHeads, _ShortSoftmax, rms_scale
+    from brainomni.models.bf16_cpu import _QKVHeads, _ShortSoftmax, rms_scale
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 16, dtype=torch.float64, generator=g).requires_grad_(True)
@@ -288,13 +288,8 @@ def test_rope_halves_equal_the_complex_product():
     """The bf16 path's RoPE (q/k rows in ``halves_order``, ``_QKVHeads`` with
     ``halves_tables``) equals the official complex RoPE on the original feature order, and
     the reorder leaves the attention scores q . k unchanged."""
-    from brainomni.models.layers import (
-        _QKVHeads,
-        halves_order,
-        halves_tables,
-        rope_angles,
-        rope_tables,
-    )
+    from brainomni.models.bf16_cpu import _QKVHeads, halves_order, halves_tables
+    from brainomni.models.layers import rope_angles, rope_tables
     from tests.models.plain_reference import rope_rotation
 
     T, dim, H = 7, 16, 2
@@ -317,7 +312,7 @@ def test_rope_halves_equal_the_complex_product():
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_keep_bits_rate_scale_and_seeding(p):
-    from brainomni.models.layers import keep_bits
+    from brainomni.models.bf16_cpu import keep_bits
 
     torch.manual_seed(7)
     a, scale = keep_bits((400, 500), p, "cpu")
@@ -337,7 +332,7 @@ def test_keep_bits_rate_scale_and_seeding(p):
 def test_drop_bits_is_a_mask_forward_and_backward():
     """``drop_bits`` keeps x exactly where kept and gives 0 elsewhere; its gradient is the
     same mask on the incoming gradient (as autograd's multiply by a 0/1 mask)."""
-    from brainomni.models.layers import drop_bits
+    from brainomni.models.bf16_cpu import drop_bits
 
     x = torch.randn(50, 60).bfloat16().requires_grad_(True)
     torch.manual_seed(3)
@@ -352,7 +347,7 @@ def test_drop_bits_is_a_mask_forward_and_backward():
 
 @pytest.mark.parametrize("T", [20, 40])  # the short-row softmax (<= 32) and the native one
 def test_attention_dropout_bf16_equals_the_formula_with_its_mask(T):
-    from brainomni.models.layers import attention_dropout_bf16, keep_bits
+    from brainomni.models.bf16_cpu import attention_dropout_bf16, keep_bits
 
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(3, 2, T, 8, generator=g) for _ in range(3))
@@ -379,7 +374,7 @@ def test_bias_selu_equals_selu_forward_and_backward():
     """``_BiasSELU`` (compiled forward, eager backward from the saved output) against
     autograd through ``F.selu(h + b)`` in float32 on the same bf16 inputs. Same shape as the
     block test below (one compilation)."""
-    from brainomni.models.layers import _BiasSELU
+    from brainomni.models.bf16_cpu import _BiasSELU
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(2, 5, 12, 128, generator=g).bfloat16().requires_grad_(True)
