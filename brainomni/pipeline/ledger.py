@@ -198,6 +198,7 @@ class Ledger:
         self.storage_options = dict(storage_options or {})
         self._segments = 0  # segments written by this object (their names' counter)
         self._token = uuid.uuid4().hex[:8]  # and its token: two drivers never collide
+        self._flushed: tuple[int, Any] = (0, None)  # rows flushed, the last of them
 
     def _bytes(self, rows: Iterable[Any]) -> bytes:
         return self._table_bytes(rows_table(rows, self.row_type))
@@ -338,6 +339,8 @@ class Ledger:
         fs, path = get_fs(self.dest, self.storage_options)
         base = f"{path}/{PARTS_DIR}"
         self._remove(fs, base, [f"{base}/{part_name(r.key, r.attempt)}" for r in rows])
+        if rows:  # see compact(): the rows received so far that a segment of ours holds
+            self._flushed = (self._flushed[0] + len(rows), rows[-1])
         return url
 
     def _remove(self, fs: Any, base: str, parts: list[str]) -> None:
@@ -374,12 +377,16 @@ class Ledger:
         fs, path = get_fs(self.dest, self.storage_options)
         segments, parts = self._listing(fs, path)
         received = list(received)
-        have = {part_name(r.key, r.attempt) for r in received}
+        # segments are read whoever wrote them (an earlier killed driver's too): a few
+        # files of many rows, read in bulk. When ``received`` starts with the rows this
+        # object flushed (run_stage hands every row to both, in order), only the rest is
+        # converted: the segments hold the others.
+        n, last = self._flushed
+        tail = received[n:] if n and len(received) >= n and received[n - 1] is last else received
+        have = {part_name(r.key, r.attempt) for r in tail}
         unread = [p for p in parts if p.rsplit("/", 1)[-1] not in have]
-        # segments are read whoever wrote them (this run's rows are in ``received`` too,
-        # an earlier killed driver's are not): a few files of many rows, read in bulk
         tables = self._compacted(fs, path) + self._tables(fs, segments + unread)
-        tables.append(rows_table(received, self.row_type))
+        tables.append(rows_table(tail, self.row_type))
         table = dedupe_table(self._concat(tables), self.row_type)
         atomic_write_bytes(
             join_url(self.dest, LEDGER_FILE), self._table_bytes(table), self.storage_options

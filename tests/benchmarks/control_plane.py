@@ -252,7 +252,7 @@ def _rows(refs: list[Any]) -> list[Any]:
 
 def step_ledger(shape: Shape, work: str, refs: list[Any], every: int = 5000) -> dict[str, Any]:
     """Fold a finished job's ledger (see the module docstring), then reread it."""
-    from brainomni.ingest.ledger import PARTS_DIR, compact, part_name, read_ledger, write_part
+    from brainomni.ingest.ledger import PARTS_DIR, part_name, read_ledger, write_part
 
     dest = os.path.join(work, "ledger")
     shutil.rmtree(dest, ignore_errors=True)
@@ -268,13 +268,14 @@ def step_ledger(shape: Shape, work: str, refs: list[Any], every: int = 5000) -> 
         with open(os.path.join(parts, part_name(row.recording_id, row.attempt)), "wb") as fh:
             fh.write(placeholder)
 
+    from brainomni.ingest.ledger import Ledger, LedgerRow
+
+    ledger = Ledger(dest, LedgerRow)  # one object for the run, as run_stage has
+
     def segments() -> int:
         """What the driver does while the workers run (run_stage's default: every 5,000
         received rows become a segment and their parts are removed; the last rows (fewer
         than 5,000) are left for the fold, as in a job."""
-        from brainomni.ingest.ledger import Ledger, LedgerRow
-
-        ledger = Ledger(dest, LedgerRow)
         done = len(received) - len(received) % every
         for i in range(0, done, every):
             ledger.flush(received[i : i + every])
@@ -282,7 +283,7 @@ def step_ledger(shape: Shape, work: str, refs: list[Any], every: int = 5000) -> 
 
     return {
         "_segments": segments,
-        "_fold": lambda: compact(dest, received=received),
+        "_fold": lambda: ledger.compact(received),
         "_read": lambda: read_ledger(dest),
     }
 

@@ -160,3 +160,30 @@ def test_parts_are_arrow_ipc_and_parquet_parts_of_earlier_versions_are_read(tmp_
         with pytest.raises(ValueError, match=f"{name} is not a readable"):
             Ledger(str(dest), StageRow).read()
         bad.unlink()
+
+
+def test_fold_after_flushes_equals_a_fold_of_everything(tmp_path):
+    """The object that flushed converts only the received rows its segments do not hold;
+    the folded ledger equals the fold of a fresh object given every row (and a fresh object
+    given only the tail would have to read the segments: it does)."""
+    rows = [StageRow(f"u{k:02d}", outcome="ok", items=k) for k in range(9)]
+    folded = {}
+    for how in ("same object", "fresh object"):
+        dest = tmp_path / how.replace(" ", "-")
+        ledger = Ledger(str(dest), StageRow)
+        for r in rows:
+            ledger.write(r)
+        ledger.flush(rows[:4])
+        ledger.flush(rows[4:8])
+        folder = ledger if how == "same object" else Ledger(str(dest), StageRow)
+        folded[how] = _comparable(folder.compact(rows))
+        assert _files(dest) == ([], [])
+    assert folded["same object"] == folded["fresh object"] == _comparable(rows)
+    # received rows that are not the flushed objects (equal keys and attempts): all are
+    # converted, and on a tie the received row (after the segments) wins, as before
+    dest = tmp_path / "other"
+    ledger = Ledger(str(dest), StageRow)
+    ledger.flush(rows[:4])
+    copies = [StageRow(r.key, outcome="ok", items=r.items + 100) for r in rows]
+    got = {r.key: r.items for r in ledger.compact(copies)}
+    assert got == {r.key: r.items + 100 for r in rows}
