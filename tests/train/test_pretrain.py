@@ -33,7 +33,7 @@ def test_kill_and_resume_reproduces_losses_and_sample_order(s3_data, tok_run, to
     shutil.copytree(tok_killed, out)
     steps = sorted(int(d.name.split("-")[1]) for d in (out / "checkpoints").iterdir())
     assert steps == [3]  # mid-epoch (4 steps per epoch); step 6 never started
-    tok(s3_data, out, *TOK_ARGS, "--resume")
+    tok(s3_data, out, *TOK_ARGS, "plots=false", "--resume")  # plots: tok_run
     a, b = records(tok_run, "train"), records(out, "train")
     assert sorted(a) == sorted(b) == list(range(1, 9))
     assert a == b  # every loss, every step, bit for bit
@@ -148,7 +148,7 @@ def test_resume_with_another_number_of_ranks(s3_data, tok_run, tok_killed, tmp_p
     assert (
         json.loads((out / "checkpoints" / "step-00000006" / "meta.json").read_text())["world"] == 1
     )
-    p = tok(s3_data, out, *TOK_ARGS, "--resume")
+    p = tok(s3_data, out, *TOK_ARGS, "plots=false", "--resume")  # plots: tok_run
     assert "(step 6, saved with 1 ranks, now 2)" in p.stderr
     got = records(out, "train")
     assert sorted(got) == list(range(1, 9))
