@@ -198,7 +198,7 @@ def _resolve_data(args, out: str, folds: int | None):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .finetune import RECIPES
+    from .protocols import RECIPES  # not .finetune: that imports torch for every CLI call
 
     _data_args(p)
     p.add_argument("--checkpoint", required=True, help="exported model folder (`brainomni export`)")

@@ -95,21 +95,16 @@ def slurm_env(slurm_shims, tmp_path) -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def pretrain_manifest(tmp_path_factory) -> Path:
-    """A published tokenizer-10s manifest over a few real recordings (tests/pack/corpus.py)."""
+def pretrain_manifest() -> Path:
+    """A published tokenizer-10s manifest over a few real recordings (tests/pack/corpus.py):
+    the pack the loader and pretraining tests use, built once per session."""
     from tests.conftest import MEEG_DIR, SKIP_REASON
 
     if MEEG_DIR is None:
         pytest.skip(SKIP_REASON)
-    from brainomni.manifests.publish import publish
-    from brainomni.pack import get_profile
-    from brainomni.pack.run import pack
-    from tests.pack.corpus import build_corpus
+    from tests.loader.data import packed_manifest
 
-    root = tmp_path_factory.mktemp("pretrain-data")
-    pack(str(build_corpus()), str(root / "pack"),
-         get_profile("tokenizer-10s", target_shard_bytes=3_000_000))  # fmt: skip
-    return publish(str(root / "pack"), "cluster-test", "1.0.0", root / "manifests", card=False)
+    return packed_manifest("tokenizer-10s")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 _CACHE: dict[str, Path] = {}
-SETS = ["max_steps=4", "val_every=1", "ckpt_every=1", "keep_last=1", "log_every=1"]
+# no plots: these tests read the logs and checkpoints (tok_run checks the plots)
+SETS = ["max_steps=4", "val_every=1", "ckpt_every=1", "keep_last=1", "log_every=1", "plots=false"]
 
 
 def _free_port() -> int:

@@ -64,11 +64,15 @@ def run(
     nproc: int = 2,
     entry: tuple[str, ...] = ("-m", "brainomni"),
 ) -> subprocess.CompletedProcess:
-    """``args`` under torchrun with ``nproc`` ranks; raises with the logs unless it succeeds
-    (``ok=False``: returns whatever happened)."""
+    """``args`` under torchrun with ``nproc`` ranks (``nproc=1``: one process without a
+    launcher, as ``brainomni pretrain`` runs on one device; no torchrun to start); raises with
+    the logs unless it succeeds (``ok=False``: returns whatever happened)."""
     e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(k, None)  # a launcher's variables of this process are not the child's
+    cmd = [sys.executable, *entry] if nproc == 1 else torchrun(nproc, entry=entry)
     p = subprocess.run(
-        torchrun(nproc, entry=entry) + args,
+        cmd + args,
         cwd=ROOT,
         env=e,
         capture_output=True,
