@@ -116,11 +116,6 @@ class SplitConfig:
     def _excluded_subjects(self) -> frozenset[tuple[str, str]]:
         return frozenset((dataset_name(d), s) for d, s in self.excluded_subjects)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # the cached values below are derived: never pickled (the split memo can hold a
-        # row per subject of the corpus; a config is sent to every pack worker)
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
     @functools.cached_property
     def _split_memo(self) -> dict[tuple[str, str], str | None]:
         """(dataset, subject) -> split, filled by :func:`assign_split` (a pure function of
@@ -130,6 +125,11 @@ class SplitConfig:
     @functools.cached_property
     def _unseen(self) -> frozenset[str]:
         return frozenset(dataset_name(d) for d in self.unseen_datasets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached values above (names starting with "_") are derived: never pickled or
+        # copied (the split memo can hold a row per subject; a config goes to every worker)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def namespace(self, dataset: str) -> str:
         ds = dataset_name(dataset)
@@ -214,15 +214,10 @@ def check_leakage(
     listed = {(dataset_name(d), s) for d, s in downstream_subjects}
     unseen = config._unseen
     n = 0
-    per_dataset: dict[str, tuple[str, str]] = {}  # name as given -> (canonical, namespace)
     for a in assignments:
         n += 1
-        got = per_dataset.get(a.dataset)
-        if got is None:
-            ds = dataset_name(a.dataset)
-            got = per_dataset[a.dataset] = (ds, config.namespace(ds))
-        ds, ns = got
-        subj_splits[(ns, a.subject)].add(a.split)
+        ds = dataset_name(a.dataset)
+        subj_splits[(config.namespace(ds), a.subject)].add(a.split)
         rec_splits[a.recording_id].add(a.split)
         if config.is_excluded(ds, a.subject) or (ds, a.subject) in listed:
             problems.append(

@@ -322,6 +322,8 @@ _INFO_FIELDS = tuple(f.name for f in fields(RecordingInfo))
 
 
 _info_fields = operator.attrgetter(*_INFO_FIELDS)
+if _INFO_FIELDS[-1] != "split":  # _with_split passes the fields in order, split last
+    raise ImportError("RecordingInfo.split must stay its last field (see _with_split)")
 _piece_fields = operator.attrgetter("rec", "first", "count")
 
 

@@ -150,9 +150,6 @@ class Ledger:
             out += [self._parse(p, d) for p, d in zip(batch, data, strict=True)]
         return out
 
-    def _read(self, fs: Any, path: str) -> list[Any]:
-        return table_rows(self._tables(fs, [path])[0], self.row_type)
-
     def _listing(self, fs: Any, path: str) -> tuple[list[str], list[str]]:
         """(segments, parts) under ``DEST/ledger/``, each sorted by name."""
         base = f"{path}/{PARTS_DIR}"
@@ -169,9 +166,6 @@ class Ledger:
             p for p, b in base_of if b.startswith(SEGMENT_PREFIX) and b.endswith(".parquet")
         ]
         return segments, [p for p, b in base_of if b.startswith(PART_PREFIX)]
-
-    def _parts(self, fs: Any, path: str) -> list[str]:
-        return self._listing(fs, path)[1]
 
     def _compacted(self, fs: Any, path: str) -> list[Any]:
         """``[table]`` of the compacted ledger, ``[]`` when there is none."""
