@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
+from tests.train.pretrain_run import CHEAP_STEPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 SCRIPT = ROOT / "cluster" / "slurm" / "pretrain.sbatch"
@@ -31,8 +32,8 @@ def test_two_nodes_then_requeue_resumes(slurm_env, pretrain_manifest, tmp_path):
     out = tmp_path / "run"
     env = slurm_env(MANIFEST=str(pretrain_manifest), OUT=str(out), STAGE="tokenizer",
                     RECIPE="cpu-test-tokenizer", GPUS_PER_NODE="1", GLOO_SOCKET_IFNAME="lo")  # fmt: skip
-    # 4 steps, then 2 more after the requeue; no plots (what is checked is the launch)
-    first = _run(env, "max_steps=4", "plots=false")
+    # 4 cheap steps, then 2 more after the requeue; no plots (what is checked is the launch)
+    first = _run(env, "max_steps=4", "plots=false", *CHEAP_STEPS)
     logs = sorted((out / "logs" / "slurm-4242.0").glob("node-*.log"))
     tails = "\n".join(p.name + ":\n" + p.read_text()[-3000:] for p in logs)
     assert first.returncode == 0, first.stdout + first.stderr + tails
@@ -64,7 +65,7 @@ def test_two_nodes_then_requeue_resumes(slurm_env, pretrain_manifest, tmp_path):
 
     # Requeued (same job id, restart 1): --resume is passed and training continues at step 5.
     env["SLURM_RESTART_COUNT"] = "1"
-    again = _run(env, "max_steps=6", "plots=false")
+    again = _run(env, "max_steps=6", "plots=false", *CHEAP_STEPS)
     logs1 = sorted((out / "logs" / "slurm-4242.1").glob("node-*.log"))
     assert again.returncode == 0, again.stdout + again.stderr + logs1[0].read_text()[-3000:]
     assert "checkpoint step 4" in again.stdout and "--resume" in again.stdout

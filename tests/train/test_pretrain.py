@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.train.pretrain_run import (
+    CHEAP_STEPS,
     ROOT,
     TOK_ARGS,
     free_port,
@@ -197,7 +198,7 @@ def test_zero_stages_run(s3_data, tmp_path, stage):
     # for the reconstruction example (tok_run checks the plots of ZeRO-2)
     plots = f"plots={str(stage == 3).lower()}"
     args = ["--zero-stage", str(stage), "max_steps=2", "val_every=2", "ckpt_every=2", plots]
-    tok(s3_data, out, *args)
+    tok(s3_data, out, *args, *CHEAP_STEPS)
     assert (
         json.loads((out / "config.json").read_text())["deepspeed"]["zero_optimization"]["stage"]
         == stage
@@ -207,7 +208,7 @@ def test_zero_stages_run(s3_data, tmp_path, stage):
     # one more step on 1 rank: the 2-rank ZeRO state goes through a universal checkpoint (the
     # trainer stops if the loaded model differs from the checkpoint's model.safetensors)
     args = ["--zero-stage", str(stage), "max_steps=3", "val_every=2", "ckpt_every=2", "plots=false"]
-    p = tok(s3_data, out, *args, "--resume", nproc=1)
+    p = tok(s3_data, out, *args, *CHEAP_STEPS, "--resume", nproc=1)
     assert "(step 2, saved with 2 ranks, now 1)" in p.stderr
     assert (out / "checkpoints" / "step-00000002" / "ds-universal" / "zero").is_dir()
     assert 3 in records(out, "train") and 3 in records(out, "val")
