@@ -17,6 +17,7 @@ from pathlib import Path
 _CACHE: dict[str, Path] = {}
 # no plots: these tests read the logs and checkpoints (tok_run checks the plots)
 SETS = ["max_steps=4", "val_every=1", "ckpt_every=1", "keep_last=1", "log_every=1", "plots=false"]
+SETS += ["data.train_channels=16", "data.train_crop=512"]  # cheap steps (pretrain_run.py)
 
 
 def _free_port() -> int:
