@@ -243,9 +243,8 @@ class Trainer(Checkpointing, Validation):
                         batch,
                         cfg.data.train_channels,
                         cfg.data.train_crop,
-                        # a function of the step and each sample's key: a resumed run draws
-                        # the same subsets, on any number of ranks
-                        seed=(cfg.seed, self.step),
+                        # a function of the step, so a resumed run draws the same subsets
+                        seed=(cfg.seed, self.rank, self.step, len(keys)),
                     )
                 out = self._forward(batch)
                 self.engine.backward(out["loss"])
@@ -330,30 +329,21 @@ def subsample(
     batch: dict[str, Any], channels: int, crop: int, *, seed: tuple[int, ...]
 ) -> dict[str, Any]:
     """A training batch with at most ``channels`` random real channels per recording and a
-    random ``crop``-sample stretch of each (``0``: keep all); ``mask`` marks the kept channels.
-
-    Each sample's draw is a function of ``seed`` and the sample's key (``batch["keys"]``),
-    not of its place in the batch: a step draws the same subsets however its samples are
-    split over ranks and micro-batches (a run resumed on another number of ranks too)."""
+    random ``crop``-sample stretch (``0``: keep all); ``mask`` marks the kept channels."""
     x, pos, st = batch["x"], batch["pos"], batch["sensor_type"]
     B, C, T = x.shape
     mask = batch.get("mask")
     if mask is None or not batch.get("padded", True):
         mask = torch.ones(B, C, dtype=torch.bool)
-    keys = batch.get("keys") or [str(b) for b in range(B)]
-    if len(keys) != B:
-        raise ValueError(f"subsample: {len(keys)} keys for a batch of {B} samples")
-    gens = []
-    for key in keys:
-        digest = hashlib.sha256(repr((*seed, str(key))).encode()).digest()
-        gens.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63))
+    digest = hashlib.sha256(repr(seed).encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
     out = dict(batch)
     if crop and crop < T:
-        t0 = [int(torch.randint(0, T - crop + 1, (1,), generator=g)) for g in gens]
-        x = torch.stack([x[b, :, t : t + crop] for b, t in enumerate(t0)])
+        t0 = int(torch.randint(0, T - crop + 1, (1,), generator=g))
+        x = x[..., t0 : t0 + crop]
     if channels and channels < C:
         picks = []
-        for b, g in enumerate(gens):
+        for b in range(B):
             real = mask[b].nonzero().flatten()
             keep = real[torch.randperm(len(real), generator=g)[:channels]]
             picks.append(keep.sort().values)
