@@ -14,10 +14,12 @@ import socket
 import tempfile
 from pathlib import Path
 
+from tests.train.pretrain_run import CHEAP_STEPS
+
 _CACHE: dict[str, Path] = {}
 # no plots: these tests read the logs and checkpoints (tok_run checks the plots)
 SETS = ["max_steps=4", "val_every=1", "ckpt_every=1", "keep_last=1", "log_every=1", "plots=false"]
-SETS += ["data.train_channels=16", "data.train_crop=512"]  # cheap steps (pretrain_run.py)
+SETS += CHEAP_STEPS
 
 
 def _free_port() -> int:

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from tests.conftest import MEEG_DIR, SKIP_REASON
+from tests.train.pretrain_run import CHEAP_STEPS
 
 pytest.importorskip("deepspeed", reason="pretraining needs DeepSpeed")
 
@@ -53,7 +54,7 @@ def run(tmp_path_factory):
     m = packed_manifest("tokenizer-10s")
     sets = [f"data.manifest={json.dumps(str(m))}", "max_steps=3", "ckpt_every=2", "val_every=2"]
     sets.append("plots=false")  # what is checked is the checkpoint (tok_run checks the plots)
-    sets += ["data.train_channels=16", "data.train_crop=512"]  # cheap steps (pretrain_run.py)
+    sets += CHEAP_STEPS
     cfg = apply_overrides(get_recipe("cpu-test-tokenizer"), [*sets, "log_samples=true"])
     out = tmp_path_factory.mktemp("secure") / "run"
     Trainer(cfg, out).train()
