@@ -6,7 +6,8 @@ Layout under ``DEST``::
 
     crawl/recordings.parquet  crawl/skipped.parquet  crawl/plan.json   frozen work list
     recordings/<dataset>/<recording_id>.zarr/                          stores (_COMPLETE last)
-    ledger/part-<recording_id>-<attempt>.arrow                       rows while running
+    ledger/part-<recording_id>-<attempt>.arrow                         rows while running
+    ledger/seg-<time>-<token>-<n>.parquet                              rows folded while running
     ledger.parquet                                                     compacted ledger
     summary.json
 """

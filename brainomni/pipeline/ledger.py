@@ -5,7 +5,8 @@ stream of one row (written atomically, see :func:`brainomni.io.commit.atomic_wri
 Parquet parts of earlier versions are still read). Segments and the compacted ledger are
 Parquet (columnar, compressed, read by any tool); a one-row part is not worth Parquet's
 fixed costs: IPC is 6x cheaper to read and 40x cheaper to write. While a run goes on, the
-driver folds the rows it has received into segments, ``DEST/ledger/seg-<time>-<n>.parquet``
+driver folds the rows it has received into segments,
+``DEST/ledger/seg-<time>-<token>-<n>.parquet``
 (:meth:`Ledger.flush`: the segment is written, then those rows' parts are removed), so parts
 never pile up: at 200,000 units a rerun after a killed driver reads a few segments instead
 of one small file per unit, and the end of a run removes only the parts of its last rows.
@@ -79,7 +80,6 @@ class Ledger:
         self.storage_options = dict(storage_options or {})
         self._segments = 0  # segments written by this object (their names' counter)
         self._token = uuid.uuid4().hex[:8]  # and its token: two drivers never collide
-        self._flushed: tuple[int, Any] = (0, None)  # rows flushed, the last of them
 
     def _bytes(self, rows: Iterable[Any]) -> bytes:
         return self._table_bytes(rows_table(rows, self.row_type))
@@ -214,8 +214,6 @@ class Ledger:
         fs, path = get_fs(self.dest, self.storage_options)
         base = f"{path}/{PARTS_DIR}"
         self._remove(fs, base, [f"{base}/{part_name(r.key, r.attempt)}" for r in rows])
-        if rows:  # see compact(): the rows received so far that a segment of ours holds
-            self._flushed = (self._flushed[0] + len(rows), rows[-1])
         return url
 
     def _remove(self, fs: Any, base: str, parts: list[str]) -> None:
@@ -240,11 +238,12 @@ class Ledger:
     def compact(self, received: Iterable[Any] = ()) -> list[Any]:
         """Fold the parts into ``DEST/ledger.parquet`` (one row per key); the rows.
 
-        ``received`` are rows the driver already holds (executors hand every unit's row
-        back, also those whose part could not be written while the store was unreachable):
-        a part named after one of them is not read again, only removed. At 200,000 units
-        that is the difference between 200,000 small reads and none; the parts of an
-        earlier, killed driver are still read (in bulk). Rows are concatenated and
+        ``received`` are rows the driver already holds and has not flushed into a segment
+        (executors hand every unit's row back, also those whose part could not be written
+        while the store was unreachable): a part named after one of them is not read
+        again, only removed. At 200,000 units that is the difference between 200,000 small
+        reads and none; segments and the parts of an earlier, killed driver are read (in
+        bulk). Rows given here that a segment also holds are correct, only converted twice. Rows are concatenated and
         deduplicated as Arrow tables (a sort and a filter, no Python object per row). The
         compacted file is written (atomically) before any folded part is removed, so a
         kill in between only leaves parts that dedupe away on the next read.
@@ -252,16 +251,10 @@ class Ledger:
         fs, path = get_fs(self.dest, self.storage_options)
         segments, parts = self._listing(fs, path)
         received = list(received)
-        # segments are read whoever wrote them (an earlier killed driver's too): a few
-        # files of many rows, read in bulk. When ``received`` starts with the rows this
-        # object flushed (run_stage hands every row to both, in order), only the rest is
-        # converted: the segments hold the others.
-        n, last = self._flushed
-        tail = received[n:] if n and len(received) >= n and received[n - 1] is last else received
-        have = {part_name(r.key, r.attempt) for r in tail}
+        have = {part_name(r.key, r.attempt) for r in received}
         unread = [p for p in parts if p.rsplit("/", 1)[-1] not in have]
         tables = self._compacted(fs, path) + self._tables(fs, segments + unread)
-        tables.append(rows_table(tail, self.row_type))
+        tables.append(rows_table(received, self.row_type))
         table = dedupe_table(self._concat(tables), self.row_type)
         atomic_write_bytes(
             join_url(self.dest, LEDGER_FILE), self._table_bytes(table), self.storage_options

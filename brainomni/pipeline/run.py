@@ -140,7 +140,7 @@ def run_stage(
         logger.info(progress.line())
     t_run = time.perf_counter() - t0 - t_plan
     facts.update(stage.after_run())
-    rows = ledger.compact(received)
+    rows = ledger.compact(pending)  # the segments hold the other received rows
     missing = {w.key for w in work} - {r.key for r in received}
     if missing:  # an executor that dropped work is a bug, not a data problem
         raise RuntimeError(f"{len(missing)} units of stage {stage.name} have no ledger row")

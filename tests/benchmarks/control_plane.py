@@ -283,7 +283,8 @@ def step_ledger(shape: Shape, work: str, refs: list[Any], every: int = 5000) -> 
 
     return {
         "_segments": segments,
-        "_fold": lambda: ledger.compact(received),
+        # as run_stage: the rows no segment holds (the last ones, fewer than ``every``)
+        "_fold": lambda: ledger.compact(received[len(received) - len(received) % every :]),
         "_read": lambda: read_ledger(dest),
     }
 

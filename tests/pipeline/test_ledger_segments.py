@@ -163,22 +163,20 @@ def test_parts_are_arrow_ipc_and_parquet_parts_of_earlier_versions_are_read(tmp_
 
 
 def test_fold_after_flushes_equals_a_fold_of_everything(tmp_path):
-    """The object that flushed converts only the received rows its segments do not hold;
-    the folded ledger equals the fold of a fresh object given every row (and a fresh object
-    given only the tail would have to read the segments: it does)."""
+    """Folding after flushes, given only the rows no segment holds (as run_stage does), or
+    given every row (those in segments are then converted twice), equals the rows."""
     rows = [StageRow(f"u{k:02d}", outcome="ok", items=k) for k in range(9)]
     folded = {}
-    for how in ("same object", "fresh object"):
+    for how, given in (("tail", rows[8:]), ("every row", rows)):
         dest = tmp_path / how.replace(" ", "-")
         ledger = Ledger(str(dest), StageRow)
         for r in rows:
             ledger.write(r)
         ledger.flush(rows[:4])
         ledger.flush(rows[4:8])
-        folder = ledger if how == "same object" else Ledger(str(dest), StageRow)
-        folded[how] = _comparable(folder.compact(rows))
+        folded[how] = _comparable(Ledger(str(dest), StageRow).compact(given))
         assert _files(dest) == ([], [])
-    assert folded["same object"] == folded["fresh object"] == _comparable(rows)
+    assert folded["tail"] == folded["every row"] == _comparable(rows)
     # received rows that are not the flushed objects (equal keys and attempts): all are
     # converted, and on a tie the received row (after the segments) wins, as before
     dest = tmp_path / "other"
