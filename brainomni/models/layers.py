@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainomni.models import cpu_kernels
 from brainomni.models.bf16_cpu import (  # the bf16 CPU path (see that module)
     _BiasSELU,
     _QKVHeads,
@@ -137,7 +138,8 @@ class SelfAttention(nn.Module):
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
         if fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
             tables = halves_tables(cos, sin) if self.rope else (None, None)
-            q, k, v = _QKVHeads.apply(qkv, *tables)
+            heads = cpu_kernels.QKVHeads if self.rope and cpu_kernels.available() else _QKVHeads
+            q, k, v = heads.apply(qkv, *tables)
         else:
             q, k, v = qkv.unbind(2)  # B T H Dh
             if self.rope:
@@ -201,16 +203,22 @@ class CrissCrossBlock(nn.Module):
         trace it."""
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
-        y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
+        fused = cpu_kernels.available()
+        norm = cpu_kernels.RMSScale.apply if fused else rms_scale
+        y = norm(x_BSWD, self.pre_attn_norm.eps)
         x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
-        y = rms_scale(x_BSWD, self.pre_ff_norm.eps)
+        y = norm(x_BSWD, self.pre_ff_norm.eps)
         lin1, act, lin2 = self.ff.layer[:3]
         w1 = lin1.weight * self.pre_ff_norm.weight
+        p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
+        if fused:  # bias + SELU in place on the product; bias + dropout + residual in one pass
+            f = cpu_kernels.BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias)
+            f = torch.matmul(f, lin2.weight.to(f.dtype).t())
+            return cpu_kernels.BiasDropoutAdd.apply(x_BSWD, f, lin2.bias, p)
         if self.compiled_kernels:
             f = lin2(_BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias))
         else:
             f = lin2(act(F.linear(y, w1, lin1.bias)))
-        p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
         if p > 0.0:
             f, keep_scale = drop_bits(f, p)
             return x_BSWD.add(f, alpha=keep_scale)

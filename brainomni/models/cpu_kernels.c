@@ -1,0 +1,443 @@
+/* Fused bf16 CPU kernels of BrainOmni's criss-cross blocks (see cpu_kernels.py).
+ *
+ * Built at first use by cpu_kernels.py with the system C compiler
+ * (cc -O3 -march=native -shared -fPIC [-fopenmp]) and called through ctypes on the
+ * contiguous storage of torch tensors. bf16 values are uint16_t bit patterns: widened to
+ * float by a 16-bit shift, rounded back to nearest-even as torch's c10::BFloat16 (NaN ->
+ * 0x7FC0). Every kernel computes in float32 and rounds once per output element. The loops
+ * are written so that GCC vectorises them (no libm calls: exp is a polynomial below).
+ *
+ * Dropout draws come from a counter-based generator: element g of a call with 64-bit seed k
+ * keeps iff the top 15 bits of splitmix64(k + g * 0x9E3779B97F4A7C15) are >= t, t the
+ * threshold of cpu_kernels.py (P(keep) = 1 - t / 2^15), so a kernel can recompute the mask
+ * in its backward instead of storing it, and no generator state is shared between threads.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef uint16_t bf16;
+
+static inline float bf2f(bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline bf16 f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (bf16)0x7FC0 : (bf16)r;
+}
+
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+static inline uint32_t draw15(uint64_t seed, uint64_t g) {
+    uint64_t z = seed + g * GOLDEN;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 49);
+}
+
+/* exp(x) for x <= 0 (softmax after the max is subtracted): Cephes' expf polynomial,
+ * ~1 ulp; x clamped at -87 (exp < 1.7e-38, which no bf16 softmax weight can resolve). */
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: plain arithmetic, vectorises, no libm */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return p * s;
+}
+
+#ifdef _OPENMP
+#define PARALLEL_FOR _Pragma("omp parallel for num_threads(nthreads) schedule(static)")
+#else
+#define PARALLEL_FOR
+#endif
+
+#define SIMD _Pragma("omp simd")
+#define SIMD_SUM(v) _Pragma(SIMD_STR(omp simd reduction(+ : v)))
+#define SIMD_MAX(v) _Pragma(SIMD_STR(omp simd reduction(max : v)))
+#define SIMD_STR(x) #x
+
+
+/* Row reductions with GCC/Clang vector extensions: 16 float lanes (one AVX-512 register,
+ * two AVX2 or four SSE ones, whatever the target has), reduced by halves at the end.
+ * Plain loops did not do: GCC does not vectorise a float sum without reassociation flags,
+ * and its "omp simd reduction" spilled 32 lanes and summed them serially per row (slower
+ * than the row itself on the spatial attention's 16-long rows). */
+#define LANES 16
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline v16f vload(const bf16 *p) {
+    v16h h;
+    memcpy(&h, p, sizeof h);
+    return (v16f)(__builtin_convertvector(h, v16u) << 16);
+}
+
+static inline void vstore(bf16 *p, v16f f) {
+    v16u u = (v16u)f;
+    v16u r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    v16u nan = (v16u)((u & 0x7FFFFFFFu) > 0x7F800000u); /* all ones where NaN */
+    r = (r & ~nan) | (0x7FC0u & nan);
+    v16h h = __builtin_convertvector(r, v16h);
+    memcpy(p, &h, sizeof h);
+}
+
+static inline v16f vsel(v16i mask, v16f a, v16f b) { /* mask ? a : b */
+    return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask));
+}
+
+static inline float hsum(v16f v) {
+    v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    v8f b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    a += b;
+    v4f c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+static inline float hmax(v16f v) {
+    float m = v[0];
+    for (int k = 1; k < LANES; k++) m = v[k] > m ? v[k] : m;
+    return m;
+}
+
+static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
+    x = vsel(x < -87.0f, (v16f){} - 87.0f, x);
+    v16f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    v16f r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    v16f p = (v16f){} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
+    return p * (v16f)e;
+}
+
+#define MAX_ROW 16384 /* row lengths above this are refused by cpu_kernels.py */
+
+/* ------------------------------------------------------------------ softmax + dropout
+ * p = softmax(s) per row of length L; pd = p where kept (t == 0: no dropout), else 0.
+ * The row bodies are inlined with L a compile-time constant for the common lengths (the
+ * criss-cross attention's 16 sources and 160 steps): with a runtime L, GCC's loop set-up
+ * per row cost more than the row itself on short rows. */
+static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf16 *pr,
+                                                              bf16 *dr, int64_t L,
+                                                              uint64_t g0, uint64_t seed,
+                                                              uint32_t t) {
+    float buf[MAX_ROW] __attribute__((aligned(64)));
+    int64_t full = L - L % LANES, j;
+    v16f vm = (v16f){} - 3.4e38f;
+    for (j = 0; j < full; j += LANES) {
+        v16f x = vload(sr + j);
+        memcpy(buf + j, &x, sizeof x);
+        vm = vsel(x > vm, x, vm);
+    }
+    float m = hmax(vm);
+    for (; j < L; j++) {
+        buf[j] = bf2f(sr[j]);
+        m = buf[j] > m ? buf[j] : m;
+    }
+    v16f vs = (v16f){};
+    for (j = 0; j < full; j += LANES) {
+        v16f x;
+        memcpy(&x, buf + j, sizeof x);
+        x = vexp_nonpos(x - m);
+        memcpy(buf + j, &x, sizeof x);
+        vs += x;
+    }
+    float sum = hsum(vs);
+    for (; j < L; j++) {
+        buf[j] = exp_nonpos(buf[j] - m);
+        sum += buf[j];
+    }
+    float inv = 1.0f / sum;
+    if (t == 0) {
+        SIMD
+        for (int64_t j = 0; j < L; j++) pr[j] = dr[j] = f2bf(buf[j] * inv);
+    } else {
+        SIMD
+        for (int64_t j = 0; j < L; j++) {
+            bf16 v = f2bf(buf[j] * inv);
+            pr[j] = v;
+            dr[j] = draw15(seed, g0 + (uint64_t)j) >= t ? v : (bf16)0;
+        }
+    }
+}
+
+#define SOFTMAX_ROWS(LEN)                                                                    \
+    PARALLEL_FOR                                                                             \
+    for (int64_t r = 0; r < rows; r++)                                                       \
+        softmax_row(s + r * (LEN), p + r * (LEN), pd + r * (LEN), (LEN),                     \
+                    (uint64_t)(r * (LEN)), seed, t);
+
+void softmax_dropout_fwd(const bf16 *s, bf16 *p, bf16 *pd, int64_t rows, int64_t L,
+                         uint64_t seed, uint32_t t, int nthreads) {
+    if (L == 16) {
+        SOFTMAX_ROWS(16)
+    } else if (L == 160) {
+        SOFTMAX_ROWS(160)
+    } else {
+        SOFTMAX_ROWS(L)
+    }
+}
+
+/* ds = p * (dp - <dp, p>) with dp = g where pd != 0 (kept, or p == 0: then ds = 0 anyway),
+ * 0 where dropped; masked = 0: dp = g (no dropout). */
+static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr,
+                                                                  const bf16 *pr,
+                                                                  const bf16 *dr, bf16 *o,
+                                                                  int64_t L, int masked) {
+    int64_t full = L - L % LANES, j;
+    v16f vc = (v16f){};
+    for (j = 0; j < full; j += LANES) {
+        v16f d = vload(gr + j);
+        if (masked) {
+            v16h k;
+            memcpy(&k, dr + j, sizeof k);
+            d = vsel(__builtin_convertvector(k != 0, v16i), d, (v16f){});
+        }
+        vc += d * vload(pr + j);
+    }
+    float c = hsum(vc);
+    for (; j < L; j++) {
+        float d = (!masked || dr[j] != 0) ? bf2f(gr[j]) : 0.0f;
+        c += d * bf2f(pr[j]);
+    }
+    SIMD
+    for (int64_t j = 0; j < L; j++) {
+        float d = (!masked || dr[j] != 0) ? bf2f(gr[j]) : 0.0f;
+        o[j] = f2bf(bf2f(pr[j]) * (d - c));
+    }
+}
+
+#define SOFTMAX_BWD_ROWS(LEN)                                                                \
+    PARALLEL_FOR                                                                             \
+    for (int64_t r = 0; r < rows; r++)                                                       \
+        softmax_bwd_row(g + r * (LEN), p + r * (LEN), pd + r * (LEN), ds + r * (LEN), (LEN), \
+                        masked);
+
+void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds, int64_t rows,
+                         int64_t L, int masked, int nthreads) {
+    if (L == 16) {
+        SOFTMAX_BWD_ROWS(16)
+    } else if (L == 160) {
+        SOFTMAX_BWD_ROWS(160)
+    } else {
+        SOFTMAX_BWD_ROWS(L)
+    }
+}
+
+/* ------------------------------------------------------------------ q, k, v heads + RoPE
+ * qkv (B, T, 3, H, Dh) -> out (3, B, H, T, Dh); with tables c, s (T, H, Dh) q and k are
+ * rotated in the halves order: y = x * c + swap(x) * s, swap exchanging the two halves of
+ * each head. Backward (dir = -1): grads (3, B, H, T, Dh) -> (B, T, 3, H, Dh) with the
+ * inverse rotation (s negated); a NULL gradient part (has[i] == 0) is written as zeros. */
+void qkv_heads(const bf16 *src, const bf16 *c, const bf16 *s, bf16 *dst, int64_t B, int64_t T,
+               int64_t H, int64_t Dh, int backward, int has0, int has1, int has2,
+               int nthreads) {
+    const int64_t h2 = Dh / 2;
+    const int has[3] = {has0, has1, has2};
+    const float sign = backward ? -1.0f : 1.0f;
+    PARALLEL_FOR
+    for (int64_t bt = 0; bt < B * T; bt++) {
+        int64_t b = bt / T, t = bt % T;
+        for (int64_t i = 0; i < 3; i++) {
+            for (int64_t h = 0; h < H; h++) {
+                /* packed offset (B, T, 3, H, Dh) and heads offset (3, B, H, T, Dh) */
+                int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh;
+                int64_t ho = (((i * B + b) * H + h) * T + t) * Dh;
+                const bf16 *x = backward ? src + ho : src + po;
+                bf16 *y = backward ? dst + po : dst + ho;
+                if (backward && !has[i]) {
+                    for (int64_t j = 0; j < Dh; j++) y[j] = 0;
+                } else if (c == NULL || i == 2) {
+                    for (int64_t j = 0; j < Dh; j++) y[j] = x[j];
+                } else {
+                    const bf16 *cr = c + (t * H + h) * Dh, *sr = s + (t * H + h) * Dh;
+                    SIMD
+                    for (int64_t j = 0; j < h2; j++) {
+                        float x0 = bf2f(x[j]), x1 = bf2f(x[j + h2]);
+                        y[j] = f2bf(x0 * bf2f(cr[j]) + sign * x1 * bf2f(sr[j]));
+                        y[j + h2] = f2bf(x1 * bf2f(cr[j + h2]) + sign * x0 * bf2f(sr[j + h2]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ RMS scale
+ * y = x * r, r = 1 / sqrt(mean(x^2) + eps) per row of length D (r stored, float32). */
+void rms_fwd(const bf16 *x, bf16 *y, float *rstd, int64_t rows, int64_t D, float eps,
+             int nthreads) {
+    PARALLEL_FOR
+    for (int64_t n = 0; n < rows; n++) {
+        const bf16 *xr = x + n * D;
+        float ss = 0.0f;
+        SIMD_SUM(ss)
+        for (int64_t j = 0; j < D; j++) ss += bf2f(xr[j]) * bf2f(xr[j]);
+        float r = 1.0f / __builtin_sqrtf(ss / (float)D + eps);
+        rstd[n] = r;
+        bf16 *yr = y + n * D;
+        for (int64_t j = 0; j < D; j++) yr[j] = f2bf(bf2f(xr[j]) * r);
+    }
+}
+
+/* dx = g r - x r^3 <g, x> / D */
+void rms_bwd(const bf16 *g, const bf16 *x, const float *rstd, bf16 *dx, int64_t rows,
+             int64_t D, int nthreads) {
+    PARALLEL_FOR
+    for (int64_t n = 0; n < rows; n++) {
+        const bf16 *gr = g + n * D, *xr = x + n * D;
+        float dot = 0.0f;
+        SIMD_SUM(dot)
+        for (int64_t j = 0; j < D; j++) dot += bf2f(gr[j]) * bf2f(xr[j]);
+        float r = rstd[n], coef = -r * r * r * dot / (float)D;
+        bf16 *o = dx + n * D;
+        for (int64_t j = 0; j < D; j++) o[j] = f2bf(bf2f(gr[j]) * r + bf2f(xr[j]) * coef);
+    }
+}
+
+/* ------------------------------------------------------------------ FFN: bias + SELU
+ * in place on h (N, F): h = selu(h + b), b float32 (F). */
+#define SELU_ALPHA 1.6732632423543772f
+#define SELU_SCALE 1.0507009873554805f
+
+void bias_selu_fwd(bf16 *h, const float *b, int64_t rows, int64_t F, int nthreads) {
+    PARALLEL_FOR
+    for (int64_t n = 0; n < rows; n++) {
+        bf16 *hr = h + n * F;
+        SIMD
+        for (int64_t j = 0; j < F; j++) {
+            float v = bf2f(hr[j]) + b[j];
+            float neg = SELU_ALPHA * (exp_nonpos(v < 0.0f ? v : 0.0f) - 1.0f);
+            hr[j] = f2bf(SELU_SCALE * (v > 0.0f ? v : neg));
+        }
+    }
+}
+
+/* gh = g * (y > 0 ? scale : y + scale * alpha) (the derivative from the output, as torch's
+ * elu_backward with is_result), gb[f] = sum_n gh[n, f] (float32; partial sums per thread). */
+int bias_selu_bwd(const bf16 *g, const bf16 *y, bf16 *gh, float *gb, int64_t rows, int64_t F,
+                   int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    float *part = calloc((size_t)nt * (size_t)F, sizeof(float));
+    if (part == NULL) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *acc = part + (size_t)tid * (size_t)F;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t n = 0; n < rows; n++) {
+            const bf16 *gr = g + n * F, *yr = y + n * F;
+            bf16 *o = gh + n * F;
+            SIMD
+            for (int64_t j = 0; j < F; j++) {
+                float yv = bf2f(yr[j]);
+                float d = yv > 0.0f ? SELU_SCALE : yv + SELU_SCALE * SELU_ALPHA;
+                bf16 v = f2bf(bf2f(gr[j]) * d);
+                o[j] = v;
+                acc[j] += bf2f(v);
+            }
+        }
+    }
+    for (int64_t j = 0; j < F; j++) {
+        float s = 0.0f;
+        for (int i = 0; i < nt; i++) s += part[(size_t)i * (size_t)F + (size_t)j];
+        gb[j] = s;
+    }
+    free(part);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ bias + dropout + residual
+ * out = x + keep * (f + b) * scale (t == 0: no dropout), f and x (N, D), b float32 (D). */
+void bias_dropout_add_fwd(const bf16 *x, const bf16 *f, const float *b, bf16 *out,
+                          int64_t rows, int64_t D, uint64_t seed, uint32_t t, float scale,
+                          int nthreads) {
+    PARALLEL_FOR
+    for (int64_t n = 0; n < rows; n++) {
+        const bf16 *xr = x + n * D, *fr = f + n * D;
+        bf16 *o = out + n * D;
+        uint64_t g0 = (uint64_t)(n * D);
+        for (int64_t j = 0; j < D; j++) {
+            int keep = t == 0 || draw15(seed, g0 + (uint64_t)j) >= t;
+            float v = keep ? (bf2f(fr[j]) + b[j]) * scale : 0.0f;
+            o[j] = f2bf(bf2f(xr[j]) + v);
+        }
+    }
+}
+
+/* gf = keep * g * scale (the same draws), gb[d] = sum_n gf[n, d] (float32). */
+int bias_dropout_add_bwd(const bf16 *g, bf16 *gf, float *gb, int64_t rows, int64_t D,
+                          uint64_t seed, uint32_t t, float scale, int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    float *part = calloc((size_t)nt * (size_t)D, sizeof(float));
+    if (part == NULL) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *acc = part + (size_t)tid * (size_t)D;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t n = 0; n < rows; n++) {
+            const bf16 *gr = g + n * D;
+            bf16 *o = gf + n * D;
+            uint64_t g0 = (uint64_t)(n * D);
+            for (int64_t j = 0; j < D; j++) {
+                int keep = t == 0 || draw15(seed, g0 + (uint64_t)j) >= t;
+                bf16 v = keep ? f2bf(bf2f(gr[j]) * scale) : (bf16)0;
+                o[j] = v;
+                acc[j] += bf2f(v);
+            }
+        }
+    }
+    for (int64_t j = 0; j < D; j++) {
+        float s = 0.0f;
+        for (int i = 0; i < nt; i++) s += part[(size_t)i * (size_t)D + (size_t)j];
+        gb[j] = s;
+    }
+    free(part);
+    return 0;
+}
+
+/* the ABI version cpu_kernels.py checks after loading */
+int brainomni_kernels_version(void) { return 1; }

@@ -1,0 +1,328 @@
+"""Fused bf16 CPU kernels (``cpu_kernels.c``), built at first use, called through ctypes.
+
+Why C and not PyTorch ops: on the bf16 CPU path of BrainOmni's blocks (``bf16_cpu.py``) the
+matrix products run on AMX and PyTorch's eager elementwise kernels take most of a training
+step. Each of those is one or more passes over the activations with its own conversions
+(its bf16 ``softmax`` over 256 x 160 x 160 took 8 ms, ``int64.random_`` for the dropout
+bits of the same weights 8 ms, ``selu`` over 10 240 x 1 024 19 ms, one thread), and
+inductor-compiled versions were measured no faster in the step (speed.py). The kernels
+in ``cpu_kernels.c`` do each fused step in one pass: softmax + dropout, the q/k/v heads'
+layout + RoPE, the RMS scale, bias + SELU in place, bias + dropout + residual add, with
+their backwards. Their dropout masks are recomputed from a counter-based generator
+(splitmix64 of the element index and a per-call seed drawn from torch's default
+generator), so ``torch.manual_seed`` still fixes a run and no mask is stored.
+
+Build: ``$CC`` (else ``cc``) ``-O3 -march=native -fPIC -shared -fopenmp`` (without
+``-fopenmp`` where the compiler lacks it), into ``$XDG_CACHE_HOME/brainomni/kernels`` (else
+``~/.cache/...``), named by a hash of the source, compiler and flags, written to a temporary
+name and renamed, so concurrent processes and reruns are safe; about a second. Where no C
+compiler works, ``kernels()`` returns ``None`` (one warning) and the blocks keep the PyTorch
+ops of ``bf16_cpu.py``. ``BRAINOMNI_CPU_KERNELS=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+ABI_VERSION = 1
+MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
+_I64, _U64, _U32, _F32, _INT, _P = (
+    ctypes.c_int64,
+    ctypes.c_uint64,
+    ctypes.c_uint32,
+    ctypes.c_float,
+    ctypes.c_int,
+    ctypes.c_void_p,
+)
+_SIGNATURES = {
+    "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _INT]),
+    "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _INT]),
+    "qkv_heads": (
+        None,
+        [_P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT, _INT, _INT, _INT],
+    ),
+    "rms_fwd": (None, [_P, _P, _P, _I64, _I64, _F32, _INT]),
+    "rms_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT]),
+    "bias_selu_fwd": (None, [_P, _P, _I64, _I64, _INT]),
+    "bias_selu_bwd": (_INT, [_P, _P, _P, _P, _I64, _I64, _INT]),
+    "bias_dropout_add_fwd": (None, [_P, _P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
+    "bias_dropout_add_bwd": (_INT, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
+    "brainomni_kernels_version": (_INT, []),
+}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "brainomni" / "kernels"
+
+
+def _compile(cc: str, flags: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [cc, *flags, "-o", tmp, str(SOURCE)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build() -> Path:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC)")
+    base = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno"]
+    src = SOURCE.read_bytes()
+    last: Exception | None = None
+    for flags in (base + ["-fopenmp"], base):
+        key = hashlib.sha256(src + "\0".join([cc, *flags]).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"cpu_kernels-{key}.so"
+        if out.exists():
+            return out
+        try:
+            _compile(cc, flags, out)
+            return out
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            last = e
+    err = getattr(last, "stderr", "") or str(last)
+    raise RuntimeError(f"{cc} could not build {SOURCE.name}: {err.strip()[-500:]}")
+
+
+@functools.cache
+def kernels() -> ctypes.CDLL | None:
+    """The loaded kernel library, or ``None`` (kernels off, no compiler, a failed build)."""
+    if os.environ.get("BRAINOMNI_CPU_KERNELS", "1") == "0":
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+        for name, (res, args) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        if lib.brainomni_kernels_version() != ABI_VERSION:
+            raise RuntimeError("stale kernel library (ABI version mismatch)")
+    except (RuntimeError, OSError, AttributeError) as e:
+        log.warning(
+            "bf16 CPU kernels unavailable, using PyTorch ops (slower): %s. Install a C "
+            "compiler (e.g. apt install gcc) or set CC; BRAINOMNI_CPU_KERNELS=0 silences this.",
+            e,
+        )
+        print(f"brainomni: bf16 CPU kernels unavailable ({e}); using PyTorch ops", file=sys.stderr)
+        return None
+    return lib
+
+
+def available() -> bool:
+    return kernels() is not None
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def draw_seed() -> int:
+    """A 64-bit seed for one kernel call's dropout draws, from torch's default generator."""
+    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) & (2**64 - 1)
+
+
+def threshold(p: float) -> int:
+    """``keep iff u >= t`` for 15 random bits u: ``t = round(p 2^15)``; P(keep) = 1 - t/2^15."""
+    t = round(p * 32768)
+    if not 0 < t < 32768:
+        raise ValueError(f"dropout p={p} must be in [2^-16, 1 - 2^-16)")
+    return t
+
+
+def keep_scale(t: int) -> float:
+    return 32768 / (32768 - t)
+
+
+# ---------------------------------------------------------------------- autograd functions
+def _bf16c(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        raise TypeError(f"cpu kernels take bf16 CPU tensors, got {x.dtype} on {x.device}")
+    return x.contiguous()
+
+
+class SoftmaxDropout(torch.autograd.Function):
+    """``dropout(softmax(s, -1))`` without the ``1/P(keep)`` scaling (the caller puts it on v);
+    ``p == 0``: plain softmax. Saves the softmax and the dropped weights; the backward reads
+    the mask back from the dropped weights (zero where dropped; where the softmax weight is 0
+    the gradient is 0 either way)."""
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, p: float) -> torch.Tensor:
+        s = _bf16c(s)
+        L = s.shape[-1]
+        if L > MAX_ROW:
+            raise ValueError(f"softmax rows of {L} exceed the kernel's {MAX_ROW}")
+        rows = s.numel() // L
+        prob, dropped = torch.empty_like(s), torch.empty_like(s)
+        t = threshold(p) if p > 0.0 else 0
+        seed = draw_seed() if t else 0
+        kernels().softmax_dropout_fwd(
+            _ptr(s), _ptr(prob), _ptr(dropped), rows, L, seed, t, _threads()
+        )
+        ctx.masked = bool(t)
+        ctx.save_for_backward(prob, dropped)
+        return dropped if t else prob
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        prob, dropped = ctx.saved_tensors
+        g = _bf16c(g)
+        L = g.shape[-1]
+        ds = torch.empty_like(g)
+        kernels().softmax_dropout_bwd(
+            _ptr(g), _ptr(prob), _ptr(dropped), _ptr(ds), g.numel() // L, L, int(ctx.masked),
+            _threads(),
+        )
+        return ds, None
+
+
+class QKVHeads(torch.autograd.Function):
+    """``bf16_cpu._QKVHeads`` in one kernel pass each way: qkv (B, T, 3, H, Dh) -> q, k, v
+    (B, H, T, Dh), RoPE on q and k in the halves order when tables ``c``, ``s`` are given."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None):
+        qkv = _bf16c(qkv)
+        B, T, _, H, Dh = qkv.shape
+        if c is not None:
+            c, s = _bf16c(c), _bf16c(s)
+        out = qkv.new_empty(3, B, H, T, Dh)
+        kernels().qkv_heads(
+            _ptr(qkv), _ptr(c) if c is not None else None, _ptr(s) if s is not None else None,
+            _ptr(out), B, T, H, Dh, 0, 1, 1, 1, _threads(),
+        )
+        ctx.save_for_backward(c, s)
+        return out[0], out[1], out[2]
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        c, s = ctx.saved_tensors
+        g0 = next(g for g in (gq, gk, gv) if g is not None)
+        B, H, T, Dh = g0.shape
+        grads = g0.new_empty(3, B, H, T, Dh)
+        for i, g in enumerate((gq, gk, gv)):
+            if g is not None:
+                grads[i].copy_(g)
+        out = g0.new_empty(B, T, 3, H, Dh)
+        kernels().qkv_heads(
+            _ptr(grads), _ptr(c) if c is not None else None, _ptr(s) if s is not None else None,
+            _ptr(out), B, T, H, Dh, 1, int(gq is not None), int(gk is not None),
+            int(gv is not None), _threads(),
+        )
+        return out, None, None
+
+
+class RMSScale(torch.autograd.Function):
+    """``bf16_cpu._RMSScale``: ``x * rsqrt(mean(x^2) + eps)`` over the last axis."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        x = _bf16c(x)
+        D = x.shape[-1]
+        y = torch.empty_like(x)
+        rstd = torch.empty(x.numel() // D, dtype=torch.float32)
+        kernels().rms_fwd(_ptr(x), _ptr(y), _ptr(rstd), x.numel() // D, D, eps, _threads())
+        ctx.save_for_backward(x, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, rstd = ctx.saved_tensors
+        g = _bf16c(g)
+        D = x.shape[-1]
+        dx = torch.empty_like(x)
+        kernels().rms_bwd(_ptr(g), _ptr(x), _ptr(rstd), _ptr(dx), x.numel() // D, D, _threads())
+        return dx, None
+
+
+class BiasSELU(torch.autograd.Function):
+    """``selu(h + b)`` in place on the bf16 product ``h`` (the first FFN product without its
+    bias; ``h`` must not be needed elsewhere), saving the output; the backward gives the
+    input gradient and the bias gradient (float32) in one pass."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not h.is_contiguous():
+            raise ValueError("BiasSELU works in place on a contiguous product")
+        F = h.shape[-1]
+        b32 = b.detach().float().contiguous()
+        kernels().bias_selu_fwd(_ptr(h), _ptr(b32), h.numel() // F, F, _threads())
+        ctx.mark_dirty(h)
+        ctx.save_for_backward(h)
+        ctx.b_dtype = b.dtype
+        return h
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        g = _bf16c(g)
+        F = y.shape[-1]
+        gh = torch.empty_like(y)
+        gb = torch.empty(F, dtype=torch.float32)
+        if kernels().bias_selu_bwd(_ptr(g), _ptr(y), _ptr(gh), _ptr(gb), y.numel() // F, F,
+                                   _threads()):
+            raise MemoryError("bias_selu_bwd: out of memory for the bias partial sums")
+        return gh, gb.to(ctx.b_dtype)
+
+
+class BiasDropoutAdd(torch.autograd.Function):
+    """``x + dropout(f + b)`` (scaled by ``1/P(keep)``; ``p == 0``: ``x + f + b``) in one pass,
+    the mask recomputed from the call's seed in the backward (nothing but the seed saved)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, f: torch.Tensor, b: torch.Tensor, p: float):
+        x, f = _bf16c(x), _bf16c(f)
+        if x.shape != f.shape:
+            raise ValueError(f"x {tuple(x.shape)} and f {tuple(f.shape)} differ")
+        D = x.shape[-1]
+        t = threshold(p) if p > 0.0 else 0
+        ctx.seed, ctx.t = (draw_seed() if t else 0), t
+        ctx.scale = keep_scale(t) if t else 1.0
+        ctx.b_dtype = b.dtype
+        b32 = b.detach().float().contiguous()
+        out = torch.empty_like(x)
+        kernels().bias_dropout_add_fwd(
+            _ptr(x), _ptr(f), _ptr(b32), _ptr(out), x.numel() // D, D, ctx.seed, t, ctx.scale,
+            _threads(),
+        )
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        g = _bf16c(g)
+        D = g.shape[-1]
+        gf = torch.empty_like(g)
+        gb = torch.empty(D, dtype=torch.float32)
+        if kernels().bias_dropout_add_bwd(
+            _ptr(g), _ptr(gf), _ptr(gb), g.numel() // D, D, ctx.seed, ctx.t, ctx.scale, _threads()
+        ):
+            raise MemoryError("bias_dropout_add_bwd: out of memory for the bias partial sums")
+        return g, gf, gb.to(ctx.b_dtype), None
