@@ -235,11 +235,10 @@ def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None
     scale = Dh**-0.5 if scale is None else scale
     q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
-    if cpu_kernels.available():  # softmax and dropout in one pass each way
-        w = cpu_kernels.SoftmaxDropout.apply(w, dropout_p)
-        keep_scale = cpu_kernels.keep_scale(cpu_kernels.threshold(dropout_p))
-    else:
-        w = _ShortSoftmax.apply(w) if Tk <= 32 else w.softmax(dim=-1)
-        w, keep_scale = drop_bits(w, dropout_p)
+    if cpu_kernels.available():  # softmax, dropout and its 1/P(keep) in one pass each way
+        out = torch.bmm(cpu_kernels.SoftmaxDropout.apply(w, dropout_p), v3)
+        return out.view(*lead, T, v.shape[-1])
+    w = _ShortSoftmax.apply(w) if Tk <= 32 else w.softmax(dim=-1)
+    w, keep_scale = drop_bits(w, dropout_p)
     out = torch.bmm(w, v3 * keep_scale)
     return out.view(*lead, T, v.shape[-1])

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -138,17 +139,19 @@ static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
     return p * (v16f)e;
 }
 
-#define MAX_ROW 16384 /* row lengths above this are refused by cpu_kernels.py */
+#define MAX_ROW 16384
+#define MAX_HEAD 1024 /* the widest attention head a kernel takes */ /* row lengths above this are refused by cpu_kernels.py */
 
 /* ------------------------------------------------------------------ softmax + dropout
- * p = softmax(s) per row of length L; pd = p where kept (t == 0: no dropout), else 0.
+ * p = softmax(s) per row of length L; pd = p * ks where kept (ks = 1 / P(keep)), else 0;
+ * t == 0: no dropout, pd = p.
  * The row bodies are inlined with L a compile-time constant for the common lengths (the
  * criss-cross attention's 16 sources and 160 steps): with a runtime L, GCC's loop set-up
  * per row cost more than the row itself on short rows. */
 static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf16 *pr,
                                                               bf16 *dr, int64_t L,
                                                               uint64_t g0, uint64_t seed,
-                                                              uint32_t t) {
+                                                              uint32_t t, float ks) {
     float buf[MAX_ROW] __attribute__((aligned(64)));
     int64_t full = L - L % LANES, j;
     v16f vm = (v16f){} - 3.4e38f;
@@ -182,9 +185,8 @@ static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf
     } else {
         SIMD
         for (int64_t j = 0; j < L; j++) {
-            bf16 v = f2bf(buf[j] * inv);
-            pr[j] = v;
-            dr[j] = draw15(seed, g0 + (uint64_t)j) >= t ? v : (bf16)0;
+            pr[j] = f2bf(buf[j] * inv);
+            dr[j] = draw15(seed, g0 + (uint64_t)j) >= t ? f2bf(buf[j] * inv * ks) : (bf16)0;
         }
     }
 }
@@ -193,10 +195,10 @@ static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf
     PARALLEL_FOR                                                                             \
     for (int64_t r = 0; r < rows; r++)                                                       \
         softmax_row(s + r * (LEN), p + r * (LEN), pd + r * (LEN), (LEN),                     \
-                    (uint64_t)(r * (LEN)), seed, t);
+                    (uint64_t)(r * (LEN)), seed, t, ks);
 
 void softmax_dropout_fwd(const bf16 *s, bf16 *p, bf16 *pd, int64_t rows, int64_t L,
-                         uint64_t seed, uint32_t t, int nthreads) {
+                         uint64_t seed, uint32_t t, float ks, int nthreads) {
     if (L == 16) {
         SOFTMAX_ROWS(16)
     } else if (L == 160) {
@@ -211,7 +213,8 @@ void softmax_dropout_fwd(const bf16 *s, bf16 *p, bf16 *pd, int64_t rows, int64_t
 static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr,
                                                                   const bf16 *pr,
                                                                   const bf16 *dr, bf16 *o,
-                                                                  int64_t L, int masked) {
+                                                                  int64_t L, int masked,
+                                                                  float ks) {
     int64_t full = L - L % LANES, j;
     v16f vc = (v16f){};
     for (j = 0; j < full; j += LANES) {
@@ -219,18 +222,18 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
         if (masked) {
             v16h k;
             memcpy(&k, dr + j, sizeof k);
-            d = vsel(__builtin_convertvector(k != 0, v16i), d, (v16f){});
+            d = vsel(__builtin_convertvector(k != 0, v16i), d * ks, (v16f){});
         }
         vc += d * vload(pr + j);
     }
     float c = hsum(vc);
     for (; j < L; j++) {
-        float d = (!masked || dr[j] != 0) ? bf2f(gr[j]) : 0.0f;
+        float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
         c += d * bf2f(pr[j]);
     }
     SIMD
     for (int64_t j = 0; j < L; j++) {
-        float d = (!masked || dr[j] != 0) ? bf2f(gr[j]) : 0.0f;
+        float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
         o[j] = f2bf(bf2f(pr[j]) * (d - c));
     }
 }
@@ -239,10 +242,10 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
     PARALLEL_FOR                                                                             \
     for (int64_t r = 0; r < rows; r++)                                                       \
         softmax_bwd_row(g + r * (LEN), p + r * (LEN), pd + r * (LEN), ds + r * (LEN), (LEN), \
-                        masked);
+                        masked, ks);
 
 void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds, int64_t rows,
-                         int64_t L, int masked, int nthreads) {
+                         int64_t L, int masked, float ks, int nthreads) {
     if (L == 16) {
         SOFTMAX_BWD_ROWS(16)
     } else if (L == 160) {
@@ -253,42 +256,97 @@ void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds,
 }
 
 /* ------------------------------------------------------------------ q, k, v heads + RoPE
- * qkv (B, T, 3, H, Dh) -> out (3, B, H, T, Dh); with tables c, s (T, H, Dh) q and k are
- * rotated in the halves order: y = x * c + swap(x) * s, swap exchanging the two halves of
- * each head. Backward (dir = -1): grads (3, B, H, T, Dh) -> (B, T, 3, H, Dh) with the
- * inverse rotation (s negated); a NULL gradient part (has[i] == 0) is written as zeros. */
-void qkv_heads(const bf16 *src, const bf16 *c, const bf16 *s, bf16 *dst, int64_t B, int64_t T,
-               int64_t H, int64_t Dh, int backward, int has0, int has1, int has2,
-               int nthreads) {
+ * Forward: qkv (B, T, 3, H, Dh) [+ bias (3 H Dh), float32] -> q, k, v (B, H, T, Dh); with
+ * tables c, s (T, H, Dh) q and k are rotated in the halves order: y = x * c + swap(x) * s,
+ * swap exchanging the two halves of each head. */
+static inline void head_row(const bf16 *x, const float *bias, const bf16 *cr, const bf16 *sr,
+                            float sign, bf16 *y, int64_t Dh) {
     const int64_t h2 = Dh / 2;
-    const int has[3] = {has0, has1, has2};
-    const float sign = backward ? -1.0f : 1.0f;
+    float v[MAX_HEAD];
+    for (int64_t j = 0; j < Dh; j++) v[j] = bf2f(x[j]) + (bias ? bias[j] : 0.0f);
+    if (cr == NULL) {
+        for (int64_t j = 0; j < Dh; j++) y[j] = f2bf(v[j]);
+        return;
+    }
+    for (int64_t j = 0; j < h2; j++) {
+        y[j] = f2bf(v[j] * bf2f(cr[j]) + sign * v[j + h2] * bf2f(sr[j]));
+        y[j + h2] = f2bf(v[j + h2] * bf2f(cr[j + h2]) + sign * v[j] * bf2f(sr[j + h2]));
+    }
+}
+
+void qkv_heads_fwd(const bf16 *src, const float *bias, const bf16 *c, const bf16 *s, bf16 *q,
+                   bf16 *k, bf16 *v, int64_t B, int64_t T, int64_t H, int64_t Dh,
+                   int nthreads) {
+    bf16 *out[3] = {q, k, v};
     PARALLEL_FOR
     for (int64_t bt = 0; bt < B * T; bt++) {
         int64_t b = bt / T, t = bt % T;
-        for (int64_t i = 0; i < 3; i++) {
+        for (int64_t i = 0; i < 3; i++)
             for (int64_t h = 0; h < H; h++) {
-                /* packed offset (B, T, 3, H, Dh) and heads offset (3, B, H, T, Dh) */
-                int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh;
-                int64_t ho = (((i * B + b) * H + h) * T + t) * Dh;
-                const bf16 *x = backward ? src + ho : src + po;
-                bf16 *y = backward ? dst + po : dst + ho;
-                if (backward && !has[i]) {
-                    for (int64_t j = 0; j < Dh; j++) y[j] = 0;
-                } else if (c == NULL || i == 2) {
-                    for (int64_t j = 0; j < Dh; j++) y[j] = x[j];
-                } else {
-                    const bf16 *cr = c + (t * H + h) * Dh, *sr = s + (t * H + h) * Dh;
-                    SIMD
-                    for (int64_t j = 0; j < h2; j++) {
-                        float x0 = bf2f(x[j]), x1 = bf2f(x[j + h2]);
-                        y[j] = f2bf(x0 * bf2f(cr[j]) + sign * x1 * bf2f(sr[j]));
-                        y[j + h2] = f2bf(x1 * bf2f(cr[j + h2]) + sign * x0 * bf2f(sr[j + h2]));
+                int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh; /* (B, T, 3, H, Dh) */
+                int64_t ho = ((b * H + h) * T + t) * Dh;           /* (B, H, T, Dh) */
+                int rot = c != NULL && i < 2;
+                head_row(src + po, bias ? bias + (i * H + h) * Dh : NULL,
+                         rot ? c + (t * H + h) * Dh : NULL, rot ? s + (t * H + h) * Dh : NULL,
+                         1.0f, out[i] + ho, Dh);
+            }
+    }
+}
+
+/* Backward: gq, gk, gv (B, H, T, Dh; NULL: zero) -> dst (B, T, 3, H, Dh) with the inverse
+ * rotation (s negated); gbias (3 H Dh, float32; NULL: not wanted) = the sum over B, T. */
+int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, const bf16 *c, const bf16 *s,
+                  bf16 *dst, float *gbias, int64_t B, int64_t T, int64_t H, int64_t Dh,
+                  int nthreads) {
+    const bf16 *g[3] = {gq, gk, gv};
+    int nt = nthreads < 1 ? 1 : nthreads;
+    int64_t R = 3 * H * Dh;
+    float *part = NULL;
+    if (gbias) {
+        part = calloc((size_t)nt * (size_t)R, sizeof(float));
+        if (part == NULL) return -1;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t bt = 0; bt < B * T; bt++) {
+            int64_t b = bt / T, t = bt % T;
+            for (int64_t i = 0; i < 3; i++)
+                for (int64_t h = 0; h < H; h++) {
+                    int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh;
+                    int64_t ho = ((b * H + h) * T + t) * Dh;
+                    bf16 *y = dst + po;
+                    if (g[i] == NULL) {
+                        memset(y, 0, (size_t)Dh * sizeof(bf16));
+                        continue;
+                    }
+                    int rot = c != NULL && i < 2;
+                    head_row(g[i] + ho, NULL, rot ? c + (t * H + h) * Dh : NULL,
+                             rot ? s + (t * H + h) * Dh : NULL, -1.0f, y, Dh);
+                    if (part) {
+                        float *acc = part + (size_t)tid * (size_t)R + (i * H + h) * Dh;
+                        for (int64_t j = 0; j < Dh; j++) acc[j] += bf2f(y[j]);
                     }
                 }
-            }
         }
     }
+    if (part) {
+        for (int64_t j = 0; j < R; j++) {
+            float sum = 0.0f;
+            for (int i = 0; i < nt; i++) sum += part[(size_t)i * (size_t)R + (size_t)j];
+            gbias[j] = sum;
+        }
+        free(part);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ RMS scale
@@ -332,8 +390,16 @@ void bias_selu_fwd(bf16 *h, const float *b, int64_t rows, int64_t F, int nthread
     PARALLEL_FOR
     for (int64_t n = 0; n < rows; n++) {
         bf16 *hr = h + n * F;
-        SIMD
-        for (int64_t j = 0; j < F; j++) {
+        int64_t full = F - F % LANES, j;
+        for (j = 0; j < full; j += LANES) {
+            v16f bb, v = vload(hr + j);
+            memcpy(&bb, b + j, sizeof bb);
+            v += bb;
+            v16i pos = v > 0.0f;
+            v16f neg = SELU_ALPHA * (vexp_nonpos(vsel(pos, (v16f){}, v)) - 1.0f);
+            vstore(hr + j, SELU_SCALE * vsel(pos, v, neg));
+        }
+        for (; j < F; j++) {
             float v = bf2f(hr[j]) + b[j];
             float neg = SELU_ALPHA * (exp_nonpos(v < 0.0f ? v : 0.0f) - 1.0f);
             hr[j] = f2bf(SELU_SCALE * (v > 0.0f ? v : neg));
@@ -439,5 +505,50 @@ int bias_dropout_add_bwd(const bf16 *g, bf16 *gf, float *gb, int64_t rows, int64
     return 0;
 }
 
+/* ------------------------------------------------------------------ cross-entropy rows
+ * logits x (R, K) bf16, labels (R) in [0, K) (checked by the caller): loss[r] = lse[r] -
+ * x[r, label], lse = log sum exp over the row (float32, saved for the backward), am[r] the
+ * first index of the row's maximum (torch.argmax's choice). */
+void xent_fwd(const bf16 *x, const int64_t *lab, float *loss, float *lse, int64_t *am,
+              int64_t R, int64_t K, int nthreads) {
+    PARALLEL_FOR
+    for (int64_t r = 0; r < R; r++) {
+        const bf16 *xr = x + r * K;
+        int64_t full = K - K % LANES, j;
+        v16f vm = (v16f){} - 3.4e38f;
+        for (j = 0; j < full; j += LANES) {
+            v16f v = vload(xr + j);
+            vm = vsel(v > vm, v, vm);
+        }
+        float m = hmax(vm);
+        for (; j < K; j++) m = bf2f(xr[j]) > m ? bf2f(xr[j]) : m;
+        int64_t arg = 0;
+        while (arg < K - 1 && bf2f(xr[arg]) != m) arg++;
+        v16f vs = (v16f){};
+        for (j = 0; j < full; j += LANES) vs += vexp_nonpos(vload(xr + j) - m);
+        float sum = hsum(vs);
+        for (; j < K; j++) sum += exp_nonpos(bf2f(xr[j]) - m);
+        float l = m + logf(sum);
+        lse[r] = l;
+        loss[r] = l - bf2f(xr[lab[r]]);
+        am[r] = arg;
+    }
+}
+
+/* dx[r, j] = g[r] * (exp(x[r, j] - lse[r]) - [j == label]) */
+void xent_bwd(const bf16 *x, const int64_t *lab, const float *lse, const float *g, bf16 *dx,
+              int64_t R, int64_t K, int nthreads) {
+    PARALLEL_FOR
+    for (int64_t r = 0; r < R; r++) {
+        const bf16 *xr = x + r * K;
+        bf16 *o = dx + r * K;
+        float l = lse[r], gr = g[r];
+        int64_t full = K - K % LANES, j;
+        for (j = 0; j < full; j += LANES) vstore(o + j, gr * vexp_nonpos(vload(xr + j) - l));
+        for (; j < K; j++) o[j] = f2bf(gr * exp_nonpos(bf2f(xr[j]) - l));
+        o[lab[r]] = f2bf(gr * (exp_nonpos(bf2f(xr[lab[r]]) - l) - 1.0f));
+    }
+}
+
 /* the ABI version cpu_kernels.py checks after loading */
-int brainomni_kernels_version(void) { return 1; }
+int brainomni_kernels_version(void) { return 2; }

@@ -38,7 +38,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
 _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_int64,
@@ -49,18 +49,18 @@ _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_void_p,
 )
 _SIGNATURES = {
-    "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _INT]),
-    "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _INT]),
-    "qkv_heads": (
-        None,
-        [_P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT, _INT, _INT, _INT],
-    ),
+    "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
+    "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _F32, _INT]),
+    "qkv_heads_fwd": (None, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
+    "qkv_heads_bwd": (_INT, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
     "rms_fwd": (None, [_P, _P, _P, _I64, _I64, _F32, _INT]),
     "rms_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT]),
     "bias_selu_fwd": (None, [_P, _P, _I64, _I64, _INT]),
     "bias_selu_bwd": (_INT, [_P, _P, _P, _P, _I64, _I64, _INT]),
     "bias_dropout_add_fwd": (None, [_P, _P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
     "bias_dropout_add_bwd": (_INT, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
+    "xent_fwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
+    "xent_bwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
     "brainomni_kernels_version": (_INT, []),
 }
 
@@ -76,7 +76,7 @@ def _compile(cc: str, flags: list[str], out: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [cc, *flags, "-o", tmp, str(SOURCE)],
+            [cc, *flags, "-o", tmp, str(SOURCE), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -140,6 +140,10 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def _opt(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def _threads() -> int:
     return torch.get_num_threads()
 
@@ -169,10 +173,10 @@ def _bf16c(x: torch.Tensor) -> torch.Tensor:
 
 
 class SoftmaxDropout(torch.autograd.Function):
-    """``dropout(softmax(s, -1))`` without the ``1/P(keep)`` scaling (the caller puts it on v);
-    ``p == 0``: plain softmax. Saves the softmax and the dropped weights; the backward reads
-    the mask back from the dropped weights (zero where dropped; where the softmax weight is 0
-    the gradient is 0 either way)."""
+    """``dropout(softmax(s, -1))``, the kept weights scaled by ``1/P(keep)`` (``p == 0``: the
+    softmax). Saves the softmax and the dropped weights; the backward reads the mask back
+    from the dropped weights (zero where dropped; where the softmax weight is 0 its
+    gradient is 0 either way)."""
 
     @staticmethod
     def forward(ctx, s: torch.Tensor, p: float) -> torch.Tensor:
@@ -181,15 +185,17 @@ class SoftmaxDropout(torch.autograd.Function):
         if L > MAX_ROW:
             raise ValueError(f"softmax rows of {L} exceed the kernel's {MAX_ROW}")
         rows = s.numel() // L
-        prob, dropped = torch.empty_like(s), torch.empty_like(s)
+        prob = torch.empty_like(s)
         t = threshold(p) if p > 0.0 else 0
-        seed = draw_seed() if t else 0
+        dropped = torch.empty_like(s) if t else prob
+        ctx.ks = keep_scale(t) if t else 1.0
         kernels().softmax_dropout_fwd(
-            _ptr(s), _ptr(prob), _ptr(dropped), rows, L, seed, t, _threads()
+            _ptr(s), _ptr(prob), _ptr(dropped), rows, L, draw_seed() if t else 0, t, ctx.ks,
+            _threads(),
         )
         ctx.masked = bool(t)
         ctx.save_for_backward(prob, dropped)
-        return dropped if t else prob
+        return dropped
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -199,45 +205,50 @@ class SoftmaxDropout(torch.autograd.Function):
         ds = torch.empty_like(g)
         kernels().softmax_dropout_bwd(
             _ptr(g), _ptr(prob), _ptr(dropped), _ptr(ds), g.numel() // L, L, int(ctx.masked),
-            _threads(),
+            ctx.ks, _threads(),
         )
         return ds, None
 
 
 class QKVHeads(torch.autograd.Function):
-    """``bf16_cpu._QKVHeads`` in one kernel pass each way: qkv (B, T, 3, H, Dh) -> q, k, v
-    (B, H, T, Dh), RoPE on q and k in the halves order when tables ``c``, ``s`` are given."""
+    """``bf16_cpu._QKVHeads`` with the qkv bias, one kernel pass each way: the product
+    without its bias, qkv (B, T, 3, H, Dh), + bias (3 H Dh) -> q, k, v (B, H, T, Dh), RoPE on
+    q and k in the halves order when tables ``c``, ``s`` (T, H, Dh) are given. The backward
+    gives the product's gradient and the bias gradient (their sum over B, T) in one pass."""
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, c: torch.Tensor | None, s: torch.Tensor | None):
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor | None, c, s):
         qkv = _bf16c(qkv)
         B, T, _, H, Dh = qkv.shape
+        if Dh > 1024 or Dh % 2:
+            raise ValueError(f"head width {Dh} must be even and <= 1024")
         if c is not None:
             c, s = _bf16c(c), _bf16c(s)
-        out = qkv.new_empty(3, B, H, T, Dh)
-        kernels().qkv_heads(
-            _ptr(qkv), _ptr(c) if c is not None else None, _ptr(s) if s is not None else None,
-            _ptr(out), B, T, H, Dh, 0, 1, 1, 1, _threads(),
+        b32 = bias.detach().float().contiguous() if bias is not None else None
+        q, k, v = (qkv.new_empty(B, H, T, Dh) for _ in range(3))
+        kernels().qkv_heads_fwd(
+            _ptr(qkv), _opt(b32), _opt(c), _opt(s), _ptr(q), _ptr(k), _ptr(v), B, T, H, Dh,
+            _threads(),
         )
         ctx.save_for_backward(c, s)
-        return out[0], out[1], out[2]
+        ctx.b_dtype = bias.dtype if bias is not None else None
+        return q, k, v
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
         c, s = ctx.saved_tensors
-        g0 = next(g for g in (gq, gk, gv) if g is not None)
+        gs = [_bf16c(g) if g is not None else None for g in (gq, gk, gv)]
+        g0 = next(g for g in gs if g is not None)
         B, H, T, Dh = g0.shape
-        grads = g0.new_empty(3, B, H, T, Dh)
-        for i, g in enumerate((gq, gk, gv)):
-            if g is not None:
-                grads[i].copy_(g)
         out = g0.new_empty(B, T, 3, H, Dh)
-        kernels().qkv_heads(
-            _ptr(grads), _ptr(c) if c is not None else None, _ptr(s) if s is not None else None,
-            _ptr(out), B, T, H, Dh, 1, int(gq is not None), int(gk is not None),
-            int(gv is not None), _threads(),
-        )
-        return out, None, None
+        want_b = ctx.b_dtype is not None and ctx.needs_input_grad[1]
+        gb = torch.empty(3 * H * Dh, dtype=torch.float32) if want_b else None
+        if kernels().qkv_heads_bwd(
+            *(_opt(g) for g in gs), _opt(c), _opt(s), _ptr(out), _opt(gb), B, T, H, Dh,
+            _threads(),
+        ):
+            raise MemoryError("qkv_heads_bwd: out of memory for the bias partial sums")
+        return out, (gb.to(ctx.b_dtype) if want_b else None), None, None
 
 
 class RMSScale(torch.autograd.Function):
@@ -326,3 +337,40 @@ class BiasDropoutAdd(torch.autograd.Function):
         ):
             raise MemoryError("bias_dropout_add_bwd: out of memory for the bias partial sums")
         return g, gf, gb.to(ctx.b_dtype), None
+
+
+class CrossEntropyRows(torch.autograd.Function):
+    """Per-row cross-entropy of bf16 logits (R, K) against labels (R), float32, and the rows'
+    argmax (not differentiable): ``F.cross_entropy(logits.float(), labels, reduction="none")``
+    in one pass over the bf16 logits, no float32 copy; the backward writes the bf16 logit
+    gradient ``g (softmax - onehot)`` in one pass."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor):
+        logits = _bf16c(logits)
+        R, K = logits.shape
+        labels = labels.to(torch.int64).contiguous()
+        if labels.shape != (R,):
+            raise ValueError(f"labels {tuple(labels.shape)} must be ({R},)")
+        if R and (int(labels.min()) < 0 or int(labels.max()) >= K):
+            raise ValueError(f"labels must lie in [0, {K}) (target out of bounds)")
+        loss = torch.empty(R, dtype=torch.float32)
+        lse = torch.empty(R, dtype=torch.float32)
+        am = torch.empty(R, dtype=torch.int64)
+        kernels().xent_fwd(
+            _ptr(logits), _ptr(labels), _ptr(loss), _ptr(lse), _ptr(am), R, K, _threads()
+        )
+        ctx.save_for_backward(logits, labels, lse)
+        ctx.mark_non_differentiable(am)
+        return loss, am
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor, _g_am):
+        logits, labels, lse = ctx.saved_tensors
+        g = g.float().contiguous()
+        R, K = logits.shape
+        dx = torch.empty_like(logits)
+        kernels().xent_bwd(
+            _ptr(logits), _ptr(labels), _ptr(lse), _ptr(g), _ptr(dx), R, K, _threads()
+        )
+        return dx, None

@@ -133,14 +133,18 @@ class SelfAttention(nn.Module):
         fast = fast_bf16(x_BTD)
         if fast and self.rope:  # q/k features of each head reordered to [even | odd]
             w, b = w[self.halves_order], b[self.halves_order]
-        qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-        if fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
+        if fast and cpu_kernels.available():  # the bias added by the heads' kernel
+            qkv = torch.matmul(x_BTD, w.t()).view(B, T, 3, self.n_head, -1)
             tables = halves_tables(cos, sin) if self.rope else (None, None)
-            heads = cpu_kernels.QKVHeads if self.rope and cpu_kernels.available() else _QKVHeads
-            q, k, v = heads.apply(qkv, *tables)
+            q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables)
+        elif fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
+            qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
+            tables = halves_tables(cos, sin) if self.rope else (None, None)
+            q, k, v = _QKVHeads.apply(qkv, *tables)
         else:
+            qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
             q, k, v = qkv.unbind(2)  # B T H Dh
             if self.rope:
                 q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainomni.models import cpu_kernels
 from brainomni.models.layers import CrissCrossBlock, RMSNorm
 from brainomni.models.speed import (
     autocast,
@@ -174,9 +175,20 @@ class BrainOmni(nn.Module):
             # (half of its products, no gather from the full logits; the same rows' values)
             sel = ~keep
             sel_logits = self.predict_head(h[sel]).view(-1, Q, self.codebook_size)  # X Q K
-        sel_logits, sel_labels = sel_logits.float(), labels[..., :Q][sel]  # X Q K, X Q
-        loss = F.cross_entropy(sel_logits.reshape(-1, sel_logits.shape[-1]), sel_labels.reshape(-1))
-        acc = (sel_logits.argmax(-1) == sel_labels).float().mean(0).detach()
+        sel_labels = labels[..., :Q][sel]  # X Q
+        if fast_bf16_path(self.config.precision, dev.type) and cpu_kernels.available():
+            # float32 cross-entropy read straight from the bf16 logits (no float32 copy)
+            rows, top = cpu_kernels.CrossEntropyRows.apply(
+                sel_logits.reshape(-1, self.codebook_size), sel_labels.reshape(-1)
+            )
+            loss, top = rows.mean(), top.view(-1, Q)
+        else:
+            sel_logits = sel_logits.float()  # X Q K
+            loss = F.cross_entropy(
+                sel_logits.reshape(-1, sel_logits.shape[-1]), sel_labels.reshape(-1)
+            )
+            top = sel_logits.argmax(-1)
+        acc = (top == sel_labels).float().mean(0).detach()
         out = {"loss": loss, "acc_all": acc.mean()}
         out.update({f"acc_{q}": acc[q] for q in range(Q)})
         return out
