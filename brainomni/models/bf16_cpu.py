@@ -225,6 +225,26 @@ class _ShortSoftmax(torch.autograd.Function):
         return (g - torch.linalg.vecdot(g, p, dim=-1).unsqueeze(-1)).mul_(p)
 
 
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, Dh) -> (B, T, H Dh), whose backward hands back a contiguous (B, H, T, Dh)
+    gradient: the attention's two backward products both take it, where from the transposed
+    view autograd gave each of them its own copy."""
+    return _MergeHeads.apply(x, x.shape[-1])
+
+
+class _MergeHeads(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+        B, H, T, Dh = x.shape
+        ctx.head_dim = head_dim
+        return x.transpose(1, 2).reshape(B, T, H * Dh)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        B, T, _ = g.shape
+        return g.reshape(B, T, -1, ctx.head_dim).transpose(1, 2).contiguous(), None
+
+
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
     """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
     to float32 for dropout): scale applied inside the first product, the mask by
@@ -234,10 +254,10 @@ def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None
     Tk = k.shape[-2]
     scale = Dh**-0.5 if scale is None else scale
     q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
+    if cpu_kernels.available():  # scale, softmax, dropout and its 1/P(keep): one pass each way
+        w = cpu_kernels.SoftmaxDropout.apply(torch.bmm(q3, k3.transpose(1, 2)), dropout_p, scale)
+        return torch.bmm(w, v3).view(*lead, T, v.shape[-1])
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
-    if cpu_kernels.available():  # softmax, dropout and its 1/P(keep) in one pass each way
-        out = torch.bmm(cpu_kernels.SoftmaxDropout.apply(w, dropout_p), v3)
-        return out.view(*lead, T, v.shape[-1])
     w = _ShortSoftmax.apply(w) if Tk <= 32 else w.softmax(dim=-1)
     w, keep_scale = drop_bits(w, dropout_p)
     out = torch.bmm(w, v3 * keep_scale)

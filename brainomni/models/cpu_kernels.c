@@ -7,10 +7,11 @@
  * 0x7FC0). Every kernel computes in float32 and rounds once per output element. The loops
  * are written so that GCC vectorises them (no libm calls: exp is a polynomial below).
  *
- * Dropout draws come from a counter-based generator: element g of a call with 64-bit seed k
- * keeps iff the top 15 bits of splitmix64(k + g * 0x9E3779B97F4A7C15) are >= t, t the
- * threshold of cpu_kernels.py (P(keep) = 1 - t / 2^15), so a kernel can recompute the mask
- * in its backward instead of storing it, and no generator state is shared between threads.
+ * Dropout draws come from a counter-based generator: element e of a call with 64-bit seed k
+ * keeps iff u >= t, u the low 15 bits of the 16-bit lane e % 4 of the splitmix64 output
+ * mix64(k + (e / 4) * 0x9E3779B97F4A7C15), t the threshold of cpu_kernels.py (P(keep) =
+ * 1 - t / 2^15): one 64-bit hash per four elements, a kernel can recompute the mask in its
+ * backward instead of storing it, and no generator state is shared between threads.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,12 +39,15 @@ static inline bf16 f2bf(float f) {
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
-static inline uint32_t draw15(uint64_t seed, uint64_t g) {
-    uint64_t z = seed + g * GOLDEN;
+static inline uint64_t mix64(uint64_t z) { /* splitmix64's finaliser */
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (uint32_t)(z >> 49);
+    return z ^ (z >> 31);
+}
+
+/* 15 random bits for element e: 16-bit lane e % 4 of splitmix64 word e / 4, low 15 bits */
+static inline uint32_t draw15(uint64_t seed, uint64_t e) {
+    return (uint32_t)(mix64(seed + (e >> 2) * GOLDEN) >> (16 * (e & 3))) & 0x7FFFu;
 }
 
 /* exp(x) for x <= 0 (softmax after the max is subtracted): Cephes' expf polynomial,
@@ -97,6 +101,15 @@ static inline v16f vload(const bf16 *p) {
     return (v16f)(__builtin_convertvector(h, v16u) << 16);
 }
 
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+/* AVX512-BF16's vcvtneps2bf16: round to nearest even in one instruction (it flushes float
+ * denormals, below 1.2e-38, to zero; the integer rounding below keeps them) */
+static inline void vstore(bf16 *p, v16f f) {
+    __m256bh h = _mm512_cvtneps_pbh((__m512)f);
+    memcpy(p, &h, sizeof h);
+}
+#else
 static inline void vstore(bf16 *p, v16f f) {
     v16u u = (v16u)f;
     v16u r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
@@ -105,6 +118,7 @@ static inline void vstore(bf16 *p, v16f f) {
     v16h h = __builtin_convertvector(r, v16h);
     memcpy(p, &h, sizeof h);
 }
+#endif
 
 static inline v16f vsel(v16i mask, v16f a, v16f b) { /* mask ? a : b */
     return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask));
@@ -139,11 +153,24 @@ static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
     return p * (v16f)e;
 }
 
+/* draw15(seed, e + k) >= t for the 16 elements e .. e + 15 (e a multiple of 4) as an all-ones /
+ * zero mask: the four splitmix64 words' 16-bit lanes are the elements' draws in order. */
+typedef uint64_t v4u64 __attribute__((vector_size(32)));
+static inline v16i vkeep(uint64_t seed, uint64_t e, uint32_t t) {
+    uint64_t w = e >> 2;
+    v4u64 z = seed + ((v4u64){w, w + 1, w + 2, w + 3}) * GOLDEN;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    v16h u = (v16h)z & (uint16_t)0x7FFF;
+    return __builtin_convertvector(u >= (uint16_t)t, v16i);
+}
+
 #define MAX_ROW 16384
 #define MAX_HEAD 1024 /* the widest attention head a kernel takes */ /* row lengths above this are refused by cpu_kernels.py */
 
 /* ------------------------------------------------------------------ softmax + dropout
- * p = softmax(s) per row of length L; pd = p * ks where kept (ks = 1 / P(keep)), else 0;
+ * p = softmax(alpha s) per row of length L; pd = p * ks where kept (ks = 1 / P(keep)), else 0;
  * t == 0: no dropout, pd = p.
  * The row bodies are inlined with L a compile-time constant for the common lengths (the
  * criss-cross attention's 16 sources and 160 steps): with a runtime L, GCC's loop set-up
@@ -151,18 +178,19 @@ static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
 static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf16 *pr,
                                                               bf16 *dr, int64_t L,
                                                               uint64_t g0, uint64_t seed,
-                                                              uint32_t t, float ks) {
+                                                              uint32_t t, float ks,
+                                                              float alpha) {
     float buf[MAX_ROW] __attribute__((aligned(64)));
     int64_t full = L - L % LANES, j;
     v16f vm = (v16f){} - 3.4e38f;
     for (j = 0; j < full; j += LANES) {
-        v16f x = vload(sr + j);
+        v16f x = vload(sr + j) * alpha;
         memcpy(buf + j, &x, sizeof x);
         vm = vsel(x > vm, x, vm);
     }
     float m = hmax(vm);
     for (; j < L; j++) {
-        buf[j] = bf2f(sr[j]);
+        buf[j] = bf2f(sr[j]) * alpha;
         m = buf[j] > m ? buf[j] : m;
     }
     v16f vs = (v16f){};
@@ -179,12 +207,25 @@ static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf
         sum += buf[j];
     }
     float inv = 1.0f / sum;
-    if (t == 0) {
-        SIMD
-        for (int64_t j = 0; j < L; j++) pr[j] = dr[j] = f2bf(buf[j] * inv);
+    if (t == 0) { /* no dropout: one output (cpu_kernels.py passes pd == p) */
+        for (j = 0; j < full; j += LANES) {
+            v16f v;
+            memcpy(&v, buf + j, sizeof v);
+            vstore(pr + j, v * inv);
+        }
+        for (; j < L; j++) pr[j] = f2bf(buf[j] * inv);
+        if (dr != pr) memcpy(dr, pr, (size_t)L * sizeof(bf16));
     } else {
-        SIMD
-        for (int64_t j = 0; j < L; j++) {
+        j = 0;
+        if (g0 % 4 == 0)
+            for (; j < full; j += LANES) {
+                v16f v;
+                memcpy(&v, buf + j, sizeof v);
+                v *= inv;
+                vstore(pr + j, v);
+                vstore(dr + j, vsel(vkeep(seed, g0 + (uint64_t)j, t), v * ks, (v16f){}));
+            }
+        for (; j < L; j++) {
             pr[j] = f2bf(buf[j] * inv);
             dr[j] = draw15(seed, g0 + (uint64_t)j) >= t ? f2bf(buf[j] * inv * ks) : (bf16)0;
         }
@@ -195,10 +236,10 @@ static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf
     PARALLEL_FOR                                                                             \
     for (int64_t r = 0; r < rows; r++)                                                       \
         softmax_row(s + r * (LEN), p + r * (LEN), pd + r * (LEN), (LEN),                     \
-                    (uint64_t)(r * (LEN)), seed, t, ks);
+                    (uint64_t)(r * (LEN)), seed, t, ks, alpha);
 
 void softmax_dropout_fwd(const bf16 *s, bf16 *p, bf16 *pd, int64_t rows, int64_t L,
-                         uint64_t seed, uint32_t t, float ks, int nthreads) {
+                         uint64_t seed, uint32_t t, float ks, float alpha, int nthreads) {
     if (L == 16) {
         SOFTMAX_ROWS(16)
     } else if (L == 160) {
@@ -214,7 +255,7 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
                                                                   const bf16 *pr,
                                                                   const bf16 *dr, bf16 *o,
                                                                   int64_t L, int masked,
-                                                                  float ks) {
+                                                                  float ks, float alpha) {
     int64_t full = L - L % LANES, j;
     v16f vc = (v16f){};
     for (j = 0; j < full; j += LANES) {
@@ -231,10 +272,18 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
         float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
         c += d * bf2f(pr[j]);
     }
-    SIMD
-    for (int64_t j = 0; j < L; j++) {
+    for (j = 0; j < full; j += LANES) {
+        v16f d = vload(gr + j);
+        if (masked) {
+            v16h k;
+            memcpy(&k, dr + j, sizeof k);
+            d = vsel(__builtin_convertvector(k != 0, v16i), d * ks, (v16f){});
+        }
+        vstore(o + j, alpha * vload(pr + j) * (d - c));
+    }
+    for (; j < L; j++) {
         float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
-        o[j] = f2bf(bf2f(pr[j]) * (d - c));
+        o[j] = f2bf(alpha * bf2f(pr[j]) * (d - c));
     }
 }
 
@@ -242,10 +291,10 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
     PARALLEL_FOR                                                                             \
     for (int64_t r = 0; r < rows; r++)                                                       \
         softmax_bwd_row(g + r * (LEN), p + r * (LEN), pd + r * (LEN), ds + r * (LEN), (LEN), \
-                        masked, ks);
+                        masked, ks, alpha);
 
 void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds, int64_t rows,
-                         int64_t L, int masked, float ks, int nthreads) {
+                         int64_t L, int masked, float ks, float alpha, int nthreads) {
     if (L == 16) {
         SOFTMAX_BWD_ROWS(16)
     } else if (L == 160) {
@@ -262,6 +311,25 @@ void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds,
 static inline void head_row(const bf16 *x, const float *bias, const bf16 *cr, const bf16 *sr,
                             float sign, bf16 *y, int64_t Dh) {
     const int64_t h2 = Dh / 2;
+    if (Dh == 2 * LANES) { /* both model sizes: 32-wide heads, one register per half */
+        v16f lo = vload(x), hi = vload(x + LANES);
+        if (bias) {
+            v16f b0, b1;
+            memcpy(&b0, bias, sizeof b0);
+            memcpy(&b1, bias + LANES, sizeof b1);
+            lo += b0;
+            hi += b1;
+        }
+        if (cr != NULL) {
+            v16f c0 = vload(cr), c1 = vload(cr + LANES), s0 = vload(sr), s1 = vload(sr + LANES);
+            v16f y0 = lo * c0 + sign * hi * s0;
+            hi = hi * c1 + sign * lo * s1;
+            lo = y0;
+        }
+        vstore(y, lo);
+        vstore(y + LANES, hi);
+        return;
+    }
     float v[MAX_HEAD];
     for (int64_t j = 0; j < Dh; j++) v[j] = bf2f(x[j]) + (bias ? bias[j] : 0.0f);
     if (cr == NULL) {
@@ -333,7 +401,14 @@ int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, const bf16 *c,
                              rot ? s + (t * H + h) * Dh : NULL, -1.0f, y, Dh);
                     if (part) {
                         float *acc = part + (size_t)tid * (size_t)R + (i * H + h) * Dh;
-                        for (int64_t j = 0; j < Dh; j++) acc[j] += bf2f(y[j]);
+                        int64_t j = 0;
+                        for (; j + LANES <= Dh; j += LANES) {
+                            v16f a;
+                            memcpy(&a, acc + j, sizeof a);
+                            a += vload(y + j);
+                            memcpy(acc + j, &a, sizeof a);
+                        }
+                        for (; j < Dh; j++) acc[j] += bf2f(y[j]);
                     }
                 }
         }
@@ -356,28 +431,42 @@ void rms_fwd(const bf16 *x, bf16 *y, float *rstd, int64_t rows, int64_t D, float
     PARALLEL_FOR
     for (int64_t n = 0; n < rows; n++) {
         const bf16 *xr = x + n * D;
-        float ss = 0.0f;
-        SIMD_SUM(ss)
-        for (int64_t j = 0; j < D; j++) ss += bf2f(xr[j]) * bf2f(xr[j]);
+        int64_t full = D - D % LANES, j;
+        v16f vs = (v16f){};
+        for (j = 0; j < full; j += LANES) {
+            v16f v = vload(xr + j);
+            vs += v * v;
+        }
+        float ss = hsum(vs);
+        for (; j < D; j++) ss += bf2f(xr[j]) * bf2f(xr[j]);
         float r = 1.0f / __builtin_sqrtf(ss / (float)D + eps);
         rstd[n] = r;
         bf16 *yr = y + n * D;
-        for (int64_t j = 0; j < D; j++) yr[j] = f2bf(bf2f(xr[j]) * r);
+        for (j = 0; j < full; j += LANES) vstore(yr + j, vload(xr + j) * r);
+        for (; j < D; j++) yr[j] = f2bf(bf2f(xr[j]) * r);
     }
 }
 
-/* dx = g r - x r^3 <g, x> / D */
-void rms_bwd(const bf16 *g, const bf16 *x, const float *rstd, bf16 *dx, int64_t rows,
-             int64_t D, int nthreads) {
+/* dx = [gres +] g r - x r^3 <g, x> / D: gres (nullable) the gradient x also gets from the
+ * residual path, added here instead of by autograd (one pass less). */
+void rms_bwd(const bf16 *g, const bf16 *gres, const bf16 *x, const float *rstd, bf16 *dx,
+             int64_t rows, int64_t D, int nthreads) {
     PARALLEL_FOR
     for (int64_t n = 0; n < rows; n++) {
-        const bf16 *gr = g + n * D, *xr = x + n * D;
-        float dot = 0.0f;
-        SIMD_SUM(dot)
-        for (int64_t j = 0; j < D; j++) dot += bf2f(gr[j]) * bf2f(xr[j]);
+        const bf16 *gr = g + n * D, *xr = x + n * D, *rr = gres ? gres + n * D : NULL;
+        int64_t full = D - D % LANES, j;
+        v16f vd = (v16f){};
+        for (j = 0; j < full; j += LANES) vd += vload(gr + j) * vload(xr + j);
+        float dot = hsum(vd);
+        for (; j < D; j++) dot += bf2f(gr[j]) * bf2f(xr[j]);
         float r = rstd[n], coef = -r * r * r * dot / (float)D;
         bf16 *o = dx + n * D;
-        for (int64_t j = 0; j < D; j++) o[j] = f2bf(bf2f(gr[j]) * r + bf2f(xr[j]) * coef);
+        for (j = 0; j < full; j += LANES) {
+            v16f v = vload(gr + j) * r + vload(xr + j) * coef;
+            vstore(o + j, rr ? v + vload(rr + j) : v);
+        }
+        for (; j < D; j++)
+            o[j] = f2bf(bf2f(gr[j]) * r + bf2f(xr[j]) * coef + (rr ? bf2f(rr[j]) : 0.0f));
     }
 }
 
@@ -429,8 +518,17 @@ int bias_selu_bwd(const bf16 *g, const bf16 *y, bf16 *gh, float *gb, int64_t row
         for (int64_t n = 0; n < rows; n++) {
             const bf16 *gr = g + n * F, *yr = y + n * F;
             bf16 *o = gh + n * F;
-            SIMD
-            for (int64_t j = 0; j < F; j++) {
+            int64_t j = 0;
+            for (; j + LANES <= F; j += LANES) {
+                v16f yv = vload(yr + j);
+                v16f d = vsel(yv > 0.0f, (v16f){} + SELU_SCALE, yv + SELU_SCALE * SELU_ALPHA);
+                vstore(o + j, vload(gr + j) * d);
+                v16f a;
+                memcpy(&a, acc + j, sizeof a);
+                a += vload(o + j);
+                memcpy(acc + j, &a, sizeof a);
+            }
+            for (; j < F; j++) {
                 float yv = bf2f(yr[j]);
                 float d = yv > 0.0f ? SELU_SCALE : yv + SELU_SCALE * SELU_ALPHA;
                 bf16 v = f2bf(bf2f(gr[j]) * d);
@@ -458,7 +556,16 @@ void bias_dropout_add_fwd(const bf16 *x, const bf16 *f, const float *b, bf16 *ou
         const bf16 *xr = x + n * D, *fr = f + n * D;
         bf16 *o = out + n * D;
         uint64_t g0 = (uint64_t)(n * D);
-        for (int64_t j = 0; j < D; j++) {
+        int64_t j = 0;
+        if (g0 % 4 == 0)
+            for (; j + LANES <= D; j += LANES) {
+                v16f bb;
+                memcpy(&bb, b + j, sizeof bb);
+                v16f v = (vload(fr + j) + bb) * scale;
+                if (t) v = vsel(vkeep(seed, g0 + (uint64_t)j, t), v, (v16f){});
+                vstore(o + j, vload(xr + j) + v);
+            }
+        for (; j < D; j++) {
             int keep = t == 0 || draw15(seed, g0 + (uint64_t)j) >= t;
             float v = keep ? (bf2f(fr[j]) + b[j]) * scale : 0.0f;
             o[j] = f2bf(bf2f(xr[j]) + v);
@@ -488,7 +595,18 @@ int bias_dropout_add_bwd(const bf16 *g, bf16 *gf, float *gb, int64_t rows, int64
             const bf16 *gr = g + n * D;
             bf16 *o = gf + n * D;
             uint64_t g0 = (uint64_t)(n * D);
-            for (int64_t j = 0; j < D; j++) {
+            int64_t j = 0;
+            if (g0 % 4 == 0)
+                for (; j + LANES <= D; j += LANES) {
+                    v16f v = vload(gr + j) * scale;
+                    if (t) v = vsel(vkeep(seed, g0 + (uint64_t)j, t), v, (v16f){});
+                    vstore(o + j, v);
+                    v16f a;
+                    memcpy(&a, acc + j, sizeof a);
+                    a += vload(o + j);
+                    memcpy(acc + j, &a, sizeof a);
+                }
+            for (; j < D; j++) {
                 int keep = t == 0 || draw15(seed, g0 + (uint64_t)j) >= t;
                 bf16 v = keep ? f2bf(bf2f(gr[j]) * scale) : (bf16)0;
                 o[j] = v;
@@ -551,4 +669,4 @@ void xent_bwd(const bf16 *x, const int64_t *lab, const float *lse, const float *
 }
 
 /* the ABI version cpu_kernels.py checks after loading */
-int brainomni_kernels_version(void) { return 2; }
+int brainomni_kernels_version(void) { return 5; }

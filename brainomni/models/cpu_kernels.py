@@ -38,7 +38,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-ABI_VERSION = 2
+ABI_VERSION = 5
 MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
 _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_int64,
@@ -49,12 +49,12 @@ _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_void_p,
 )
 _SIGNATURES = {
-    "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
-    "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _F32, _INT]),
+    "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _F32, _INT]),
+    "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _F32, _F32, _INT]),
     "qkv_heads_fwd": (None, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
     "qkv_heads_bwd": (_INT, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
     "rms_fwd": (None, [_P, _P, _P, _I64, _I64, _F32, _INT]),
-    "rms_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT]),
+    "rms_bwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
     "bias_selu_fwd": (None, [_P, _P, _I64, _I64, _INT]),
     "bias_selu_bwd": (_INT, [_P, _P, _P, _P, _I64, _I64, _INT]),
     "bias_dropout_add_fwd": (None, [_P, _P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
@@ -173,13 +173,13 @@ def _bf16c(x: torch.Tensor) -> torch.Tensor:
 
 
 class SoftmaxDropout(torch.autograd.Function):
-    """``dropout(softmax(s, -1))``, the kept weights scaled by ``1/P(keep)`` (``p == 0``: the
-    softmax). Saves the softmax and the dropped weights; the backward reads the mask back
-    from the dropped weights (zero where dropped; where the softmax weight is 0 its
-    gradient is 0 either way)."""
+    """``dropout(softmax(alpha * s, -1))``, the kept weights scaled by ``1/P(keep)``
+    (``p == 0``: the softmax). Saves the softmax and the dropped weights; the backward reads
+    the mask back from the dropped weights (zero where dropped; where the softmax weight is
+    0 its gradient is 0 either way)."""
 
     @staticmethod
-    def forward(ctx, s: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx, s: torch.Tensor, p: float, alpha: float = 1.0) -> torch.Tensor:
         s = _bf16c(s)
         L = s.shape[-1]
         if L > MAX_ROW:
@@ -188,10 +188,10 @@ class SoftmaxDropout(torch.autograd.Function):
         prob = torch.empty_like(s)
         t = threshold(p) if p > 0.0 else 0
         dropped = torch.empty_like(s) if t else prob
-        ctx.ks = keep_scale(t) if t else 1.0
+        ctx.ks, ctx.alpha = (keep_scale(t) if t else 1.0), float(alpha)
         kernels().softmax_dropout_fwd(
             _ptr(s), _ptr(prob), _ptr(dropped), rows, L, draw_seed() if t else 0, t, ctx.ks,
-            _threads(),
+            ctx.alpha, _threads(),
         )
         ctx.masked = bool(t)
         ctx.save_for_backward(prob, dropped)
@@ -205,9 +205,9 @@ class SoftmaxDropout(torch.autograd.Function):
         ds = torch.empty_like(g)
         kernels().softmax_dropout_bwd(
             _ptr(g), _ptr(prob), _ptr(dropped), _ptr(ds), g.numel() // L, L, int(ctx.masked),
-            ctx.ks, _threads(),
+            ctx.ks, ctx.alpha, _threads(),
         )
-        return ds, None
+        return ds, None, None
 
 
 class QKVHeads(torch.autograd.Function):
@@ -267,11 +267,41 @@ class RMSScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         x, rstd = ctx.saved_tensors
-        g = _bf16c(g)
+        return _rms_backward(g, None, x, rstd), None
+
+
+class ResidualRMSScale(torch.autograd.Function):
+    """``(x, RMSScale(x))`` for a residual stream ``x`` that goes on past the norm: the
+    backward adds the stream's own gradient inside the norm's backward pass, where autograd
+    would add the two gradients of ``x`` in a pass of its own."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float):
+        x = _bf16c(x)
         D = x.shape[-1]
-        dx = torch.empty_like(x)
-        kernels().rms_bwd(_ptr(g), _ptr(x), _ptr(rstd), _ptr(dx), x.numel() // D, D, _threads())
-        return dx, None
+        y = torch.empty_like(x)
+        rstd = torch.empty(x.numel() // D, dtype=torch.float32)
+        kernels().rms_fwd(_ptr(x), _ptr(y), _ptr(rstd), x.numel() // D, D, eps, _threads())
+        ctx.save_for_backward(x, rstd)
+        return x.view_as(x), y
+
+    @staticmethod
+    def backward(ctx, g_x: torch.Tensor | None, g_y: torch.Tensor | None):
+        x, rstd = ctx.saved_tensors
+        if g_y is None:
+            return g_x, None
+        return _rms_backward(g_y, g_x, x, rstd), None
+
+
+def _rms_backward(g, gres, x, rstd) -> torch.Tensor:
+    g = _bf16c(g)
+    gres = _bf16c(gres) if gres is not None else None
+    D = x.shape[-1]
+    dx = torch.empty_like(x)
+    kernels().rms_bwd(
+        _ptr(g), _opt(gres), _ptr(x), _ptr(rstd), _ptr(dx), x.numel() // D, D, _threads()
+    )
+    return dx
 
 
 class BiasSELU(torch.autograd.Function):

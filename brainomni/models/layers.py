@@ -20,6 +20,7 @@ from brainomni.models.bf16_cpu import (  # the bf16 CPU path (see that module)
     fast_bf16,
     halves_order,
     halves_tables,
+    merge_heads,
     rms_scale,
 )
 
@@ -150,6 +151,8 @@ class SelfAttention(nn.Module):
                 q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # B H T Dh
         out = attention(q, k, v, self.dropout if self.training else 0.0)
+        if fast:
+            return self.proj(merge_heads(out))
         return self.proj(out.transpose(1, 2).reshape(B, T, self.dim))
 
 
@@ -208,10 +211,15 @@ class CrissCrossBlock(nn.Module):
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
         fused = cpu_kernels.available()
-        norm = cpu_kernels.RMSScale.apply if fused else rms_scale
-        y = norm(x_BSWD, self.pre_attn_norm.eps)
+        if fused:  # the stream's gradient added inside each norm's backward
+            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
+        else:
+            y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
         x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
-        y = norm(x_BSWD, self.pre_ff_norm.eps)
+        if fused:
+            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
+        else:
+            y = rms_scale(x_BSWD, self.pre_ff_norm.eps)
         lin1, act, lin2 = self.ff.layer[:3]
         w1 = lin1.weight * self.pre_ff_norm.weight
         p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
