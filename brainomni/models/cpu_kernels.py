@@ -190,8 +190,16 @@ class SoftmaxDropout(torch.autograd.Function):
         dropped = torch.empty_like(s) if t else prob
         ctx.ks, ctx.alpha = (keep_scale(t) if t else 1.0), float(alpha)
         kernels().softmax_dropout_fwd(
-            _ptr(s), _ptr(prob), _ptr(dropped), rows, L, draw_seed() if t else 0, t, ctx.ks,
-            ctx.alpha, _threads(),
+            _ptr(s),
+            _ptr(prob),
+            _ptr(dropped),
+            rows,
+            L,
+            draw_seed() if t else 0,
+            t,
+            ctx.ks,
+            ctx.alpha,
+            _threads(),
         )
         ctx.masked = bool(t)
         ctx.save_for_backward(prob, dropped)
@@ -204,8 +212,16 @@ class SoftmaxDropout(torch.autograd.Function):
         L = g.shape[-1]
         ds = torch.empty_like(g)
         kernels().softmax_dropout_bwd(
-            _ptr(g), _ptr(prob), _ptr(dropped), _ptr(ds), g.numel() // L, L, int(ctx.masked),
-            ctx.ks, ctx.alpha, _threads(),
+            _ptr(g),
+            _ptr(prob),
+            _ptr(dropped),
+            _ptr(ds),
+            g.numel() // L,
+            L,
+            int(ctx.masked),
+            ctx.ks,
+            ctx.alpha,
+            _threads(),
         )
         return ds, None, None
 
@@ -227,7 +243,17 @@ class QKVHeads(torch.autograd.Function):
         b32 = bias.detach().float().contiguous() if bias is not None else None
         q, k, v = (qkv.new_empty(B, H, T, Dh) for _ in range(3))
         kernels().qkv_heads_fwd(
-            _ptr(qkv), _opt(b32), _opt(c), _opt(s), _ptr(q), _ptr(k), _ptr(v), B, T, H, Dh,
+            _ptr(qkv),
+            _opt(b32),
+            _opt(c),
+            _opt(s),
+            _ptr(q),
+            _ptr(k),
+            _ptr(v),
+            B,
+            T,
+            H,
+            Dh,
             _threads(),
         )
         ctx.save_for_backward(c, s)
@@ -244,7 +270,15 @@ class QKVHeads(torch.autograd.Function):
         want_b = ctx.b_dtype is not None and ctx.needs_input_grad[1]
         gb = torch.empty(3 * H * Dh, dtype=torch.float32) if want_b else None
         if kernels().qkv_heads_bwd(
-            *(_opt(g) for g in gs), _opt(c), _opt(s), _ptr(out), _opt(gb), B, T, H, Dh,
+            *(_opt(g) for g in gs),
+            _opt(c),
+            _opt(s),
+            _ptr(out),
+            _opt(gb),
+            B,
+            T,
+            H,
+            Dh,
             _threads(),
         ):
             raise MemoryError("qkv_heads_bwd: out of memory for the bias partial sums")
@@ -328,8 +362,9 @@ class BiasSELU(torch.autograd.Function):
         F = y.shape[-1]
         gh = torch.empty_like(y)
         gb = torch.empty(F, dtype=torch.float32)
-        if kernels().bias_selu_bwd(_ptr(g), _ptr(y), _ptr(gh), _ptr(gb), y.numel() // F, F,
-                                   _threads()):
+        if kernels().bias_selu_bwd(
+            _ptr(g), _ptr(y), _ptr(gh), _ptr(gb), y.numel() // F, F, _threads()
+        ):
             raise MemoryError("bias_selu_bwd: out of memory for the bias partial sums")
         return gh, gb.to(ctx.b_dtype)
 
@@ -351,7 +386,15 @@ class BiasDropoutAdd(torch.autograd.Function):
         b32 = b.detach().float().contiguous()
         out = torch.empty_like(x)
         kernels().bias_dropout_add_fwd(
-            _ptr(x), _ptr(f), _ptr(b32), _ptr(out), x.numel() // D, D, ctx.seed, t, ctx.scale,
+            _ptr(x),
+            _ptr(f),
+            _ptr(b32),
+            _ptr(out),
+            x.numel() // D,
+            D,
+            ctx.seed,
+            t,
+            ctx.scale,
             _threads(),
         )
         return out

@@ -324,3 +324,29 @@ def plain_omni(size: str = "tiny", *, tokenizer: BrainTokenizer, **overrides) ->
 def copy_weights(dst: nn.Module, src: nn.Module) -> None:
     """``dst.load_state_dict(src.state_dict())``, every name matched (strict)."""
     dst.load_state_dict(src.state_dict(), strict=True)
+
+
+# --------------------------------------------------------------------------- dropout draws
+# The bf16 CPU kernels' generator (brainomni/models/cpu_kernels.c), written independently.
+GOLDEN = 0x9E3779B97F4A7C15
+M1, M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _u64(x: int) -> torch.Tensor:
+    return torch.tensor(x - (1 << 64) if x >= 1 << 63 else x, dtype=torch.int64)
+
+
+def _srl(z: torch.Tensor, n: int) -> torch.Tensor:  # logical right shift of int64 bits
+    return (z >> n) & ((1 << (64 - n)) - 1)
+
+
+def reference_draws(seed: int, n: int) -> torch.Tensor:
+    """The 15-bit draws of elements 0..n-1 (cpu_kernels.c's ``draw15``), from splitmix64 in
+    torch int64 arithmetic (wrapping multiplication, logical shifts by masking)."""
+    w = torch.arange((n + 3) // 4, dtype=torch.int64)
+    z = _u64(seed) + w * _u64(GOLDEN)
+    z = (z ^ _srl(z, 30)) * _u64(M1)
+    z = (z ^ _srl(z, 27)) * _u64(M2)
+    z = z ^ _srl(z, 31)
+    lanes = torch.stack([_srl(z, 16 * i) & 0x7FFF for i in range(4)], dim=-1)
+    return lanes.flatten()[:n]

@@ -182,7 +182,13 @@ def test_omni_fp32_equals_plain(omni_pair):
 
 
 @needs_bf16
-def test_omni_bf16_within_tolerance(omni_pair):
+@pytest.mark.parametrize("kernels", [True, False], ids=["c-kernels", "torch-ops"])
+def test_omni_bf16_within_tolerance(omni_pair, kernels, monkeypatch):
+    from brainomni.models import cpu_kernels
+
+    if kernels and not cpu_kernels.available():
+        pytest.skip("the C kernels did not build here (no C compiler)")
+    monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
     ours, plain, idx = omni_pair
     fast = BrainOmni("tiny", tokenizer=ours.tokenizer, **OMNI, precision="bf16").train()
     copy_weights(fast, ours)
@@ -345,20 +351,33 @@ def test_drop_bits_is_a_mask_forward_and_backward():
     torch.testing.assert_close(x.grad, g * kept, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["c-kernels", "torch-ops"])
 @pytest.mark.parametrize("T", [20, 40])  # the short-row softmax (<= 32) and the native one
-def test_attention_dropout_bf16_equals_the_formula_with_its_mask(T):
+def test_attention_dropout_bf16_equals_the_formula_with_its_mask(T, kernels, monkeypatch):
+    """Both bf16 attention paths (the C kernel's softmax + dropout, or PyTorch ops with
+    ``keep_bits``) against the formula with the mask each path draws."""
+    from brainomni.models import cpu_kernels
     from brainomni.models.bf16_cpu import attention_dropout_bf16, keep_bits
+    from tests.models.plain_reference import reference_draws
 
+    if kernels and not cpu_kernels.available():
+        pytest.skip("the C kernels did not build here (no C compiler)")
+    monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
+    monkeypatch.setattr(cpu_kernels, "draw_seed", lambda: 77)
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(3, 2, T, 8, generator=g) for _ in range(3))
     qb, kb, vb = (t.bfloat16().requires_grad_(True) for t in (q, k, v))
     torch.manual_seed(4)
     out = attention_dropout_bf16(qb, kb, vb, 0.25)
-    torch.manual_seed(4)
-    keep, scale = keep_bits((6, T, T), 0.25, "cpu")
-    assert scale == 1 / 0.75  # p = 0.25 is exact in 15 bits
+    if kernels:  # element e of the (6, T, T) weights kept iff its 15-bit draw >= t
+        keep = (reference_draws(77, 6 * T * T) >= cpu_kernels.threshold(0.25)).view(3, 2, T, T)
+    else:
+        torch.manual_seed(4)
+        bits, scale = keep_bits((6, T, T), 0.25, "cpu")
+        assert scale == 1 / 0.75  # p = 0.25 is exact in 15 bits
+        keep = bits.view(3, 2, T, T) == -1
     q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * (keep.view(3, 2, T, T) == -1) / 0.75
+    w = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1) * keep / 0.75
     ref = w @ v
     assert out.dtype == torch.bfloat16
     assert _rel_err(out, ref) <= BF16_REL
@@ -393,14 +412,28 @@ def test_bias_selu_equals_selu_forward_and_backward():
 
 
 @needs_bf16
-@pytest.mark.parametrize(("dropout", "compiled"), [(0.0, False), (0.2, False), (0.0, True)])
-def test_criss_cross_bf16_path_within_tolerance(dropout, compiled):
-    """The block's bf16 path (bf16 input; with ``compiled_kernels`` too) against the plain
-    float32 block: without dropout forward and gradients within the bf16 tolerance; with
-    dropout (other random draws than the plain block's) the same in eval mode, and in
-    training it drops."""
+@pytest.mark.parametrize(
+    ("dropout", "compiled", "kernels"),
+    [
+        (0.0, False, True),
+        (0.2, False, True),
+        (0.0, False, False),
+        (0.2, False, False),
+        (0.0, True, False),
+    ],
+)
+def test_criss_cross_bf16_path_within_tolerance(dropout, compiled, kernels, monkeypatch):
+    """The block's bf16 path (bf16 input; on the C kernels, or on PyTorch ops with or
+    without ``compiled_kernels``) against the plain float32 block: without dropout forward
+    and gradients within the bf16 tolerance; with dropout (other random draws than the
+    plain block's) the same in eval mode, and in training it drops."""
+    from brainomni.models import cpu_kernels
     from brainomni.models.layers import CrissCrossBlock
     from tests.models.plain_reference import CrissCrossBlock as PlainBlock
+
+    if kernels and not cpu_kernels.available():
+        pytest.skip("the C kernels did not build here (no C compiler)")
+    monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
 
     torch.manual_seed(0)
     ours, plain = CrissCrossBlock(32, 4, dropout), PlainBlock(32, 4, dropout)
