@@ -305,7 +305,14 @@ void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds,
 }
 
 /* ------------------------------------------------------------------ q, k, v heads + RoPE
- * Forward: qkv (B, T, 3, H, Dh) [+ bias (3 H Dh), float32] -> q, k, v (B, H, T, Dh); with
+ * Sequence b's position t is token row TOKEN(b, t) of the packed (tokens, ...) array: with
+ * inner = 1 sequences are consecutive runs of T rows (b, t) -> b T + t; with inner = W the
+ * sequences interleave as the criss-cross block's spatial ones do in its (B, S, W) token
+ * order: sequence (b0, w) = b0 W + w, position s -> (b0 S + s) W + w. So the spatial
+ * attention needs no transposed copy of its input or output. */
+#define TOKEN(b, t) (((b) / inner) * (T * inner) + (t) * inner + (b) % inner)
+
+/* Forward: qkv (tokens, 3, H, Dh) [+ bias (3 H Dh), float32] -> q, k, v (B, H, T, Dh); with
  * tables c, s (T, H, Dh) q and k are rotated in the halves order: y = x * c + swap(x) * s,
  * swap exchanging the two halves of each head. */
 static inline void head_row(const bf16 *x, const float *bias, const bf16 *cr, const bf16 *sr,
@@ -343,7 +350,7 @@ static inline void head_row(const bf16 *x, const float *bias, const bf16 *cr, co
 }
 
 void qkv_heads_fwd(const bf16 *src, const float *bias, const bf16 *c, const bf16 *s, bf16 *q,
-                   bf16 *k, bf16 *v, int64_t B, int64_t T, int64_t H, int64_t Dh,
+                   bf16 *k, bf16 *v, int64_t B, int64_t T, int64_t H, int64_t Dh, int64_t inner,
                    int nthreads) {
     bf16 *out[3] = {q, k, v};
     PARALLEL_FOR
@@ -351,7 +358,7 @@ void qkv_heads_fwd(const bf16 *src, const float *bias, const bf16 *c, const bf16
         int64_t b = bt / T, t = bt % T;
         for (int64_t i = 0; i < 3; i++)
             for (int64_t h = 0; h < H; h++) {
-                int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh; /* (B, T, 3, H, Dh) */
+                int64_t po = ((TOKEN(b, t) * 3 + i) * H + h) * Dh; /* (tokens, 3, H, Dh) */
                 int64_t ho = ((b * H + h) * T + t) * Dh;           /* (B, H, T, Dh) */
                 int rot = c != NULL && i < 2;
                 head_row(src + po, bias ? bias + (i * H + h) * Dh : NULL,
@@ -362,10 +369,11 @@ void qkv_heads_fwd(const bf16 *src, const float *bias, const bf16 *c, const bf16
 }
 
 /* Backward: gq, gk, gv (B, H, T, Dh; NULL: zero) -> dst (B, T, 3, H, Dh) with the inverse
- * rotation (s negated); gbias (3 H Dh, float32; NULL: not wanted) = the sum over B, T. */
-int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, const bf16 *c, const bf16 *s,
-                  bf16 *dst, float *gbias, int64_t B, int64_t T, int64_t H, int64_t Dh,
-                  int nthreads) {
+ * rotation (s negated); gbias (3 H Dh, float32; NULL: not wanted) = the sum over B, T. Bit i
+ * of transposed: gradient i is stored (B, H, Dh, T) (autograd's gradient of k from q k^T). */
+int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, int transposed, const bf16 *c,
+                  const bf16 *s, bf16 *dst, float *gbias, int64_t B, int64_t T, int64_t H,
+                  int64_t Dh, int64_t inner, int nthreads) {
     const bf16 *g[3] = {gq, gk, gv};
     int nt = nthreads < 1 ? 1 : nthreads;
     int64_t R = 3 * H * Dh;
@@ -389,15 +397,21 @@ int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, const bf16 *c,
             int64_t b = bt / T, t = bt % T;
             for (int64_t i = 0; i < 3; i++)
                 for (int64_t h = 0; h < H; h++) {
-                    int64_t po = (((b * T + t) * 3 + i) * H + h) * Dh;
-                    int64_t ho = ((b * H + h) * T + t) * Dh;
+                    int64_t po = ((TOKEN(b, t) * 3 + i) * H + h) * Dh;
                     bf16 *y = dst + po;
                     if (g[i] == NULL) {
                         memset(y, 0, (size_t)Dh * sizeof(bf16));
                         continue;
                     }
+                    const bf16 *x = g[i] + ((b * H + h) * T + t) * Dh;
+                    bf16 col[MAX_HEAD];
+                    if (transposed >> i & 1) { /* (B, H, Dh, T) storage: gather the column */
+                        const bf16 *base = g[i] + (b * H + h) * Dh * T + t;
+                        for (int64_t j = 0; j < Dh; j++) col[j] = base[j * T];
+                        x = col;
+                    }
                     int rot = c != NULL && i < 2;
-                    head_row(g[i] + ho, NULL, rot ? c + (t * H + h) * Dh : NULL,
+                    head_row(x, NULL, rot ? c + (t * H + h) * Dh : NULL,
                              rot ? s + (t * H + h) * Dh : NULL, -1.0f, y, Dh);
                     if (part) {
                         float *acc = part + (size_t)tid * (size_t)R + (i * H + h) * Dh;
@@ -422,6 +436,23 @@ int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, const bf16 *c,
         free(part);
     }
     return 0;
+}
+
+/* (B, H, T, Dh) <-> (tokens, H Dh) in TOKEN order: the attention output merged back into
+ * the tokens' rows (backward = 0), or its gradient split into heads (backward = 1). */
+void merge_heads(const bf16 *src, bf16 *dst, int64_t B, int64_t T, int64_t H, int64_t Dh,
+                 int64_t inner, int backward, int nthreads) {
+    PARALLEL_FOR
+    for (int64_t bt = 0; bt < B * T; bt++) {
+        int64_t b = bt / T, t = bt % T;
+        for (int64_t h = 0; h < H; h++) {
+            int64_t po = (TOKEN(b, t) * H + h) * Dh, ho = ((b * H + h) * T + t) * Dh;
+            if (backward)
+                memcpy(dst + ho, src + po, (size_t)Dh * sizeof(bf16));
+            else
+                memcpy(dst + po, src + ho, (size_t)Dh * sizeof(bf16));
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ RMS scale
@@ -669,4 +700,4 @@ void xent_bwd(const bf16 *x, const int64_t *lab, const float *lse, const float *
 }
 
 /* the ABI version cpu_kernels.py checks after loading */
-int brainomni_kernels_version(void) { return 5; }
+int brainomni_kernels_version(void) { return 6; }

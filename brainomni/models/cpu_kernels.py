@@ -38,7 +38,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-ABI_VERSION = 5
+ABI_VERSION = 6
 MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
 _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_int64,
@@ -51,8 +51,12 @@ _I64, _U64, _U32, _F32, _INT, _P = (
 _SIGNATURES = {
     "softmax_dropout_fwd": (None, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _F32, _INT]),
     "softmax_dropout_bwd": (None, [_P, _P, _P, _P, _I64, _I64, _INT, _F32, _F32, _INT]),
-    "qkv_heads_fwd": (None, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
-    "qkv_heads_bwd": (_INT, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT]),
+    "qkv_heads_fwd": (None, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _INT]),
+    "qkv_heads_bwd": (
+        _INT,
+        [_P, _P, _P, _INT, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _INT],
+    ),
+    "merge_heads": (None, [_P, _P, _I64, _I64, _I64, _I64, _I64, _INT, _INT]),
     "rms_fwd": (None, [_P, _P, _P, _I64, _I64, _F32, _INT]),
     "rms_bwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
     "bias_selu_fwd": (None, [_P, _P, _I64, _I64, _INT]),
@@ -228,14 +232,21 @@ class SoftmaxDropout(torch.autograd.Function):
 
 class QKVHeads(torch.autograd.Function):
     """``bf16_cpu._QKVHeads`` with the qkv bias, one kernel pass each way: the product
-    without its bias, qkv (B, T, 3, H, Dh), + bias (3 H Dh) -> q, k, v (B, H, T, Dh), RoPE on
-    q and k in the halves order when tables ``c``, ``s`` (T, H, Dh) are given. The backward
-    gives the product's gradient and the bias gradient (their sum over B, T) in one pass."""
+    without its bias + bias (3 H Dh) -> q, k, v (B, H, T, Dh), RoPE on q and k in the halves
+    order when tables ``c``, ``s`` (T, H, Dh) are given. The backward gives the product's
+    gradient and the bias gradient (their sum over the tokens) in one pass.
+
+    ``qkv`` is (B, T, 3, H, Dh), or (tokens, 3, H, Dh) with ``layout = (B, T, inner)``: the
+    sequences' tokens interleaved with stride ``inner`` (``cpu_kernels.c``'s TOKEN; the
+    criss-cross block's spatial attention over its (B, S, W) tokens is (B W, S, W))."""
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor | None, c, s):
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor | None, c, s, layout=None):
         qkv = _bf16c(qkv)
-        B, T, _, H, Dh = qkv.shape
+        *_, H, Dh = qkv.shape
+        B, T, inner = layout if layout is not None else (qkv.shape[0], qkv.shape[1], 1)
+        if B * T * 3 * H * Dh != qkv.numel() or B % inner:
+            raise ValueError(f"qkv {tuple(qkv.shape)} does not hold {B} x {T} tokens")
         if Dh > 1024 or Dh % 2:
             raise ValueError(f"head width {Dh} must be even and <= 1024")
         if c is not None:
@@ -254,23 +265,32 @@ class QKVHeads(torch.autograd.Function):
             T,
             H,
             Dh,
+            inner,
             _threads(),
         )
         ctx.save_for_backward(c, s)
         ctx.b_dtype = bias.dtype if bias is not None else None
+        ctx.qkv_shape, ctx.inner = qkv.shape, inner
         return q, k, v
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
         c, s = ctx.saved_tensors
-        gs = [_bf16c(g) if g is not None else None for g in (gq, gk, gv)]
+        gs, transposed = [], 0
+        for i, g in enumerate((gq, gk, gv)):
+            if g is not None and g.dtype == torch.bfloat16 and g.transpose(-1, -2).is_contiguous():
+                transposed |= 1 << i  # (B, H, Dh, T) storage, read as such: no copy
+            elif g is not None:
+                g = _bf16c(g)
+            gs.append(g)
         g0 = next(g for g in gs if g is not None)
         B, H, T, Dh = g0.shape
-        out = g0.new_empty(B, T, 3, H, Dh)
+        out = g0.new_empty(ctx.qkv_shape)
         want_b = ctx.b_dtype is not None and ctx.needs_input_grad[1]
         gb = torch.empty(3 * H * Dh, dtype=torch.float32) if want_b else None
         if kernels().qkv_heads_bwd(
             *(_opt(g) for g in gs),
+            transposed,
             _opt(c),
             _opt(s),
             _ptr(out),
@@ -279,10 +299,34 @@ class QKVHeads(torch.autograd.Function):
             T,
             H,
             Dh,
+            ctx.inner,
             _threads(),
         ):
             raise MemoryError("qkv_heads_bwd: out of memory for the bias partial sums")
-        return out, (gb.to(ctx.b_dtype) if want_b else None), None, None
+        return out, (gb.to(ctx.b_dtype) if want_b else None), None, None, None
+
+
+class MergeHeads(torch.autograd.Function):
+    """The attention output (B, H, T, Dh) -> its tokens' rows (tokens, H Dh) in the order of
+    ``QKVHeads``' ``layout`` inner stride; the backward splits the gradient back into a
+    contiguous (B, H, T, Dh), the layout both backward products of the attention take."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, inner: int) -> torch.Tensor:
+        x = _bf16c(x)
+        B, H, T, Dh = x.shape
+        out = x.new_empty(B * T, H * Dh)
+        kernels().merge_heads(_ptr(x), _ptr(out), B, T, H, Dh, inner, 0, _threads())
+        ctx.shape, ctx.inner = x.shape, inner
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        g = _bf16c(g)
+        B, H, T, Dh = ctx.shape
+        out = g.new_empty(ctx.shape)
+        kernels().merge_heads(_ptr(g), _ptr(out), B, T, H, Dh, ctx.inner, 1, _threads())
+        return out, None
 
 
 class RMSScale(torch.autograd.Function):

@@ -119,6 +119,31 @@ class SelfAttention(nn.Module):
         """This layer's RoPE tables for ``seq_len`` (compute once, pass to every call)."""
         return rope_tables(rope_angles(seq_len, self.dim, self.n_head, self.rope_base, device))
 
+    def forward_tokens(
+        self,
+        x_ND: torch.Tensor,
+        layout: tuple[int, int, int],
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        in_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The same function on the C kernels' bf16 path (``cpu_kernels``) for tokens given
+        as rows of ``x_ND`` (N, D) (a strided view is fine: the product reads it in place),
+        ``layout = (B, T, inner)``: B sequences of T tokens, interleaved with stride
+        ``inner`` (``cpu_kernels.QKVHeads``). Returns (N, D) in the same token order."""
+        B, T, inner = layout
+        w, b = self.qkv.weight, self.qkv.bias
+        if in_scale is not None:
+            w = w * in_scale
+        tables = (None, None)
+        if self.rope:  # q/k features of each head reordered to [even | odd]
+            w, b = w[self.halves_order], b[self.halves_order]
+            cos, sin = rope if rope is not None else self.rope_tables(T, x_ND.device)
+            tables = halves_tables(cos, sin)
+        qkv = torch.matmul(x_ND, w.t()).view(-1, 3, self.n_head, self.dim // self.n_head)
+        q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables, layout)
+        out = attention(q, k, v, self.dropout if self.training else 0.0)
+        return self.proj(cpu_kernels.MergeHeads.apply(out, inner))
+
     def forward(
         self,
         x_BTD: torch.Tensor,
@@ -239,6 +264,11 @@ class CrissCrossBlock(nn.Module):
     def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
         B, S, W, D = x_BSWD.shape
         h = D // 2
+        if fast_bf16(x_BSWD) and cpu_kernels.available():  # no transposed copies
+            xt, xs = x_BSWD.reshape(-1, D).split(h, dim=-1)  # strided views, backward one cat
+            xt = self.time_attn.forward_tokens(xt, (B * S, W, 1), rope, scales[0])
+            xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1])
+            return torch.cat([xs, xt], dim=-1).view(B, S, W, D)
         xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices
         xt = xt.reshape(B * S, W, h)
         xs = xs.transpose(1, 2).reshape(B * W, S, h)
