@@ -13,15 +13,19 @@ their backwards. Their dropout masks are recomputed from a counter-based generat
 generator), so ``torch.manual_seed`` still fixes a run and no mask is stored.
 
 Build: ``$CC`` (else ``cc``) ``-O3 -march=native -fPIC -shared -fopenmp`` (without
-``-fopenmp`` where the compiler lacks it), into ``$XDG_CACHE_HOME/brainomni/kernels`` (else
-``~/.cache/...``), named by a hash of the source, compiler and flags, written to a temporary
-name and renamed, so concurrent processes and reruns are safe; about a second. Where no C
+``-fopenmp`` where the compiler lacks it) into ``_cache_dir()`` (``~/.cache/brainomni/
+cpu-kernels`` by default), named by a hash of the source, compiler and flags, written to a
+temporary name and renamed, so concurrent processes and reruns are safe; about a second.
+Builds of older sources are removed. ``-march=native``: the library is built for the CPU it
+runs on (AVX-512 and AVX512-BF16's rounding instruction here, AVX2 or SSE elsewhere); a
+cache directory shared by different CPU models should be per host. Where no C
 compiler works, ``kernels()`` returns ``None`` (one warning) and the blocks keep the PyTorch
 ops of ``bf16_cpu.py``. ``BRAINOMNI_CPU_KERNELS=0`` turns the kernels off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,7 +33,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -70,8 +73,22 @@ _SIGNATURES = {
 
 
 def _cache_dir() -> Path:
+    """``$BRAINOMNI_CACHE_DIR/cpu-kernels``, else ``$XDG_CACHE_HOME/brainomni/cpu-kernels``
+    (``~/.cache/...``): next to the filter kernels' cache (``signal/design.py``)."""
+    d = os.environ.get("BRAINOMNI_CACHE_DIR")
+    if d:
+        return Path(d) / "cpu-kernels"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "brainomni" / "kernels"
+    return Path(base) / "brainomni" / "cpu-kernels"
+
+
+def _prune(keep: Path) -> None:
+    """Remove the builds of other sources or flags (a mapped library stays valid when its
+    file is unlinked, so a process still using one is unaffected)."""
+    for old in keep.parent.glob("cpu_kernels-*.so"):
+        if old != keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def _compile(cc: str, flags: list[str], out: Path) -> None:
@@ -106,6 +123,7 @@ def _build() -> Path:
             return out
         try:
             _compile(cc, flags, out)
+            _prune(out)
             return out
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
             last = e
@@ -131,7 +149,6 @@ def kernels() -> ctypes.CDLL | None:
             "compiler (e.g. apt install gcc) or set CC; BRAINOMNI_CPU_KERNELS=0 silences this.",
             e,
         )
-        print(f"brainomni: bf16 CPU kernels unavailable ({e}); using PyTorch ops", file=sys.stderr)
         return None
     return lib
 

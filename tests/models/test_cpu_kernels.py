@@ -157,6 +157,30 @@ def test_qkv_heads_forward_backward(T, H, Dh, rope):
     torch.testing.assert_close(bias.grad.double(), b64.grad, rtol=0.02, atol=0.05)
 
 
+def test_interleaved_layout_and_merge_heads():
+    """``layout = (B W, S, W)``: the spatial attention's sequences read from and written back
+    to (B, S, W) token rows equal the transposed formula; ``MergeHeads`` inverts the heads'
+    layout, its backward the reverse."""
+    g = torch.Generator().manual_seed(6)
+    B, S, W, H, Dh = 2, 5, 7, 2, 32
+    qkv = torch.randn(B * S * W, 3, H, Dh, generator=g).bfloat16().requires_grad_(True)
+    q, k, v = cpu_kernels.QKVHeads.apply(qkv, None, None, None, (B * W, S, W))
+    # sequence (b, w), position s is token (b S + s) W + w
+    ref = qkv.detach().view(B, S, W, 3, H, Dh).permute(3, 0, 2, 4, 1, 5).reshape(3, B * W, H, S, Dh)
+    for i, t in enumerate((q, k, v)):
+        assert torch.equal(t, ref[i])
+    merged = cpu_kernels.MergeHeads.apply(v, W)  # back to (B S W, H Dh) token rows
+    assert torch.equal(merged, qkv.detach()[:, 2].reshape(B * S * W, H * Dh))
+    gm = torch.randn(merged.shape, generator=g).bfloat16()
+    merged.backward(gm)
+    assert torch.equal(qkv.grad[:, 2].reshape(-1, H * Dh), gm)
+    assert not qkv.grad[:, :2].any()
+    seq = torch.arange(S * 3, dtype=torch.float32).view(1, 1, S, 3).expand(1, 1, S, 3)
+    assert torch.equal(
+        cpu_kernels.MergeHeads.apply(seq.bfloat16().contiguous(), 1), seq.bfloat16().view(S, 3)
+    )
+
+
 @pytest.mark.parametrize("D", [256, 19])
 def test_rms_scale_and_residual_form(D):
     g = torch.Generator().manual_seed(3)
@@ -228,7 +252,7 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
     block still runs, on the PyTorch ops."""
     from brainomni.models.layers import CrissCrossBlock
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("BRAINOMNI_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     cpu_kernels.kernels.cache_clear()
     try:
@@ -247,10 +271,15 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
 
 
 def test_cached_library_is_reused(tmp_path, monkeypatch):
-    """The build goes to the cache directory, named by the source hash; a second build finds it."""
+    """The build goes to the cache directory, named by the source hash, replacing older
+    builds; a second build finds it."""
+    monkeypatch.delenv("BRAINOMNI_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    stale = tmp_path / "brainomni" / "cpu-kernels" / "cpu_kernels-0000000000000000.so"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older build")
     first = cpu_kernels._build()
-    assert first.parent == tmp_path / "brainomni" / "kernels" and first.exists()
+    assert first.parent == stale.parent and first.exists() and not stale.exists()
     mtime = first.stat().st_mtime_ns
     assert cpu_kernels._build() == first and first.stat().st_mtime_ns == mtime
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporaries left
