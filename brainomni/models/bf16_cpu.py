@@ -3,10 +3,12 @@
 Under ``precision="bf16"`` on CPU the blocks see bf16 activations. There PyTorch's eager
 elementwise ops dominate a training step once the matrix products run on AMX: each
 RMSNorm, RoPE and dropout is several full passes over the activations (float32 copies,
-``bernoulli_``, autograd's saved intermediates). The functions below compute the same
-functions in fewer passes, with hand-written backwards; they run only for bf16 CPU
-tensors, so the float32 default path is unchanged. (torch.compile of the whole block was
-measured slower than this on the AMX CPU, see speed.py.)
+``bernoulli_``, autograd's saved intermediates). Where a C compiler is present the blocks
+use the fused kernels of ``cpu_kernels.py`` (one pass each); the functions below are the
+path without them: the same functions in fewer PyTorch passes, with hand-written
+backwards. Both run only for bf16 CPU tensors, so the float32 default path is unchanged.
+(torch.compile of the whole block was measured slower than this on the AMX CPU, see
+speed.py.)
 """
 
 from __future__ import annotations
@@ -247,9 +249,10 @@ class _MergeHeads(torch.autograd.Function):
 
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
     """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
-    to float32 for dropout): scale applied inside the first product, the mask by
-    ``drop_bits``, its ``1/P(keep)`` on v (T / Dh times smaller than the weights, and so in
-    backward too)."""
+    to float32 for dropout). With the C kernels: scale, softmax, dropout and ``1/P(keep)`` in
+    one pass between the two products (``cpu_kernels.SoftmaxDropout``). Without: scale
+    applied inside the first product, the mask by ``drop_bits``, its ``1/P(keep)`` on v
+    (T / Dh times smaller than the weights, and so in backward too)."""
     *lead, T, Dh = q.shape
     Tk = k.shape[-2]
     scale = Dh**-0.5 if scale is None else scale

@@ -14,25 +14,30 @@ training config):
   (``fast_bf16_path``). Once the products run on AMX, PyTorch's eager elementwise passes
   dominate a CPU step, so that path computes the same function in fewer passes:
 
-  - each RMSNorm weight folded into the next product (``W (w x) = (W diag(w)) x``), the
-    norm one op with a two-pass backward (``_RMSScale``);
-  - q, k, v written once into the (B, H, T, Dh) layout of the attention products, with RoPE
-    on the way (``_QKVHeads``): the qkv rows of each q/k head are reordered [even | odd]
-    (``halves_order``; the same order on q and k leaves q . k unchanged), so RoPE rotates
-    two contiguous halves instead of stride-2 pairs (2.5x faster);
-  - dropout masks as int16 bit patterns applied by a bitwise AND (``keep_bits``,
-    ``_DropBits``: 15 random bits per element from ``int64.random_``, no bool -> bf16
-    conversion; 12.6 against 25 ms for the 256 x 160 x 160 attention weights), the
-    ``1/P(keep)`` on v or in the residual add;
-  - attention with dropout written out in bf16 (CPU SDPA upcasts to float32 for dropout);
-  - the spatial attention's softmax over 16 sources with its own op (``_ShortSoftmax``);
-  - the prediction head only at the masked positions (the loss's rows; half its products).
+  - with a C compiler (``cpu_kernels.py``, built at first use, the default): fused kernels
+    in ``cpu_kernels.c`` do each elementwise step in one pass each way - the qkv bias +
+    the q/k/v heads' layout + RoPE (also reading the spatial attention's sequences straight
+    from the block's (B, S, W) token rows and writing them back, so no transposed copies),
+    scale + softmax + dropout, the RMS scale with the residual stream's gradient added in
+    its backward, bias + SELU in place, bias + dropout + residual add, cross-entropy from
+    the bf16 logits. Dropout masks come from a counter-based generator (splitmix64 of the
+    element index and a per-call seed from torch's generator) and are recomputed in the
+    backward, not stored;
+  - without one (or ``BRAINOMNI_CPU_KERNELS=0``), PyTorch ops: each RMSNorm weight folded
+    into the next product (``W (w x) = (W diag(w)) x``, also on the kernel path), the norm
+    one op with a two-pass backward (``_RMSScale``); q, k, v written once into the
+    (B, H, T, Dh) layout with RoPE on the way (``_QKVHeads``: the qkv rows of each q/k head
+    reordered [even | odd] by ``halves_order``, so RoPE rotates two contiguous halves);
+    dropout masks as int16 bit patterns applied by a bitwise AND (``keep_bits``,
+    ``_DropBits``); attention with dropout written out in bf16 (CPU SDPA upcasts to float32
+    for dropout); the spatial attention's 16-long softmax by its own op (``_ShortSoftmax``);
+  - either way the prediction head runs only at the masked positions (half its products).
 
   Measured (``tests/benchmarks/bench_models.py --threads 1``, interleaved with the plain
-  float32 formulation, this 2-core shared AMX machine under loads of 2-6): BrainOmni tiny
-  from indices 2.3-2.8x plain in CPU time, 2.1-3.0x wall (before these ops 1.9-2.45x);
-  on a quiet machine 2.7x, and 2.95x with ``compile=True``. Not the 4x of the issue: see
-  README "Benchmarks" for the profile and what 4x would need.
+  float32 formulation in one process, this 2-core AMX machine at load ~1): BrainOmni tiny
+  from indices 4.2-4.4x plain with the C kernels (1.73-1.88 s against 7.26-8.27 s), 2.7x
+  with the PyTorch ops (2.95x with ``compile=True``'s compiled bias + SELU); the tokenizer
+  2.4x (its attention layers take the same kernels). See README "Benchmarks".
 - ``"auto"``: ``"bf16"`` where the device computes bf16 natively (CUDA with bf16, a CPU with
   AMX-BF16 or AVX512-BF16), else ``"fp32"``.
 
@@ -41,12 +46,13 @@ or of every criss-cross block (BrainOmni), in place so parameter names are uncha
 bf16 CPU path BrainOmni's blocks are not traced (``torch.compiler.disable``): an
 inductor-compiled bf16 block was slower than the eager one (0.59 s against 0.50 s forward +
 backward, 1 thread, after 144 s of compilation), and inductor's CPU softmax over the
-160-long attention rows was 2-4x slower than eager. Instead ``compile=True`` compiles one
-elementwise kernel there, the first FFN bias + SELU (``bf16_cpu._BiasSELU``: ``addmm`` + the
-bf16 ``elu`` kernel 47 ms, ``mm`` + the compiled kernel 18 ms per block, compiled in about
-10 s). The first steps pay the compilation (again for each new batch shape until shapes are
-marked dynamic); it needs a C++ compiler on CPU. ``bench_models.py --compile-bf16`` times
-that variant and reports the compile time separately from the step time.
+160-long attention rows was 2-4x slower than eager. There the C kernels above are used
+whatever ``compile`` says; only where they are unavailable does ``compile=True`` compile one
+elementwise kernel, the first FFN bias + SELU (``bf16_cpu._BiasSELU``: ``addmm`` + the bf16
+``elu`` kernel 47 ms, ``mm`` + the compiled kernel 18 ms per block, compiled in about 10 s).
+The first steps pay the compilation (again for each new batch shape until shapes are marked
+dynamic); it needs a C++ compiler on CPU. ``bench_models.py --compile-bf16`` times that
+variant and reports the compile time separately from the step time.
 
 Only the training ``forward`` uses ``precision``: ``tokenize``/``encode``/``reconstruct``
 run in the caller's precision, so stored token indices do not depend on this option.
