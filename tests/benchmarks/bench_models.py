@@ -14,7 +14,9 @@ Variants, all in this process with the same weights (loaded by parameter name): 
 complex RoPE; float32, eager), ``ours fp32``, ``ours bf16`` (``precision="bf16"``, when the
 CPU has AMX or AVX512-BF16) and, with ``--compile``, the same with ``compile=True`` (its
 compile time - the warm-up steps - is reported on its own line); ``--compile-bf16`` adds
-only ``ours bf16 compiled`` (BrainOmni: the bf16 CPU path with compiled elementwise kernels).
+only ``ours bf16 compiled`` (BrainOmni: the bf16 CPU path with compiled elementwise kernels,
+which only matter where the C kernels of ``cpu_kernels.py`` are unavailable; run with
+``BRAINOMNI_CPU_KERNELS=0`` to time the PyTorch-ops path).
 Each variant takes one warm-up step (k-means init, allocator, compilation), then
 ``--repeats`` rounds run the
 variants interleaved (A, B, C, A, B, C, ...) so that a changing machine load hits all alike;
