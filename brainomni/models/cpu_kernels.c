@@ -124,12 +124,26 @@ static inline v16f vsel(v16i mask, v16f a, v16f b) { /* mask ? a : b */
     return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask));
 }
 
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector) /* GCC >= 12, Clang */
+#define HAVE_SHUFFLEVECTOR 1
+#endif
+#endif
+
 static inline float hsum(v16f v) {
+#ifdef HAVE_SHUFFLEVECTOR
     v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
     v8f b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
     a += b;
     v4f c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
     return (c[0] + c[2]) + (c[1] + c[3]);
+#else
+    float a[LANES];
+    memcpy(a, &v, sizeof a);
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) a[k] += a[k + w];
+    return a[0];
+#endif
 }
 
 static inline float hmax(v16f v) {

@@ -18,7 +18,9 @@ cpu-kernels`` by default), named by a hash of the source, compiler and flags, wr
 temporary name and renamed, so concurrent processes and reruns are safe; about a second.
 Builds of older sources are removed. ``-march=native``: the library is built for the CPU it
 runs on (AVX-512 and AVX512-BF16's rounding instruction here, AVX2 or SSE elsewhere); a
-cache directory shared by different CPU models should be per host. Where no C
+cache directory shared by different CPU models should be per host.
+``BRAINOMNI_CPU_KERNELS_MARCH`` overrides ``native`` (the tests also build for
+``x86-64-v2``, SSE4.2 only, to check the paths other CPUs take). Where no C
 compiler works, ``kernels()`` returns ``None`` (one warning) and the blocks keep the PyTorch
 ops of ``bf16_cpu.py``. ``BRAINOMNI_CPU_KERNELS=0`` turns the kernels off.
 """
@@ -113,7 +115,8 @@ def _build() -> Path:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC)")
-    base = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno"]
+    march = os.environ.get("BRAINOMNI_CPU_KERNELS_MARCH", "native")
+    base = ["-O3", f"-march={march}", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno"]
     src = SOURCE.read_bytes()
     last: Exception | None = None
     for flags in (base + ["-fopenmp"], base):

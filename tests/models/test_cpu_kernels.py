@@ -8,6 +8,7 @@ a multiple of 16 or 4, 6- and 10-wide heads), which take the kernels' scalar tai
 
 from __future__ import annotations
 
+import platform
 import shutil
 
 import pytest
@@ -24,9 +25,22 @@ pytestmark = pytest.mark.skipif(
 BF16_ULP = 2**-8  # relative spacing of bf16 values
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _built():
+MARCHES = ["native"] + (["x86-64-v2"] if platform.machine() in ("x86_64", "AMD64") else [])
+
+
+@pytest.fixture(scope="module", autouse=True, params=MARCHES)
+def _built(request, tmp_path_factory):
+    """Every test twice: the library built for this CPU (AVX-512 and its bf16 rounding
+    instruction here) and for x86-64-v2 (SSE4.2: the integer rounding and narrower vectors
+    another CPU gets)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BRAINOMNI_CPU_KERNELS_MARCH", request.param)
+    mp.setenv("BRAINOMNI_CACHE_DIR", str(tmp_path_factory.mktemp(request.param)))
+    cpu_kernels.kernels.cache_clear()
     assert cpu_kernels.kernels() is not None, "the kernels failed to build (see the warning)"
+    yield request.param
+    mp.undo()
+    cpu_kernels.kernels.cache_clear()
 
 
 def _close(a: torch.Tensor, ref: torch.Tensor, ulps: float = 2.0, floor: float = 2**-6) -> None:
