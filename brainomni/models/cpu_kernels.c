@@ -50,26 +50,6 @@ static inline uint32_t draw15(uint64_t seed, uint64_t e) {
     return (uint32_t)(mix64(seed + (e >> 2) * GOLDEN) >> (16 * (e & 3))) & 0x7FFFu;
 }
 
-/* exp(x) for x <= 0 (softmax after the max is subtracted): Cephes' expf polynomial,
- * ~1 ulp; x clamped at -87 (exp < 1.7e-38, which no bf16 softmax weight can resolve). */
-static inline float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: plain arithmetic, vectorises, no libm */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, 4);
-    return p * s;
-}
-
 #ifdef _OPENMP
 #define PARALLEL_FOR _Pragma("omp parallel for num_threads(nthreads) schedule(static)")
 #else
@@ -152,7 +132,10 @@ static inline float hmax(v16f v) {
     return m;
 }
 
-static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
+/* exp(x) for x <= 0 (softmax after the max is subtracted; SELU's negative side): Cephes'
+ * expf polynomial, ~1 ulp; x clamped at -87 (exp < 1.7e-38, which no bf16 softmax weight
+ * resolves). n = round(x / ln 2) by the 1.5 * 2^23 trick: plain arithmetic, no libm. */
+static inline v16f vexp_nonpos(v16f x) {
     x = vsel(x < -87.0f, (v16f){} - 87.0f, x);
     v16f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     v16f r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -165,6 +148,10 @@ static inline v16f vexp_nonpos(v16f x) { /* exp_nonpos on 16 lanes */
     p = p * r * r + r + 1.0f;
     v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
     return p * (v16f)e;
+}
+
+static inline float exp_nonpos(float x) { /* one lane of it, for the rows' scalar tails */
+    return vexp_nonpos((v16f){} + x)[0];
 }
 
 /* draw15(seed, e + k) >= t for the 16 elements e .. e + 15 (e a multiple of 4) as an all-ones /
@@ -252,15 +239,32 @@ static inline __attribute__((always_inline)) void softmax_row(const bf16 *sr, bf
         softmax_row(s + r * (LEN), p + r * (LEN), pd + r * (LEN), (LEN),                     \
                     (uint64_t)(r * (LEN)), seed, t, ks, alpha);
 
+/* the row loop with L a constant for the criss-cross block's lengths */
+#define BY_LENGTH(ROWS)    \
+    if (L == 16) {         \
+        ROWS(16)           \
+    } else if (L == 160) { \
+        ROWS(160)          \
+    } else {               \
+        ROWS(L)            \
+    }
+
 void softmax_dropout_fwd(const bf16 *s, bf16 *p, bf16 *pd, int64_t rows, int64_t L,
                          uint64_t seed, uint32_t t, float ks, float alpha, int nthreads) {
-    if (L == 16) {
-        SOFTMAX_ROWS(16)
-    } else if (L == 160) {
-        SOFTMAX_ROWS(160)
-    } else {
-        SOFTMAX_ROWS(L)
-    }
+    BY_LENGTH(SOFTMAX_ROWS)
+}
+
+/* the gradient reaching the softmax weights: g * ks where kept (pd != 0), else 0 */
+static inline v16f dropped_grad(const bf16 *g, const bf16 *pd, int masked, float ks) {
+    v16f d = vload(g);
+    if (!masked) return d;
+    v16h k;
+    memcpy(&k, pd, sizeof k);
+    return vsel(__builtin_convertvector(k != 0, v16i), d * ks, (v16f){});
+}
+
+static inline float dropped_grad1(bf16 g, bf16 pd, int masked, float ks) {
+    return !masked ? bf2f(g) : pd != 0 ? bf2f(g) * ks : 0.0f;
 }
 
 /* ds = p * (dp - <dp, p>) with dp = g where pd != 0 (kept, or p == 0: then ds = 0 anyway),
@@ -272,33 +276,12 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
                                                                   float ks, float alpha) {
     int64_t full = L - L % LANES, j;
     v16f vc = (v16f){};
-    for (j = 0; j < full; j += LANES) {
-        v16f d = vload(gr + j);
-        if (masked) {
-            v16h k;
-            memcpy(&k, dr + j, sizeof k);
-            d = vsel(__builtin_convertvector(k != 0, v16i), d * ks, (v16f){});
-        }
-        vc += d * vload(pr + j);
-    }
+    for (j = 0; j < full; j += LANES) vc += dropped_grad(gr + j, dr + j, masked, ks) * vload(pr + j);
     float c = hsum(vc);
-    for (; j < L; j++) {
-        float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
-        c += d * bf2f(pr[j]);
-    }
-    for (j = 0; j < full; j += LANES) {
-        v16f d = vload(gr + j);
-        if (masked) {
-            v16h k;
-            memcpy(&k, dr + j, sizeof k);
-            d = vsel(__builtin_convertvector(k != 0, v16i), d * ks, (v16f){});
-        }
-        vstore(o + j, alpha * vload(pr + j) * (d - c));
-    }
-    for (; j < L; j++) {
-        float d = !masked ? bf2f(gr[j]) : dr[j] != 0 ? bf2f(gr[j]) * ks : 0.0f;
-        o[j] = f2bf(alpha * bf2f(pr[j]) * (d - c));
-    }
+    for (; j < L; j++) c += dropped_grad1(gr[j], dr[j], masked, ks) * bf2f(pr[j]);
+    for (j = 0; j < full; j += LANES)
+        vstore(o + j, alpha * vload(pr + j) * (dropped_grad(gr + j, dr + j, masked, ks) - c));
+    for (; j < L; j++) o[j] = f2bf(alpha * bf2f(pr[j]) * (dropped_grad1(gr[j], dr[j], masked, ks) - c));
 }
 
 #define SOFTMAX_BWD_ROWS(LEN)                                                                \
@@ -309,13 +292,57 @@ static inline __attribute__((always_inline)) void softmax_bwd_row(const bf16 *gr
 
 void softmax_dropout_bwd(const bf16 *g, const bf16 *p, const bf16 *pd, bf16 *ds, int64_t rows,
                          int64_t L, int masked, float ks, float alpha, int nthreads) {
-    if (L == 16) {
-        SOFTMAX_BWD_ROWS(16)
-    } else if (L == 160) {
-        SOFTMAX_BWD_ROWS(160)
-    } else {
-        SOFTMAX_BWD_ROWS(L)
+    BY_LENGTH(SOFTMAX_BWD_ROWS)
+}
+
+/* ------------------------------------------------------------------ rows + column sums
+ * The backward kernels that also give a bias gradient: row(n, acc, args) writes output row
+ * n and adds it into acc (this thread's float32 partial column sums, or NULL when sums ==
+ * NULL); the partials are then added into sums[0..cols). Returns -1 if out of memory. */
+typedef void (*row_fn)(int64_t n, float *acc, const void *args);
+
+static int rows_with_sums(int64_t rows, int64_t cols, float *sums, row_fn row,
+                          const void *args, int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    float *part = NULL;
+    if (sums) {
+        part = calloc((size_t)nt * (size_t)cols, sizeof(float));
+        if (part == NULL) return -1;
     }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *acc = part ? part + (size_t)tid * (size_t)cols : NULL;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t n = 0; n < rows; n++) row(n, acc, args);
+    }
+    if (part) {
+        for (int64_t j = 0; j < cols; j++) {
+            float sum = 0.0f;
+            for (int i = 0; i < nt; i++) sum += part[(size_t)i * (size_t)cols + (size_t)j];
+            sums[j] = sum;
+        }
+        free(part);
+    }
+    return 0;
+}
+
+static inline void add_row(float *acc, const bf16 *y, int64_t n) { /* acc[0..n) += y */
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        v16f a;
+        memcpy(&a, acc + j, sizeof a);
+        a += vload(y + j);
+        memcpy(acc + j, &a, sizeof a);
+    }
+    for (; j < n; j++) acc[j] += bf2f(y[j]);
 }
 
 /* ------------------------------------------------------------------ q, k, v heads + RoPE
@@ -385,71 +412,43 @@ void qkv_heads_fwd(const bf16 *src, const float *bias, const bf16 *c, const bf16
 /* Backward: gq, gk, gv (B, H, T, Dh; NULL: zero) -> dst (B, T, 3, H, Dh) with the inverse
  * rotation (s negated); gbias (3 H Dh, float32; NULL: not wanted) = the sum over B, T. Bit i
  * of transposed: gradient i is stored (B, H, Dh, T) (autograd's gradient of k from q k^T). */
+struct qkv_bwd_args {
+    const bf16 *g[3], *c, *s;
+    bf16 *dst;
+    int64_t B, T, H, Dh, inner;
+    int transposed;
+};
+
+static void qkv_bwd_row(int64_t bt, float *acc, const void *args) {
+    const struct qkv_bwd_args *a = args;
+    const int64_t T = a->T, H = a->H, Dh = a->Dh, inner = a->inner;
+    int64_t b = bt / T, t = bt % T;
+    for (int64_t i = 0; i < 3; i++)
+        for (int64_t h = 0; h < H; h++) {
+            bf16 *y = a->dst + ((TOKEN(b, t) * 3 + i) * H + h) * Dh;
+            if (a->g[i] == NULL) {
+                memset(y, 0, (size_t)Dh * sizeof(bf16));
+                continue;
+            }
+            const bf16 *x = a->g[i] + ((b * H + h) * T + t) * Dh;
+            bf16 col[MAX_HEAD];
+            if (a->transposed >> i & 1) { /* (B, H, Dh, T) storage: gather the column */
+                const bf16 *base = a->g[i] + (b * H + h) * Dh * T + t;
+                for (int64_t j = 0; j < Dh; j++) col[j] = base[j * T];
+                x = col;
+            }
+            int rot = a->c != NULL && i < 2;
+            head_row(x, NULL, rot ? a->c + (t * H + h) * Dh : NULL,
+                     rot ? a->s + (t * H + h) * Dh : NULL, -1.0f, y, Dh);
+            if (acc) add_row(acc + (i * H + h) * Dh, y, Dh);
+        }
+}
+
 int qkv_heads_bwd(const bf16 *gq, const bf16 *gk, const bf16 *gv, int transposed, const bf16 *c,
                   const bf16 *s, bf16 *dst, float *gbias, int64_t B, int64_t T, int64_t H,
                   int64_t Dh, int64_t inner, int nthreads) {
-    const bf16 *g[3] = {gq, gk, gv};
-    int nt = nthreads < 1 ? 1 : nthreads;
-    int64_t R = 3 * H * Dh;
-    float *part = NULL;
-    if (gbias) {
-        part = calloc((size_t)nt * (size_t)R, sizeof(float));
-        if (part == NULL) return -1;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t bt = 0; bt < B * T; bt++) {
-            int64_t b = bt / T, t = bt % T;
-            for (int64_t i = 0; i < 3; i++)
-                for (int64_t h = 0; h < H; h++) {
-                    int64_t po = ((TOKEN(b, t) * 3 + i) * H + h) * Dh;
-                    bf16 *y = dst + po;
-                    if (g[i] == NULL) {
-                        memset(y, 0, (size_t)Dh * sizeof(bf16));
-                        continue;
-                    }
-                    const bf16 *x = g[i] + ((b * H + h) * T + t) * Dh;
-                    bf16 col[MAX_HEAD];
-                    if (transposed >> i & 1) { /* (B, H, Dh, T) storage: gather the column */
-                        const bf16 *base = g[i] + (b * H + h) * Dh * T + t;
-                        for (int64_t j = 0; j < Dh; j++) col[j] = base[j * T];
-                        x = col;
-                    }
-                    int rot = c != NULL && i < 2;
-                    head_row(x, NULL, rot ? c + (t * H + h) * Dh : NULL,
-                             rot ? s + (t * H + h) * Dh : NULL, -1.0f, y, Dh);
-                    if (part) {
-                        float *acc = part + (size_t)tid * (size_t)R + (i * H + h) * Dh;
-                        int64_t j = 0;
-                        for (; j + LANES <= Dh; j += LANES) {
-                            v16f a;
-                            memcpy(&a, acc + j, sizeof a);
-                            a += vload(y + j);
-                            memcpy(acc + j, &a, sizeof a);
-                        }
-                        for (; j < Dh; j++) acc[j] += bf2f(y[j]);
-                    }
-                }
-        }
-    }
-    if (part) {
-        for (int64_t j = 0; j < R; j++) {
-            float sum = 0.0f;
-            for (int i = 0; i < nt; i++) sum += part[(size_t)i * (size_t)R + (size_t)j];
-            gbias[j] = sum;
-        }
-        free(part);
-    }
-    return 0;
+    struct qkv_bwd_args a = {{gq, gk, gv}, c, s, dst, B, T, H, Dh, inner, transposed};
+    return rows_with_sums(B * T, 3 * H * Dh, gbias, qkv_bwd_row, &a, nthreads);
 }
 
 /* (B, H, T, Dh) <-> (tokens, H Dh) in TOKEN order: the attention output merged back into
@@ -543,52 +542,35 @@ void bias_selu_fwd(bf16 *h, const float *b, int64_t rows, int64_t F, int nthread
 
 /* gh = g * (y > 0 ? scale : y + scale * alpha) (the derivative from the output, as torch's
  * elu_backward with is_result), gb[f] = sum_n gh[n, f] (float32; partial sums per thread). */
+struct selu_bwd_args {
+    const bf16 *g, *y;
+    bf16 *gh;
+    int64_t F;
+};
+
+static void selu_bwd_row(int64_t n, float *acc, const void *args) {
+    const struct selu_bwd_args *a = args;
+    const int64_t F = a->F;
+    const bf16 *gr = a->g + n * F, *yr = a->y + n * F;
+    bf16 *o = a->gh + n * F;
+    int64_t j = 0;
+    for (; j + LANES <= F; j += LANES) {
+        v16f yv = vload(yr + j);
+        v16f d = vsel(yv > 0.0f, (v16f){} + SELU_SCALE, yv + SELU_SCALE * SELU_ALPHA);
+        vstore(o + j, vload(gr + j) * d);
+    }
+    for (; j < F; j++) {
+        float yv = bf2f(yr[j]);
+        float d = yv > 0.0f ? SELU_SCALE : yv + SELU_SCALE * SELU_ALPHA;
+        o[j] = f2bf(bf2f(gr[j]) * d);
+    }
+    add_row(acc, o, F);
+}
+
 int bias_selu_bwd(const bf16 *g, const bf16 *y, bf16 *gh, float *gb, int64_t rows, int64_t F,
-                   int nthreads) {
-    int nt = nthreads < 1 ? 1 : nthreads;
-    float *part = calloc((size_t)nt * (size_t)F, sizeof(float));
-    if (part == NULL) return -1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *acc = part + (size_t)tid * (size_t)F;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t n = 0; n < rows; n++) {
-            const bf16 *gr = g + n * F, *yr = y + n * F;
-            bf16 *o = gh + n * F;
-            int64_t j = 0;
-            for (; j + LANES <= F; j += LANES) {
-                v16f yv = vload(yr + j);
-                v16f d = vsel(yv > 0.0f, (v16f){} + SELU_SCALE, yv + SELU_SCALE * SELU_ALPHA);
-                vstore(o + j, vload(gr + j) * d);
-                v16f a;
-                memcpy(&a, acc + j, sizeof a);
-                a += vload(o + j);
-                memcpy(acc + j, &a, sizeof a);
-            }
-            for (; j < F; j++) {
-                float yv = bf2f(yr[j]);
-                float d = yv > 0.0f ? SELU_SCALE : yv + SELU_SCALE * SELU_ALPHA;
-                bf16 v = f2bf(bf2f(gr[j]) * d);
-                o[j] = v;
-                acc[j] += bf2f(v);
-            }
-        }
-    }
-    for (int64_t j = 0; j < F; j++) {
-        float s = 0.0f;
-        for (int i = 0; i < nt; i++) s += part[(size_t)i * (size_t)F + (size_t)j];
-        gb[j] = s;
-    }
-    free(part);
-    return 0;
+                  int nthreads) {
+    struct selu_bwd_args a = {g, y, gh, F};
+    return rows_with_sums(rows, F, gb, selu_bwd_row, &a, nthreads);
 }
 
 /* ------------------------------------------------------------------ bias + dropout + residual
@@ -619,53 +601,40 @@ void bias_dropout_add_fwd(const bf16 *x, const bf16 *f, const float *b, bf16 *ou
 }
 
 /* gf = keep * g * scale (the same draws), gb[d] = sum_n gf[n, d] (float32). */
-int bias_dropout_add_bwd(const bf16 *g, bf16 *gf, float *gb, int64_t rows, int64_t D,
-                          uint64_t seed, uint32_t t, float scale, int nthreads) {
-    int nt = nthreads < 1 ? 1 : nthreads;
-    float *part = calloc((size_t)nt * (size_t)D, sizeof(float));
-    if (part == NULL) return -1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *acc = part + (size_t)tid * (size_t)D;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t n = 0; n < rows; n++) {
-            const bf16 *gr = g + n * D;
-            bf16 *o = gf + n * D;
-            uint64_t g0 = (uint64_t)(n * D);
-            int64_t j = 0;
-            if (g0 % 4 == 0)
-                for (; j + LANES <= D; j += LANES) {
-                    v16f v = vload(gr + j) * scale;
-                    if (t) v = vsel(vkeep(seed, g0 + (uint64_t)j, t), v, (v16f){});
-                    vstore(o + j, v);
-                    v16f a;
-                    memcpy(&a, acc + j, sizeof a);
-                    a += vload(o + j);
-                    memcpy(acc + j, &a, sizeof a);
-                }
-            for (; j < D; j++) {
-                int keep = t == 0 || draw15(seed, g0 + (uint64_t)j) >= t;
-                bf16 v = keep ? f2bf(bf2f(gr[j]) * scale) : (bf16)0;
-                o[j] = v;
-                acc[j] += bf2f(v);
-            }
+struct drop_bwd_args {
+    const bf16 *g;
+    bf16 *gf;
+    int64_t D;
+    uint64_t seed;
+    uint32_t t;
+    float scale;
+};
+
+static void drop_bwd_row(int64_t n, float *acc, const void *args) {
+    const struct drop_bwd_args *a = args;
+    const int64_t D = a->D;
+    const uint32_t t = a->t;
+    const bf16 *gr = a->g + n * D;
+    bf16 *o = a->gf + n * D;
+    uint64_t g0 = (uint64_t)(n * D);
+    int64_t j = 0;
+    if (g0 % 4 == 0)
+        for (; j + LANES <= D; j += LANES) {
+            v16f v = vload(gr + j) * a->scale;
+            if (t) v = vsel(vkeep(a->seed, g0 + (uint64_t)j, t), v, (v16f){});
+            vstore(o + j, v);
         }
+    for (; j < D; j++) {
+        int keep = t == 0 || draw15(a->seed, g0 + (uint64_t)j) >= t;
+        o[j] = keep ? f2bf(bf2f(gr[j]) * a->scale) : (bf16)0;
     }
-    for (int64_t j = 0; j < D; j++) {
-        float s = 0.0f;
-        for (int i = 0; i < nt; i++) s += part[(size_t)i * (size_t)D + (size_t)j];
-        gb[j] = s;
-    }
-    free(part);
-    return 0;
+    add_row(acc, o, D);
+}
+
+int bias_dropout_add_bwd(const bf16 *g, bf16 *gf, float *gb, int64_t rows, int64_t D,
+                         uint64_t seed, uint32_t t, float scale, int nthreads) {
+    struct drop_bwd_args a = {g, gf, D, seed, t, scale};
+    return rows_with_sums(rows, D, gb, drop_bwd_row, &a, nthreads);
 }
 
 /* ------------------------------------------------------------------ cross-entropy rows

@@ -354,13 +354,7 @@ class RMSScale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
-        x = _bf16c(x)
-        D = x.shape[-1]
-        y = torch.empty_like(x)
-        rstd = torch.empty(x.numel() // D, dtype=torch.float32)
-        kernels().rms_fwd(_ptr(x), _ptr(y), _ptr(rstd), x.numel() // D, D, eps, _threads())
-        ctx.save_for_backward(x, rstd)
-        return y
+        return _rms_forward(ctx, x, eps)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -375,13 +369,7 @@ class ResidualRMSScale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: float):
-        x = _bf16c(x)
-        D = x.shape[-1]
-        y = torch.empty_like(x)
-        rstd = torch.empty(x.numel() // D, dtype=torch.float32)
-        kernels().rms_fwd(_ptr(x), _ptr(y), _ptr(rstd), x.numel() // D, D, eps, _threads())
-        ctx.save_for_backward(x, rstd)
-        return x.view_as(x), y
+        return x.view_as(x), _rms_forward(ctx, x, eps)
 
     @staticmethod
     def backward(ctx, g_x: torch.Tensor | None, g_y: torch.Tensor | None):
@@ -389,6 +377,16 @@ class ResidualRMSScale(torch.autograd.Function):
         if g_y is None:
             return g_x, None
         return _rms_backward(g_y, g_x, x, rstd), None
+
+
+def _rms_forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = _bf16c(x)
+    D = x.shape[-1]
+    y = torch.empty_like(x)
+    rstd = torch.empty(x.numel() // D, dtype=torch.float32)
+    kernels().rms_fwd(_ptr(x), _ptr(y), _ptr(rstd), x.numel() // D, D, eps, _threads())
+    ctx.save_for_backward(x, rstd)
+    return y
 
 
 def _rms_backward(g, gres, x, rstd) -> torch.Tensor:
