@@ -257,7 +257,7 @@ def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None
     Tk = k.shape[-2]
     scale = Dh**-0.5 if scale is None else scale
     q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
-    if cpu_kernels.available():  # scale, softmax, dropout and its 1/P(keep): one pass each way
+    if cpu_kernels.available() and Tk <= cpu_kernels.MAX_ROW:  # scale, softmax, dropout, 1/P(keep)
         w = cpu_kernels.SoftmaxDropout.apply(torch.bmm(q3, k3.transpose(1, 2)), dropout_p, scale)
         return torch.bmm(w, v3).view(*lead, T, v.shape[-1])
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ABI_VERSION = 6
 MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
+MAX_HEAD = 1024  # cpu_kernels.c's MAX_HEAD: the widest attention head
 _I64, _U64, _U32, _F32, _INT, _P = (
     ctypes.c_int64,
     ctypes.c_uint64,
@@ -267,8 +268,8 @@ class QKVHeads(torch.autograd.Function):
         B, T, inner = layout if layout is not None else (qkv.shape[0], qkv.shape[1], 1)
         if B * T * 3 * H * Dh != qkv.numel() or B % inner:
             raise ValueError(f"qkv {tuple(qkv.shape)} does not hold {B} x {T} tokens")
-        if Dh > 1024 or Dh % 2:
-            raise ValueError(f"head width {Dh} must be even and <= 1024")
+        if Dh > MAX_HEAD or (c is not None and Dh % 2):
+            raise ValueError(f"head width {Dh} must be <= {MAX_HEAD}, and even with RoPE")
         if c is not None:
             c, s = _bf16c(c), _bf16c(s)
         b32 = bias.detach().float().contiguous() if bias is not None else None

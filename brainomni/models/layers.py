@@ -161,7 +161,7 @@ class SelfAttention(nn.Module):
             w, b = w[self.halves_order], b[self.halves_order]
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-        if fast and cpu_kernels.available():  # the bias added by the heads' kernel
+        if fast and cpu_kernels.available() and self.dim // self.n_head <= cpu_kernels.MAX_HEAD:
             qkv = torch.matmul(x_BTD, w.t()).view(B, T, 3, self.n_head, -1)
             tables = halves_tables(cos, sin) if self.rope else (None, None)
             q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables)
@@ -235,7 +235,7 @@ class CrissCrossBlock(nn.Module):
         trace it."""
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
-        fused = cpu_kernels.available()
+        fused = cpu_kernels.available()  # (the norm and FFN kernels take any width)
         if fused:  # the stream's gradient added inside each norm's backward
             x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
         else:
@@ -264,7 +264,8 @@ class CrissCrossBlock(nn.Module):
     def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
         B, S, W, D = x_BSWD.shape
         h = D // 2
-        if fast_bf16(x_BSWD) and cpu_kernels.available():  # no transposed copies
+        kernels = cpu_kernels.available() and h // self.time_attn.n_head <= cpu_kernels.MAX_HEAD
+        if fast_bf16(x_BSWD) and kernels and max(S, W) <= cpu_kernels.MAX_ROW:  # no transposes
             xt, xs = x_BSWD.reshape(-1, D).split(h, dim=-1)  # strided views, backward one cat
             xt = self.time_attn.forward_tokens(xt, (B * S, W, 1), rope, scales[0])
             xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1])
