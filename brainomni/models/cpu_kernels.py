@@ -14,11 +14,12 @@ generator), so ``torch.manual_seed`` still fixes a run and no mask is stored.
 
 Build: ``$CC`` (else ``cc``) ``-O3 -march=native -fPIC -shared -fopenmp`` (without
 ``-fopenmp`` where the compiler lacks it) into ``_cache_dir()`` (``~/.cache/brainomni/
-cpu-kernels`` by default), named by a hash of the source, compiler and flags, written to a
-temporary name and renamed, so concurrent processes and reruns are safe; about a second.
-Builds of older sources are removed. ``-march=native``: the library is built for the CPU it
-runs on (AVX-512 and AVX512-BF16's rounding instruction here, AVX2 or SSE elsewhere); a
-cache directory shared by different CPU models should be per host.
+cpu-kernels`` by default), named by the CPU model's instruction sets (``_cpu_tag``) and a
+hash of the source, compiler and flags, written to a temporary name and renamed, so
+concurrent processes and reruns are safe; about a second. Builds of older sources are
+removed. ``-march=native``: the library is built for the CPU it runs on (AVX-512 and
+AVX512-BF16's rounding instruction here, AVX2 or SSE elsewhere), one per CPU model in a
+cache directory that several share.
 ``BRAINOMNI_CPU_KERNELS_MARCH`` overrides ``native`` (the tests also build for
 ``x86-64-v2``, SSE4.2 only, to check the paths other CPUs take). Where no C
 compiler works, ``kernels()`` returns ``None`` (one warning) and the blocks keep the PyTorch
@@ -33,6 +34,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -85,10 +87,24 @@ def _cache_dir() -> Path:
     return Path(base) / "brainomni" / "cpu-kernels"
 
 
-def _prune(keep: Path) -> None:
-    """Remove the builds of other sources or flags (a mapped library stays valid when its
-    file is unlinked, so a process still using one is unaffected)."""
-    for old in keep.parent.glob("cpu_kernels-*.so"):
+def _cpu_tag() -> str:
+    """A short hash of this CPU's instruction sets (``/proc/cpuinfo``'s flags, else the
+    machine name): ``-march=native`` builds differ per CPU model, so a cache directory
+    shared by several (a cluster's home directory) keeps one build per model and never
+    hands one model's build to another (which could die on an illegal instruction)."""
+    ident = platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", errors="replace") as f:
+        for line in f:
+            if line.startswith(("flags", "Features")):  # x86, ARM
+                ident += line
+                break
+    return hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def _prune(keep: Path, tag: str) -> None:
+    """Remove this CPU model's builds of other sources or flags (a mapped library stays
+    valid when its file is unlinked, so a process still using one is unaffected)."""
+    for old in keep.parent.glob(f"cpu_kernels-{tag}-*.so"):
         if old != keep:
             with contextlib.suppress(OSError):
                 old.unlink()
@@ -119,15 +135,16 @@ def _build() -> Path:
     march = os.environ.get("BRAINOMNI_CPU_KERNELS_MARCH", "native")
     base = ["-O3", f"-march={march}", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno"]
     src = SOURCE.read_bytes()
+    tag = _cpu_tag()
     last: Exception | None = None
     for flags in (base + ["-fopenmp"], base):
         key = hashlib.sha256(src + "\0".join([cc, *flags]).encode()).hexdigest()[:16]
-        out = _cache_dir() / f"cpu_kernels-{key}.so"
+        out = _cache_dir() / f"cpu_kernels-{tag}-{key}.so"
         if out.exists():
             return out
         try:
             _compile(cc, flags, out)
-            _prune(out)
+            _prune(out, tag)
             return out
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
             last = e

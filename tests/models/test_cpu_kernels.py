@@ -285,15 +285,20 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
 
 
 def test_cached_library_is_reused(tmp_path, monkeypatch):
-    """The build goes to the cache directory, named by the source hash, replacing older
-    builds; a second build finds it."""
+    """The build goes to the cache directory, named by the CPU model and the source hash,
+    replacing this model's older builds (not other models'); a second build finds it; no
+    temporaries are left."""
     monkeypatch.delenv("BRAINOMNI_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    stale = tmp_path / "brainomni" / "cpu-kernels" / "cpu_kernels-0000000000000000.so"
+    tag = cpu_kernels._cpu_tag()
+    stale = tmp_path / "brainomni" / "cpu-kernels" / f"cpu_kernels-{tag}-0000000000000000.so"
+    other_cpu = stale.with_name("cpu_kernels-00000000-0000000000000000.so")
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"an older build")
+    other_cpu.write_bytes(b"another CPU model's build")
     first = cpu_kernels._build()
     assert first.parent == stale.parent and first.exists() and not stale.exists()
+    assert other_cpu.exists()  # left to the CPU model it was built for
     mtime = first.stat().st_mtime_ns
     assert cpu_kernels._build() == first and first.stat().st_mtime_ns == mtime
-    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporaries left
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, other_cpu.name])
