@@ -682,5 +682,46 @@ void xent_bwd(const bf16 *x, const int64_t *lab, const float *lse, const float *
     }
 }
 
+/* ------------------------------------------------------------------ residual + [a, b]
+ * out = x + [a + ba, b + bb]: the criss-cross block's residual add of its two attention
+ * outputs (their projections without the bias), concatenated, biases added, in one pass.
+ * x and out (N, h1 + h2), a (N, h1), b (N, h2), ba and bb float32. */
+static inline void add3_row(const bf16 *x, const bf16 *a, const float *ba, bf16 *o, int64_t n) {
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        v16f bv;
+        memcpy(&bv, ba + j, sizeof bv);
+        vstore(o + j, vload(x + j) + vload(a + j) + bv);
+    }
+    for (; j < n; j++) o[j] = f2bf(bf2f(x[j]) + bf2f(a[j]) + ba[j]);
+}
+
+void residual_cat_fwd(const bf16 *x, const bf16 *a, const bf16 *b, const float *ba,
+                      const float *bb, bf16 *out, int64_t rows, int64_t h1, int64_t h2,
+                      int nthreads) {
+    const int64_t D = h1 + h2;
+    PARALLEL_FOR
+    for (int64_t n = 0; n < rows; n++) {
+        add3_row(x + n * D, a + n * h1, ba, out + n * D, h1);
+        add3_row(x + n * D + h1, b + n * h2, bb, out + n * D + h1, h2);
+    }
+}
+
+struct colsum_args {
+    const bf16 *g;
+    int64_t cols;
+};
+
+static void colsum_row(int64_t n, float *acc, const void *args) {
+    const struct colsum_args *a = args;
+    add_row(acc, a->g + n * a->cols, a->cols);
+}
+
+/* sums[j] = sum_n g[n, j] (float32): the biases' gradients */
+int column_sums(const bf16 *g, float *sums, int64_t rows, int64_t cols, int nthreads) {
+    struct colsum_args a = {g, cols};
+    return rows_with_sums(rows, cols, sums, colsum_row, &a, nthreads);
+}
+
 /* the ABI version cpu_kernels.py checks after loading */
-int brainomni_kernels_version(void) { return 6; }
+int brainomni_kernels_version(void) { return 7; }

@@ -45,7 +45,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-ABI_VERSION = 6
+ABI_VERSION = 7
 MAX_ROW = 16384  # cpu_kernels.c's MAX_ROW: the longest softmax row a kernel takes
 MAX_HEAD = 1024  # cpu_kernels.c's MAX_HEAD: the widest attention head
 _I64, _U64, _U32, _F32, _INT, _P = (
@@ -73,6 +73,8 @@ _SIGNATURES = {
     "bias_dropout_add_bwd": (_INT, [_P, _P, _P, _I64, _I64, _U64, _U32, _F32, _INT]),
     "xent_fwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
     "xent_bwd": (None, [_P, _P, _P, _P, _P, _I64, _I64, _INT]),
+    "residual_cat_fwd": (None, [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _INT]),
+    "column_sums": (_INT, [_P, _P, _I64, _I64, _INT]),
     "brainomni_kernels_version": (_INT, []),
 }
 
@@ -490,6 +492,53 @@ class BiasDropoutAdd(torch.autograd.Function):
         ):
             raise MemoryError("bias_dropout_add_bwd: out of memory for the bias partial sums")
         return g, gf, gb.to(ctx.b_dtype), None
+
+
+class ResidualCat(torch.autograd.Function):
+    """``x + cat([a + ba, b + bb], -1)`` in one pass: the block's residual add of its two
+    attention projections, computed without their biases (``a`` (N, h1), ``b`` (N, h2), in
+    ``x``'s token order; ``x`` (..., h1 + h2)). The backward hands ``a`` and ``b`` views of
+    the gradient (the projections' products read them in place) and the biases' gradients
+    from one column-sum pass."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, ba, bb):
+        x, a, b = _bf16c(x), _bf16c(a), _bf16c(b)
+        h1, h2 = a.shape[-1], b.shape[-1]
+        N = x.numel() // (h1 + h2)
+        if x.shape[-1] != h1 + h2 or a.numel() != N * h1 or b.numel() != N * h2:
+            raise ValueError(f"x {tuple(x.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)}")
+        out = torch.empty_like(x)
+        kernels().residual_cat_fwd(
+            _ptr(x),
+            _ptr(a),
+            _ptr(b),
+            _ptr(ba.detach().float().contiguous()),
+            _ptr(bb.detach().float().contiguous()),
+            _ptr(out),
+            N,
+            h1,
+            h2,
+            _threads(),
+        )
+        ctx.dims, ctx.dtypes = (N, h1, h2), (ba.dtype, bb.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        N, h1, h2 = ctx.dims
+        g = _bf16c(g)
+        g2 = g.view(N, h1 + h2)
+        sums = torch.empty(h1 + h2, dtype=torch.float32)
+        if kernels().column_sums(_ptr(g2), _ptr(sums), N, h1 + h2, _threads()):
+            raise MemoryError("column_sums: out of memory for the partial sums")
+        return (
+            g,
+            g2[:, :h1],
+            g2[:, h1:],
+            sums[:h1].to(ctx.dtypes[0]),
+            sums[h1:].to(ctx.dtypes[1]),
+        )
 
 
 class CrossEntropyRows(torch.autograd.Function):

@@ -129,7 +129,9 @@ class SelfAttention(nn.Module):
         """The same function on the C kernels' bf16 path (``cpu_kernels``) for tokens given
         as rows of ``x_ND`` (N, D) (a strided view is fine: the product reads it in place),
         ``layout = (B, T, inner)``: B sequences of T tokens, interleaved with stride
-        ``inner`` (``cpu_kernels.QKVHeads``). Returns (N, D) in the same token order."""
+        ``inner`` (``cpu_kernels.QKVHeads``). Returns (N, D) in the same token order,
+        *without* the output projection's bias (the caller adds ``self.proj.bias`` in its
+        residual pass, ``cpu_kernels.ResidualCat``)."""
         B, T, inner = layout
         w, b = self.qkv.weight, self.qkv.bias
         if in_scale is not None:
@@ -142,7 +144,7 @@ class SelfAttention(nn.Module):
         qkv = torch.matmul(x_ND, w.t()).view(-1, 3, self.n_head, self.dim // self.n_head)
         q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables, layout)
         out = attention(q, k, v, self.dropout if self.training else 0.0)
-        return self.proj(cpu_kernels.MergeHeads.apply(out, inner))
+        return torch.matmul(cpu_kernels.MergeHeads.apply(out, inner), self.proj.weight.t())
 
     def forward(
         self,
@@ -240,7 +242,10 @@ class CrissCrossBlock(nn.Module):
             x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
         else:
             y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
-        x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
+        if fused:  # the attention outputs' biases and concatenation in the residual pass
+            x_BSWD = self._attn(y, rope, (w[:h], w[h:]), residual=x_BSWD)
+        else:
+            x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
         if fused:
             x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
         else:
@@ -261,7 +266,11 @@ class CrissCrossBlock(nn.Module):
             return x_BSWD.add(f, alpha=keep_scale)
         return x_BSWD + f
 
-    def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
+    def _attn(
+        self, x_BSWD: torch.Tensor, rope=None, scales=(None, None), residual=None
+    ) -> torch.Tensor:
+        """The two attentions of ``x_BSWD``, concatenated [spatial, temporal]; with
+        ``residual`` (the C kernels' path only) ``residual +`` that."""
         B, S, W, D = x_BSWD.shape
         h = D // 2
         kernels = cpu_kernels.available() and h // self.time_attn.n_head <= cpu_kernels.MAX_HEAD
@@ -269,7 +278,11 @@ class CrissCrossBlock(nn.Module):
             xt, xs = x_BSWD.reshape(-1, D).split(h, dim=-1)  # strided views, backward one cat
             xt = self.time_attn.forward_tokens(xt, (B * S, W, 1), rope, scales[0])
             xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1])
-            return torch.cat([xs, xt], dim=-1).view(B, S, W, D)
+            base = residual if residual is not None else torch.zeros_like(x_BSWD)
+            pb, tb = self.spatial_attn.proj.bias, self.time_attn.proj.bias
+            return cpu_kernels.ResidualCat.apply(base, xs, xt, pb, tb)
+        if residual is not None:
+            return residual + self._attn(x_BSWD, rope, scales)
         xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices
         xt = xt.reshape(B * S, W, h)
         xs = xs.transpose(1, 2).reshape(B * W, S, h)

@@ -19,8 +19,8 @@ training config):
     the q/k/v heads' layout + RoPE (also reading the spatial attention's sequences straight
     from the block's (B, S, W) token rows and writing them back, so no transposed copies),
     scale + softmax + dropout, the RMS scale with the residual stream's gradient added in
-    its backward, bias + SELU in place, bias + dropout + residual add, cross-entropy from
-    the bf16 logits. Dropout masks come from a counter-based generator (splitmix64 of the
+    its backward, bias + SELU in place, bias + dropout + residual add, the attention
+    outputs' biases + concatenation + residual add, cross-entropy from the bf16 logits. Dropout masks come from a counter-based generator (splitmix64 of the
     element index and a per-call seed from torch's generator) and are recomputed in the
     backward, not stored;
   - without one (or ``BRAINOMNI_CPU_KERNELS=0``), PyTorch ops: each RMSNorm weight folded

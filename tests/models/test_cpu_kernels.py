@@ -195,6 +195,33 @@ def test_interleaved_layout_and_merge_heads():
     )
 
 
+@pytest.mark.parametrize(("h1", "h2"), [(128, 128), (7, 12)])
+def test_residual_cat(h1, h2):
+    """x + [a + ba, b + bb]: forward against the formula, gradients (x's passed through, a's
+    and b's as views, the biases' as column sums)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 9, h1 + h2, generator=g).bfloat16().requires_grad_(True)
+    a = torch.randn(18, h1, generator=g).bfloat16().requires_grad_(True)
+    b = torch.randn(18, h2, generator=g).bfloat16().requires_grad_(True)
+    ba = torch.randn(h1, generator=g).requires_grad_(True)
+    bb = torch.randn(h2, generator=g).requires_grad_(True)
+    y = cpu_kernels.ResidualCat.apply(x, a, b, ba, bb)
+    x64, a64, b64, ba64, bb64 = (
+        v.detach().double().requires_grad_(True) for v in (x, a, b, ba, bb)
+    )
+    ref = x64 + torch.cat([a64 + ba64, b64 + bb64], -1).view(x.shape)
+    _close(y, ref)
+    gy = torch.randn(x.shape, generator=g).bfloat16()
+    y.backward(gy)
+    ref.backward(gy.double())
+    assert torch.equal(x.grad, gy)
+    assert torch.equal(a.grad, gy.view(18, -1)[:, :h1]) and torch.equal(
+        b.grad, gy.view(18, -1)[:, h1:]
+    )
+    torch.testing.assert_close(ba.grad.double(), ba64.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(bb.grad.double(), bb64.grad, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("D", [256, 19])
 def test_rms_scale_and_residual_form(D):
     g = torch.Generator().manual_seed(3)
