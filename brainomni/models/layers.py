@@ -230,25 +230,24 @@ class CrissCrossBlock(nn.Module):
     @torch.compiler.disable  # a compiled block runs this path eagerly: see compiled_kernels
     def _forward_bf16(self, x_BSWD: torch.Tensor, rope) -> torch.Tensor:
         """The same function on the bf16 CPU path: each RMSNorm weight folded into the
-        following qkv / first FFN weight (``W (w * x) = (W diag(w)) x``), the norm by
-        ``rms_scale``, dropout by ``drop_bits``; with ``compiled_kernels`` the first FFN
-        bias and SELU in one compiled pass (``_BiasSELU``). Inductor-compiled whole blocks
-        were slower than this path on the AMX CPU (speed.py), so ``torch.compile`` does not
-        trace it."""
+        following qkv / first FFN weight (``W (w * x) = (W diag(w)) x``). With the C kernels
+        (``cpu_kernels``): the norms with the residual stream's gradient added in their
+        backward, the attention outputs' biases, concatenation and residual add in one pass,
+        bias + SELU in place, bias + dropout + residual add in one pass. Without: the norm
+        by ``rms_scale``, dropout by ``drop_bits``, and with ``compiled_kernels`` the first
+        FFN bias and SELU in one compiled pass (``_BiasSELU``). Inductor-compiled whole
+        blocks were slower than this path on the AMX CPU (speed.py), so ``torch.compile``
+        does not trace it."""
         h = x_BSWD.shape[-1] // 2
         w = self.pre_attn_norm.weight
         fused = cpu_kernels.available()  # (the norm and FFN kernels take any width)
-        if fused:  # the stream's gradient added inside each norm's backward
-            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
-        else:
-            y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
-        if fused:  # the attention outputs' biases and concatenation in the residual pass
-            x_BSWD = self._attn(y, rope, (w[:h], w[h:]), residual=x_BSWD)
-        else:
-            x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
         if fused:
+            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
+            x_BSWD = self._attn(y, rope, (w[:h], w[h:]), residual=x_BSWD)
             x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
         else:
+            y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
+            x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
             y = rms_scale(x_BSWD, self.pre_ff_norm.eps)
         lin1, act, lin2 = self.ff.layer[:3]
         w1 = lin1.weight * self.pre_ff_norm.weight
