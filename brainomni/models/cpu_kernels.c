@@ -3,9 +3,11 @@
  * Built at first use by cpu_kernels.py with the system C compiler
  * (cc -O3 -march=native -shared -fPIC [-fopenmp]) and called through ctypes on the
  * contiguous storage of torch tensors. bf16 values are uint16_t bit patterns: widened to
- * float by a 16-bit shift, rounded back to nearest-even as torch's c10::BFloat16 (NaN ->
- * 0x7FC0). Every kernel computes in float32 and rounds once per output element. The loops
- * are written so that GCC vectorises them (no libm calls: exp is a polynomial below).
+ * float by a 16-bit shift, rounded back to nearest-even by AVX512-BF16's vcvtneps2bf16 where
+ * the CPU has it, else by integer arithmetic as torch's c10::BFloat16 (NaN -> 0x7FC0). Every
+ * kernel computes in float32 and rounds once per output element. The loops use GCC/Clang
+ * vector extensions (16 float lanes: one AVX-512 register, two AVX2 or four SSE ones); exp
+ * is a polynomial (the only libm call is one logf per cross-entropy row).
  *
  * Dropout draws come from a counter-based generator: element e of a call with 64-bit seed k
  * keeps iff u >= t, u the low 15 bits of the 16-bit lane e % 4 of the splitmix64 output
@@ -167,8 +169,8 @@ static inline v16i vkeep(uint64_t seed, uint64_t e, uint32_t t) {
     return __builtin_convertvector(u >= (uint16_t)t, v16i);
 }
 
-#define MAX_ROW 16384
-#define MAX_HEAD 1024 /* the widest attention head a kernel takes */ /* row lengths above this are refused by cpu_kernels.py */
+#define MAX_ROW 16384 /* the longest softmax row (cpu_kernels.py's MAX_ROW) */
+#define MAX_HEAD 1024 /* the widest attention head (cpu_kernels.py's MAX_HEAD) */
 
 /* ------------------------------------------------------------------ softmax + dropout
  * p = softmax(alpha s) per row of length L; pd = p * ks where kept (ks = 1 / P(keep)), else 0;
