@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from brainomni.models import cpu_kernels
+from brainomni.models import cpu_kernels, cpu_ops
 
 
 def fast_bf16(x: torch.Tensor) -> bool:
@@ -250,7 +250,7 @@ class _MergeHeads(torch.autograd.Function):
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):
     """``softmax(q k^T * scale) v`` with dropout, written out in bf16 (CPU SDPA would upcast
     to float32 for dropout). With the C kernels: scale, softmax, dropout and ``1/P(keep)`` in
-    one pass between the two products (``cpu_kernels.SoftmaxDropout``). Without: scale
+    one pass between the two products (``cpu_ops.SoftmaxDropout``). Without: scale
     applied inside the first product, the mask by ``drop_bits``, its ``1/P(keep)`` on v
     (T / Dh times smaller than the weights, and so in backward too)."""
     *lead, T, Dh = q.shape
@@ -258,7 +258,7 @@ def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None
     scale = Dh**-0.5 if scale is None else scale
     q3, k3, v3 = q.reshape(-1, T, Dh), k.reshape(-1, Tk, Dh), v.reshape(-1, Tk, v.shape[-1])
     if cpu_kernels.available() and Tk <= cpu_kernels.MAX_ROW:  # scale, softmax, dropout, 1/P(keep)
-        w = cpu_kernels.SoftmaxDropout.apply(torch.bmm(q3, k3.transpose(1, 2)), dropout_p, scale)
+        w = cpu_ops.SoftmaxDropout.apply(torch.bmm(q3, k3.transpose(1, 2)), dropout_p, scale)
         return torch.bmm(w, v3).view(*lead, T, v.shape[-1])
     w = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
     w = _ShortSoftmax.apply(w) if Tk <= 32 else w.softmax(dim=-1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainomni.models import cpu_kernels
+from brainomni.models import cpu_kernels, cpu_ops
 from brainomni.models.bf16_cpu import (  # the bf16 CPU path (see that module)
     _BiasSELU,
     _QKVHeads,
@@ -129,9 +129,9 @@ class SelfAttention(nn.Module):
         """The same function on the C kernels' bf16 path (``cpu_kernels``) for tokens given
         as rows of ``x_ND`` (N, D) (a strided view is fine: the product reads it in place),
         ``layout = (B, T, inner)``: B sequences of T tokens, interleaved with stride
-        ``inner`` (``cpu_kernels.QKVHeads``). Returns (N, D) in the same token order,
+        ``inner`` (``cpu_ops.QKVHeads``). Returns (N, D) in the same token order,
         *without* the output projection's bias (the caller adds ``self.proj.bias`` in its
-        residual pass, ``cpu_kernels.ResidualCat``)."""
+        residual pass, ``cpu_ops.ResidualCat``)."""
         B, T, inner = layout
         w, b = self.qkv.weight, self.qkv.bias
         if in_scale is not None:
@@ -142,9 +142,9 @@ class SelfAttention(nn.Module):
             cos, sin = rope if rope is not None else self.rope_tables(T, x_ND.device)
             tables = halves_tables(cos, sin)
         qkv = torch.matmul(x_ND, w.t()).view(-1, 3, self.n_head, self.dim // self.n_head)
-        q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables, layout)
+        q, k, v = cpu_ops.QKVHeads.apply(qkv, b, *tables, layout)
         out = attention(q, k, v, self.dropout if self.training else 0.0)
-        return torch.matmul(cpu_kernels.MergeHeads.apply(out, inner), self.proj.weight.t())
+        return torch.matmul(cpu_ops.MergeHeads.apply(out, inner), self.proj.weight.t())
 
     def forward(
         self,
@@ -166,7 +166,7 @@ class SelfAttention(nn.Module):
         if fast and cpu_kernels.available() and self.dim // self.n_head <= cpu_kernels.MAX_HEAD:
             qkv = torch.matmul(x_BTD, w.t()).view(B, T, 3, self.n_head, -1)
             tables = halves_tables(cos, sin) if self.rope else (None, None)
-            q, k, v = cpu_kernels.QKVHeads.apply(qkv, b, *tables)
+            q, k, v = cpu_ops.QKVHeads.apply(qkv, b, *tables)
         elif fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
             qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
             tables = halves_tables(cos, sin) if self.rope else (None, None)
@@ -242,9 +242,9 @@ class CrissCrossBlock(nn.Module):
         w = self.pre_attn_norm.weight
         fused = cpu_kernels.available()  # (the norm and FFN kernels take any width)
         if fused:
-            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
+            x_BSWD, y = cpu_ops.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
             x_BSWD = self._attn(y, rope, (w[:h], w[h:]), residual=x_BSWD)
-            x_BSWD, y = cpu_kernels.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
+            x_BSWD, y = cpu_ops.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
         else:
             y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
             x_BSWD = x_BSWD + self._attn(y, rope, (w[:h], w[h:]))
@@ -253,9 +253,9 @@ class CrissCrossBlock(nn.Module):
         w1 = lin1.weight * self.pre_ff_norm.weight
         p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
         if fused:  # bias + SELU in place on the product; bias + dropout + residual in one pass
-            f = cpu_kernels.BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias)
+            f = cpu_ops.BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias)
             f = torch.matmul(f, lin2.weight.to(f.dtype).t())
-            return cpu_kernels.BiasDropoutAdd.apply(x_BSWD, f, lin2.bias, p)
+            return cpu_ops.BiasDropoutAdd.apply(x_BSWD, f, lin2.bias, p)
         if self.compiled_kernels:
             f = lin2(_BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias))
         else:
@@ -279,7 +279,7 @@ class CrissCrossBlock(nn.Module):
             xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1])
             base = residual if residual is not None else torch.zeros_like(x_BSWD)
             pb, tb = self.spatial_attn.proj.bias, self.time_attn.proj.bias
-            return cpu_kernels.ResidualCat.apply(base, xs, xt, pb, tb)
+            return cpu_ops.ResidualCat.apply(base, xs, xt, pb, tb)
         if residual is not None:
             return residual + self._attn(x_BSWD, rope, scales)
         xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices

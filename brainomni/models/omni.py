@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainomni.models import cpu_kernels
+from brainomni.models import cpu_kernels, cpu_ops
 from brainomni.models.layers import CrissCrossBlock, RMSNorm
 from brainomni.models.speed import (
     autocast,
@@ -178,7 +178,7 @@ class BrainOmni(nn.Module):
         sel_labels = labels[..., :Q][sel]  # X Q
         if fast_bf16_path(self.config.precision, dev.type) and cpu_kernels.available():
             # float32 cross-entropy read straight from the bf16 logits (no float32 copy)
-            rows, top = cpu_kernels.CrossEntropyRows.apply(
+            rows, top = cpu_ops.CrossEntropyRows.apply(
                 sel_logits.reshape(-1, self.codebook_size), sel_labels.reshape(-1)
             )
             loss, top = rows.mean(), top.view(-1, Q)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainomni.models import cpu_kernels
+from brainomni.models import cpu_kernels, cpu_ops
 from tests.models.plain_reference import GOLDEN, M1, M2, _srl, _u64, reference_draws
 
 pytestmark = pytest.mark.skipif(
@@ -71,7 +71,7 @@ def test_softmax_dropout_forward_backward_and_its_mask(monkeypatch, L):
     g = torch.Generator().manual_seed(0)
     s = (torch.randn(6, 5, L, generator=g) * 3).bfloat16().requires_grad_(True)
     p, alpha = 0.25, 0.7
-    y = cpu_kernels.SoftmaxDropout.apply(s, p, alpha)
+    y = cpu_ops.SoftmaxDropout.apply(s, p, alpha)
     t = cpu_kernels.threshold(p)
     keep = (reference_draws(seed, s.numel()) >= t).view(s.shape)
     assert torch.equal(y != 0, keep)  # the kernel's mask is the documented generator's
@@ -83,7 +83,7 @@ def test_softmax_dropout_forward_backward_and_its_mask(monkeypatch, L):
     ref.backward(gy.double())
     _close(s.grad, s32.grad, ulps=4, floor=0.25)
     # without dropout: the softmax itself
-    y0 = cpu_kernels.SoftmaxDropout.apply(s.detach(), 0.0, 1.0)
+    y0 = cpu_ops.SoftmaxDropout.apply(s.detach(), 0.0, 1.0)
     _close(y0, s.detach().double().softmax(-1))
 
 
@@ -94,15 +94,15 @@ def test_dropout_rate_and_seeding():
     b = torch.ones(1000)
     for p in (0.1, 0.5):
         torch.manual_seed(3)
-        y = cpu_kernels.BiasDropoutAdd.apply(x, x, b, p)
+        y = cpu_ops.BiasDropoutAdd.apply(x, x, b, p)
         t = cpu_kernels.threshold(p)
         pk = 1 - t / 32768
         rate = (y != 0).double().mean().item()
         assert abs(rate - pk) < 5 * (pk * (1 - pk) / y.numel()) ** 0.5
         assert torch.allclose(y[y != 0].float(), torch.tensor(1 / pk), rtol=2**-8)
         torch.manual_seed(3)
-        assert torch.equal(cpu_kernels.BiasDropoutAdd.apply(x, x, b, p), y)
-        assert not torch.equal(cpu_kernels.BiasDropoutAdd.apply(x, x, b, p), y)
+        assert torch.equal(cpu_ops.BiasDropoutAdd.apply(x, x, b, p), y)
+        assert not torch.equal(cpu_ops.BiasDropoutAdd.apply(x, x, b, p), y)
     with pytest.raises(ValueError, match="dropout p"):
         cpu_kernels.threshold(1.0)
 
@@ -115,7 +115,7 @@ def test_bias_dropout_add_forward_backward(monkeypatch, D):
     x = torch.randn(3, 7, D, generator=g).bfloat16().requires_grad_(True)
     f = torch.randn(3, 7, D, generator=g).bfloat16().requires_grad_(True)
     b = torch.randn(D, generator=g).requires_grad_(True)
-    y = cpu_kernels.BiasDropoutAdd.apply(x, f, b, 0.1)
+    y = cpu_ops.BiasDropoutAdd.apply(x, f, b, 0.1)
     t = cpu_kernels.threshold(0.1)
     keep = (reference_draws(seed, x.numel()) >= t).view(x.shape)
     x64, f64, b64 = (v.detach().double().requires_grad_(True) for v in (x, f, b))
@@ -127,7 +127,7 @@ def test_bias_dropout_add_forward_backward(monkeypatch, D):
     assert torch.equal(x.grad, gy)
     _close(f.grad, f64.grad)
     torch.testing.assert_close(b.grad.double(), b64.grad, rtol=0.02, atol=0.05)
-    y0 = cpu_kernels.BiasDropoutAdd.apply(x.detach(), f.detach(), b.detach(), 0.0)
+    y0 = cpu_ops.BiasDropoutAdd.apply(x.detach(), f.detach(), b.detach(), 0.0)
     _close(y0, x64.detach() + f64.detach() + b64.detach())
 
 
@@ -147,7 +147,7 @@ def test_qkv_heads_forward_backward(T, H, Dh, rope):
         ang = torch.rand(T, H, Dh // 2, generator=g) * 6
         c = torch.cat([ang.cos()] * 2, -1).bfloat16()
         s = torch.cat([-ang.sin(), ang.sin()], -1).bfloat16()
-    outs = cpu_kernels.QKVHeads.apply(qkv, bias, c, s)
+    outs = cpu_ops.QKVHeads.apply(qkv, bias, c, s)
     x64 = qkv.detach().double().requires_grad_(True)
     b64 = bias.detach().double().requires_grad_(True)
     v = x64 + b64.view(3, H, Dh)
@@ -178,12 +178,12 @@ def test_interleaved_layout_and_merge_heads():
     g = torch.Generator().manual_seed(6)
     B, S, W, H, Dh = 2, 5, 7, 2, 32
     qkv = torch.randn(B * S * W, 3, H, Dh, generator=g).bfloat16().requires_grad_(True)
-    q, k, v = cpu_kernels.QKVHeads.apply(qkv, None, None, None, (B * W, S, W))
+    q, k, v = cpu_ops.QKVHeads.apply(qkv, None, None, None, (B * W, S, W))
     # sequence (b, w), position s is token (b S + s) W + w
     ref = qkv.detach().view(B, S, W, 3, H, Dh).permute(3, 0, 2, 4, 1, 5).reshape(3, B * W, H, S, Dh)
     for i, t in enumerate((q, k, v)):
         assert torch.equal(t, ref[i])
-    merged = cpu_kernels.MergeHeads.apply(v, W)  # back to (B S W, H Dh) token rows
+    merged = cpu_ops.MergeHeads.apply(v, W)  # back to (B S W, H Dh) token rows
     assert torch.equal(merged, qkv.detach()[:, 2].reshape(B * S * W, H * Dh))
     gm = torch.randn(merged.shape, generator=g).bfloat16()
     merged.backward(gm)
@@ -191,7 +191,7 @@ def test_interleaved_layout_and_merge_heads():
     assert not qkv.grad[:, :2].any()
     seq = torch.arange(S * 3, dtype=torch.float32).view(1, 1, S, 3).expand(1, 1, S, 3)
     assert torch.equal(
-        cpu_kernels.MergeHeads.apply(seq.bfloat16().contiguous(), 1), seq.bfloat16().view(S, 3)
+        cpu_ops.MergeHeads.apply(seq.bfloat16().contiguous(), 1), seq.bfloat16().view(S, 3)
     )
 
 
@@ -205,7 +205,7 @@ def test_residual_cat(h1, h2):
     b = torch.randn(18, h2, generator=g).bfloat16().requires_grad_(True)
     ba = torch.randn(h1, generator=g).requires_grad_(True)
     bb = torch.randn(h2, generator=g).requires_grad_(True)
-    y = cpu_kernels.ResidualCat.apply(x, a, b, ba, bb)
+    y = cpu_ops.ResidualCat.apply(x, a, b, ba, bb)
     x64, a64, b64, ba64, bb64 = (
         v.detach().double().requires_grad_(True) for v in (x, a, b, ba, bb)
     )
@@ -228,7 +228,7 @@ def test_rms_scale_and_residual_form(D):
     x = (torch.randn(4, 9, D, generator=g) * 2).bfloat16().requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
     ref = x64 * torch.rsqrt(x64.square().mean(-1, keepdim=True) + 1e-6)
-    y = cpu_kernels.RMSScale.apply(x, 1e-6)
+    y = cpu_ops.RMSScale.apply(x, 1e-6)
     _close(y, ref)
     gy = torch.randn(x.shape, generator=g).bfloat16()
     y.backward(gy)
@@ -236,7 +236,7 @@ def test_rms_scale_and_residual_form(D):
     _close(x.grad, x64.grad, ulps=4)
     # residual form: (x, norm(x)); both gradients summed inside the backward
     x.grad = x64.grad = None
-    xr, y = cpu_kernels.ResidualRMSScale.apply(x, 1e-6)
+    xr, y = cpu_ops.ResidualRMSScale.apply(x, 1e-6)
     assert torch.equal(xr, x)
     gr = torch.randn(x.shape, generator=g).bfloat16()
     torch.autograd.backward([xr, y], [gr, gy])
@@ -253,7 +253,7 @@ def test_bias_selu_in_place_forward_backward(F_):
     w = torch.randn(F_, F_, generator=g).bfloat16().requires_grad_(True)
     # as in the block: the product's output, changed in place
     h = h0 @ w
-    y = cpu_kernels.BiasSELU.apply(h, b)
+    y = cpu_ops.BiasSELU.apply(h, b)
     assert y.data_ptr() == h.data_ptr()
     w64, b64 = w.detach().double().requires_grad_(True), b.detach().double().requires_grad_(True)
     ref = F.selu(h0.double() @ w64 + b64)
@@ -273,7 +273,7 @@ def test_cross_entropy_rows(K):
     g = torch.Generator().manual_seed(5)
     logits = (torch.randn(50, K, generator=g) * 4).bfloat16().requires_grad_(True)
     labels = torch.randint(0, K, (50,), generator=g)
-    loss, top = cpu_kernels.CrossEntropyRows.apply(logits, labels)
+    loss, top = cpu_ops.CrossEntropyRows.apply(logits, labels)
     l64 = logits.detach().double().requires_grad_(True)
     ref = F.cross_entropy(l64, labels, reduction="none")
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-5)
@@ -284,7 +284,7 @@ def test_cross_entropy_rows(K):
     bad = labels.clone()
     bad[3] = K
     with pytest.raises(ValueError, match="out of bounds"):
-        cpu_kernels.CrossEntropyRows.apply(logits.detach(), bad)
+        cpu_ops.CrossEntropyRows.apply(logits.detach(), bad)
 
 
 # ------------------------------------------------------------------ build and fallback
