@@ -172,15 +172,13 @@ def keep_bits(shape: torch.Size, p: float, device) -> tuple[torch.Tensor, float]
     P(keep) = 1 - t / 2^15 (within 2^-16 of 1 - p; the scale uses the exact value). The test
     is branch-free integer arithmetic: ``(~u + t) >> 15`` is -1 iff u >= t (no int16
     overflow for 0 <= u, t < 2^15). Draws from the default generator."""
-    t = round(p * 32768)
-    if not 0 < t < 32768:
-        raise ValueError(f"dropout p={p} must be in [2^-16, 1 - 2^-16)")
+    t = cpu_kernels.threshold(p)  # the C kernels' dropout uses the same threshold
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), None)  # the full 64-bit range: four uniform int16 lanes
     words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # 15 bits per lane: u in [0, 2^15)
     u = words.view(torch.int16)[:n].view(shape)
-    return u.bitwise_not_().add_(t).bitwise_right_shift_(15), 32768 / (32768 - t)
+    return u.bitwise_not_().add_(t).bitwise_right_shift_(15), cpu_kernels.keep_scale(t)
 
 
 class _DropBits(torch.autograd.Function):
@@ -231,20 +229,19 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, Dh) -> (B, T, H Dh), whose backward hands back a contiguous (B, H, T, Dh)
     gradient: the attention's two backward products both take it, where from the transposed
     view autograd gave each of them its own copy."""
-    return _MergeHeads.apply(x, x.shape[-1])
+    return _MergeHeads.apply(x)
 
 
 class _MergeHeads(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, head_dim: int) -> torch.Tensor:
-        B, H, T, Dh = x.shape
-        ctx.head_dim = head_dim
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        B, H, T, Dh = ctx.shape = x.shape
         return x.transpose(1, 2).reshape(B, T, H * Dh)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        B, T, _ = g.shape
-        return g.reshape(B, T, -1, ctx.head_dim).transpose(1, 2).contiguous(), None
+        B, H, T, Dh = ctx.shape
+        return g.reshape(B, T, H, Dh).transpose(1, 2).contiguous()
 
 
 def attention_dropout_bf16(q, k, v, dropout_p: float, scale: float | None = None):

@@ -181,12 +181,15 @@ def available() -> bool:
     return kernels() is not None
 
 
-def call(name: str, *args):
+def call(name: str, *args) -> None:
     """Kernel ``name`` of the loaded library on ``args``: tensors as their storage pointers
     (the callers pass contiguous ones), ``None`` as NULL, this process's torch thread count
-    appended (the kernels' OpenMP width)."""
+    appended (the kernels' OpenMP width). The kernels that return a status (those with
+    per-thread partial sums) return -1 when they cannot allocate them."""
     fn = getattr(kernels(), name)
-    return fn(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args), threads())
+    status = fn(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args), threads())
+    if status:
+        raise MemoryError(f"{name}: out of memory for its per-thread partial sums")
 
 
 def threads() -> int:
@@ -208,3 +211,12 @@ def threshold(p: float) -> int:
 
 def keep_scale(t: int) -> float:
     return 32768 / (32768 - t)
+
+
+def dropout(p: float) -> tuple[int, float, int]:
+    """A kernel call's dropout arguments: threshold, ``1/P(keep)`` and seed (``0, 1.0, 0``
+    for ``p == 0``: no dropout)."""
+    if p <= 0.0:
+        return 0, 1.0, 0
+    t = threshold(p)
+    return t, keep_scale(t), draw_seed()

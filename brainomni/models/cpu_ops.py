@@ -18,6 +18,11 @@ def _bf16c(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
+def _f32(b: torch.Tensor) -> torch.Tensor:
+    """A bias as the kernels read it: float32, contiguous, outside autograd."""
+    return b.detach().float().contiguous()
+
+
 class SoftmaxDropout(torch.autograd.Function):
     """``dropout(softmax(alpha * s, -1))``, the kept weights scaled by ``1/P(keep)``
     (``p == 0``: the softmax). Saves the softmax and the dropped weights; the backward reads
@@ -32,21 +37,10 @@ class SoftmaxDropout(torch.autograd.Function):
             raise ValueError(f"softmax rows of {L} exceed the kernel's {ck.MAX_ROW}")
         rows = s.numel() // L
         prob = torch.empty_like(s)
-        t = ck.threshold(p) if p > 0.0 else 0
+        t, ctx.ks, seed = ck.dropout(p)
+        ctx.alpha = float(alpha)
         dropped = torch.empty_like(s) if t else prob
-        ctx.ks, ctx.alpha = (ck.keep_scale(t) if t else 1.0), float(alpha)
-        ck.call(
-            "softmax_dropout_fwd",
-            s,
-            prob,
-            dropped,
-            rows,
-            L,
-            ck.draw_seed() if t else 0,
-            t,
-            ctx.ks,
-            ctx.alpha,
-        )
+        ck.call("softmax_dropout_fwd", s, prob, dropped, rows, L, seed, t, ctx.ks, ctx.alpha)
         ctx.masked = bool(t)
         ctx.save_for_backward(prob, dropped)
         return dropped
@@ -57,18 +51,8 @@ class SoftmaxDropout(torch.autograd.Function):
         g = _bf16c(g)
         L = g.shape[-1]
         ds = torch.empty_like(g)
-        ck.call(
-            "softmax_dropout_bwd",
-            g,
-            prob,
-            dropped,
-            ds,
-            g.numel() // L,
-            L,
-            int(ctx.masked),
-            ctx.ks,
-            ctx.alpha,
-        )
+        rows, masked = g.numel() // L, int(ctx.masked)
+        ck.call("softmax_dropout_bwd", g, prob, dropped, ds, rows, L, masked, ctx.ks, ctx.alpha)
         return ds, None, None
 
 
@@ -93,7 +77,7 @@ class QKVHeads(torch.autograd.Function):
             raise ValueError(f"head width {Dh} must be <= {ck.MAX_HEAD}, and even with RoPE")
         if c is not None:
             c, s = _bf16c(c), _bf16c(s)
-        b32 = bias.detach().float().contiguous() if bias is not None else None
+        b32 = _f32(bias) if bias is not None else None
         q, k, v = (qkv.new_empty(B, H, T, Dh) for _ in range(3))
         ck.call("qkv_heads_fwd", qkv, b32, c, s, q, k, v, B, T, H, Dh, inner)
         ctx.save_for_backward(c, s)
@@ -116,21 +100,7 @@ class QKVHeads(torch.autograd.Function):
         out = g0.new_empty(ctx.qkv_shape)
         want_b = ctx.b_dtype is not None and ctx.needs_input_grad[1]
         gb = torch.empty(3 * H * Dh, dtype=torch.float32) if want_b else None
-        if ck.call(
-            "qkv_heads_bwd",
-            *gs,
-            transposed,
-            c,
-            s,
-            out,
-            gb,
-            B,
-            T,
-            H,
-            Dh,
-            ctx.inner,
-        ):
-            raise MemoryError("qkv_heads_bwd: out of memory for the bias partial sums")
+        ck.call("qkv_heads_bwd", *gs, transposed, c, s, out, gb, B, T, H, Dh, ctx.inner)
         return out, (gb.to(ctx.b_dtype) if want_b else None), None, None, None
 
 
@@ -216,8 +186,7 @@ class BiasSELU(torch.autograd.Function):
         if not h.is_contiguous():
             raise ValueError("BiasSELU works in place on a contiguous product")
         F = h.shape[-1]
-        b32 = b.detach().float().contiguous()
-        ck.call("bias_selu_fwd", h, b32, h.numel() // F, F)
+        ck.call("bias_selu_fwd", h, _f32(b), h.numel() // F, F)
         ctx.mark_dirty(h)
         ctx.save_for_backward(h)
         ctx.b_dtype = b.dtype
@@ -230,8 +199,7 @@ class BiasSELU(torch.autograd.Function):
         F = y.shape[-1]
         gh = torch.empty_like(y)
         gb = torch.empty(F, dtype=torch.float32)
-        if ck.call("bias_selu_bwd", g, y, gh, gb, y.numel() // F, F):
-            raise MemoryError("bias_selu_bwd: out of memory for the bias partial sums")
+        ck.call("bias_selu_bwd", g, y, gh, gb, y.numel() // F, F)
         return gh, gb.to(ctx.b_dtype)
 
 
@@ -245,13 +213,11 @@ class BiasDropoutAdd(torch.autograd.Function):
         if x.shape != f.shape:
             raise ValueError(f"x {tuple(x.shape)} and f {tuple(f.shape)} differ")
         D = x.shape[-1]
-        t = ck.threshold(p) if p > 0.0 else 0
-        ctx.seed, ctx.t = (ck.draw_seed() if t else 0), t
-        ctx.scale = ck.keep_scale(t) if t else 1.0
+        ctx.t, ctx.scale, ctx.seed = ck.dropout(p)
         ctx.b_dtype = b.dtype
-        b32 = b.detach().float().contiguous()
         out = torch.empty_like(x)
-        ck.call("bias_dropout_add_fwd", x, f, b32, out, x.numel() // D, D, ctx.seed, t, ctx.scale)
+        rows = x.numel() // D
+        ck.call("bias_dropout_add_fwd", x, f, _f32(b), out, rows, D, ctx.seed, ctx.t, ctx.scale)
         return out
 
     @staticmethod
@@ -260,10 +226,8 @@ class BiasDropoutAdd(torch.autograd.Function):
         D = g.shape[-1]
         gf = torch.empty_like(g)
         gb = torch.empty(D, dtype=torch.float32)
-        if ck.call(
-            "bias_dropout_add_bwd", g, gf, gb, g.numel() // D, D, ctx.seed, ctx.t, ctx.scale
-        ):
-            raise MemoryError("bias_dropout_add_bwd: out of memory for the bias partial sums")
+        rows = g.numel() // D
+        ck.call("bias_dropout_add_bwd", g, gf, gb, rows, D, ctx.seed, ctx.t, ctx.scale)
         return g, gf, gb.to(ctx.b_dtype), None
 
 
@@ -282,18 +246,7 @@ class ResidualCat(torch.autograd.Function):
         if x.shape[-1] != h1 + h2 or a.numel() != N * h1 or b.numel() != N * h2:
             raise ValueError(f"x {tuple(x.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)}")
         out = torch.empty_like(x)
-        ck.call(
-            "residual_cat_fwd",
-            x,
-            a,
-            b,
-            ba.detach().float().contiguous(),
-            bb.detach().float().contiguous(),
-            out,
-            N,
-            h1,
-            h2,
-        )
+        ck.call("residual_cat_fwd", x, a, b, _f32(ba), _f32(bb), out, N, h1, h2)
         ctx.dims, ctx.dtypes = (N, h1, h2), (ba.dtype, bb.dtype)
         return out
 
@@ -303,8 +256,7 @@ class ResidualCat(torch.autograd.Function):
         g = _bf16c(g)
         g2 = g.view(N, h1 + h2)
         sums = torch.empty(h1 + h2, dtype=torch.float32)
-        if ck.call("column_sums", g2, sums, N, h1 + h2):
-            raise MemoryError("column_sums: out of memory for the partial sums")
+        ck.call("column_sums", g2, sums, N, h1 + h2)
         return (
             g,
             g2[:, :h1],

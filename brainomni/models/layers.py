@@ -119,19 +119,29 @@ class SelfAttention(nn.Module):
         """This layer's RoPE tables for ``seq_len`` (compute once, pass to every call)."""
         return rope_tables(rope_angles(seq_len, self.dim, self.n_head, self.rope_base, device))
 
+    def kernels_fit(self, seq_len: int) -> bool:
+        """Whether the C kernels (built, ``cpu_kernels``) take this layer's heads and
+        ``seq_len``-long softmax rows (``forward_tokens``)."""
+        return (
+            cpu_kernels.available()
+            and self.dim // self.n_head <= cpu_kernels.MAX_HEAD
+            and seq_len <= cpu_kernels.MAX_ROW
+        )
+
     def forward_tokens(
         self,
         x_ND: torch.Tensor,
         layout: tuple[int, int, int],
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         in_scale: torch.Tensor | None = None,
+        proj_bias: bool = True,
     ) -> torch.Tensor:
-        """The same function on the C kernels' bf16 path (``cpu_kernels``) for tokens given
-        as rows of ``x_ND`` (N, D) (a strided view is fine: the product reads it in place),
-        ``layout = (B, T, inner)``: B sequences of T tokens, interleaved with stride
-        ``inner`` (``cpu_ops.QKVHeads``). Returns (N, D) in the same token order,
-        *without* the output projection's bias (the caller adds ``self.proj.bias`` in its
-        residual pass, ``cpu_ops.ResidualCat``)."""
+        """The same function on the C kernels' bf16 path (``cpu_kernels``, where
+        ``kernels_fit``) for tokens given as rows of ``x_ND`` (N, D) (a strided view is fine:
+        the product reads it in place), ``layout = (B, T, inner)``: B sequences of T tokens,
+        interleaved with stride ``inner`` (``cpu_ops.QKVHeads``). Returns (N, D) in the same
+        token order; ``proj_bias=False`` leaves out the output projection's bias (the block
+        adds it in its residual pass, ``cpu_ops.ResidualCat``)."""
         B, T, inner = layout
         w, b = self.qkv.weight, self.qkv.bias
         if in_scale is not None:
@@ -144,7 +154,8 @@ class SelfAttention(nn.Module):
         qkv = torch.matmul(x_ND, w.t()).view(-1, 3, self.n_head, self.dim // self.n_head)
         q, k, v = cpu_ops.QKVHeads.apply(qkv, b, *tables, layout)
         out = attention(q, k, v, self.dropout if self.training else 0.0)
-        return torch.matmul(cpu_ops.MergeHeads.apply(out, inner), self.proj.weight.t())
+        merged = cpu_ops.MergeHeads.apply(out, inner)
+        return F.linear(merged, self.proj.weight, self.proj.bias if proj_bias else None)
 
     def forward(
         self,
@@ -155,24 +166,22 @@ class SelfAttention(nn.Module):
         """``in_scale`` (D,): a per-feature factor on ``x`` folded into the qkv weight (the
         bf16 path's RMSNorm weight, see ``CrissCrossBlock``)."""
         B, T, _ = x_BTD.shape
+        fast = fast_bf16(x_BTD)
+        if fast and self.kernels_fit(T):
+            x_ND = x_BTD.reshape(B * T, -1)
+            return self.forward_tokens(x_ND, (B, T, 1), rope, in_scale).view(B, T, self.dim)
         w, b = self.qkv.weight, self.qkv.bias
         if in_scale is not None:
             w = w * in_scale
-        fast = fast_bf16(x_BTD)
         if fast and self.rope:  # q/k features of each head reordered to [even | odd]
             w, b = w[self.halves_order], b[self.halves_order]
+        qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
         if self.rope:
             cos, sin = rope if rope is not None else self.rope_tables(T, x_BTD.device)
-        if fast and cpu_kernels.available() and self.dim // self.n_head <= cpu_kernels.MAX_HEAD:
-            qkv = torch.matmul(x_BTD, w.t()).view(B, T, 3, self.n_head, -1)
-            tables = halves_tables(cos, sin) if self.rope else (None, None)
-            q, k, v = cpu_ops.QKVHeads.apply(qkv, b, *tables)
-        elif fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
-            qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
+        if fast:  # q, k, v in the (B, H, T, Dh) layout of the products, RoPE on the way
             tables = halves_tables(cos, sin) if self.rope else (None, None)
             q, k, v = _QKVHeads.apply(qkv, *tables)
         else:
-            qkv = F.linear(x_BTD, w, b).view(B, T, 3, self.n_head, -1)
             q, k, v = qkv.unbind(2)  # B T H Dh
             if self.rope:
                 q, k = apply_rope_tables(q, cos, sin), apply_rope_tables(k, cos, sin)
@@ -243,7 +252,7 @@ class CrissCrossBlock(nn.Module):
         fused = cpu_kernels.available()  # (the norm and FFN kernels take any width)
         if fused:
             x_BSWD, y = cpu_ops.ResidualRMSScale.apply(x_BSWD, self.pre_attn_norm.eps)
-            x_BSWD = self._attn(y, rope, (w[:h], w[h:]), residual=x_BSWD)
+            x_BSWD = self._attn_residual(x_BSWD, y, rope, (w[:h], w[h:]))
             x_BSWD, y = cpu_ops.ResidualRMSScale.apply(x_BSWD, self.pre_ff_norm.eps)
         else:
             y = rms_scale(x_BSWD, self.pre_attn_norm.eps)
@@ -254,7 +263,7 @@ class CrissCrossBlock(nn.Module):
         p = self.ff.layer[3].p if len(self.ff.layer) > 3 and self.training else 0.0
         if fused:  # bias + SELU in place on the product; bias + dropout + residual in one pass
             f = cpu_ops.BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias)
-            f = torch.matmul(f, lin2.weight.to(f.dtype).t())
+            f = torch.matmul(f, lin2.weight.t())
             return cpu_ops.BiasDropoutAdd.apply(x_BSWD, f, lin2.bias, p)
         if self.compiled_kernels:
             f = lin2(_BiasSELU.apply(torch.matmul(y, w1.t()), lin1.bias))
@@ -265,23 +274,23 @@ class CrissCrossBlock(nn.Module):
             return x_BSWD.add(f, alpha=keep_scale)
         return x_BSWD + f
 
-    def _attn(
-        self, x_BSWD: torch.Tensor, rope=None, scales=(None, None), residual=None
-    ) -> torch.Tensor:
-        """The two attentions of ``x_BSWD``, concatenated [spatial, temporal]; with
-        ``residual`` (the C kernels' path only) ``residual +`` that."""
+    def _attn_residual(self, res_BSWD: torch.Tensor, x_BSWD: torch.Tensor, rope, scales):
+        """``res + _attn(x)`` on the C kernels' path: both attentions read and write the
+        (B, S, W) token rows (no transposed copies), and their projections' biases, the
+        concatenation and the residual add are one pass (``cpu_ops.ResidualCat``)."""
         B, S, W, D = x_BSWD.shape
         h = D // 2
-        kernels = cpu_kernels.available() and h // self.time_attn.n_head <= cpu_kernels.MAX_HEAD
-        if fast_bf16(x_BSWD) and kernels and max(S, W) <= cpu_kernels.MAX_ROW:  # no transposes
-            xt, xs = x_BSWD.reshape(-1, D).split(h, dim=-1)  # strided views, backward one cat
-            xt = self.time_attn.forward_tokens(xt, (B * S, W, 1), rope, scales[0])
-            xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1])
-            base = residual if residual is not None else torch.zeros_like(x_BSWD)
-            pb, tb = self.spatial_attn.proj.bias, self.time_attn.proj.bias
-            return cpu_ops.ResidualCat.apply(base, xs, xt, pb, tb)
-        if residual is not None:
-            return residual + self._attn(x_BSWD, rope, scales)
+        if not (self.time_attn.kernels_fit(W) and self.spatial_attn.kernels_fit(S)):
+            return res_BSWD + self._attn(x_BSWD, rope, scales)
+        xt, xs = x_BSWD.reshape(-1, D).split(h, dim=-1)  # strided views, backward one cat
+        xt = self.time_attn.forward_tokens(xt, (B * S, W, 1), rope, scales[0], proj_bias=False)
+        xs = self.spatial_attn.forward_tokens(xs, (B * W, S, W), None, scales[1], proj_bias=False)
+        pb, tb = self.spatial_attn.proj.bias, self.time_attn.proj.bias
+        return cpu_ops.ResidualCat.apply(res_BSWD, xs, xt, pb, tb)
+
+    def _attn(self, x_BSWD: torch.Tensor, rope=None, scales=(None, None)) -> torch.Tensor:
+        B, S, W, D = x_BSWD.shape
+        h = D // 2
         xt, xs = x_BSWD.split(h, dim=-1)  # one backward concatenation, no zero-filled slices
         xt = xt.reshape(B * S, W, h)
         xs = xs.transpose(1, 2).reshape(B * W, S, h)

@@ -243,10 +243,11 @@ class Ledger:
         while the store was unreachable): a part named after one of them is not read
         again, only removed. At 200,000 units that is the difference between 200,000 small
         reads and none; segments and the parts of an earlier, killed driver are read (in
-        bulk). Rows given here that a segment also holds are correct, only converted twice. Rows are concatenated and
-        deduplicated as Arrow tables (a sort and a filter, no Python object per row). The
-        compacted file is written (atomically) before any folded part is removed, so a
-        kill in between only leaves parts that dedupe away on the next read.
+        bulk). Rows given here that a segment also holds are correct, only converted twice.
+        Rows are concatenated and deduplicated as Arrow tables (a sort and a filter, no
+        Python object per row). The compacted file is written (atomically) before any
+        folded part is removed, so a kill in between only leaves parts that dedupe away on
+        the next read.
         """
         fs, path = get_fs(self.dest, self.storage_options)
         segments, parts = self._listing(fs, path)
